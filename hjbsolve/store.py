@@ -1,0 +1,802 @@
+"""HDF5 store for solver results: self-describing files, dimension scales, atomic writes.
+
+A result is a tree of :class:`Group` objects holding named arrays
+(:class:`Variable`) with named dimensions, 1-D coordinates and attributes.
+:func:`write` stores such a tree in one HDF5 file, :func:`read` gives it back,
+:func:`update` adds/replaces one top-level sub-group, :func:`describe` renders
+a summary for ``hjbsolve info FILE``.
+
+File layout (format ``hjbsolve_store = 1``)
+-------------------------------------------
+* The root :class:`Group` is the HDF5 file itself; every sub-group is an HDF5
+  group of the same name.  Names must be non-empty and must not contain ``/``;
+  within one group, coordinate, variable and sub-group names are disjoint.
+* Every coordinate is a 1-D dataset named after its dimension and turned into
+  an HDF5 *dimension scale* (``make_scale(name)``).  Every axis of every
+  variable has the scale of its dimension attached
+  (``dims[i].attach_scale``), so all dimensions are named in the file.
+* Each group is self-contained: it carries a coordinate for every dimension
+  used in it.  A dimension without a coordinate in the group is taken from the
+  nearest ancestor that has one (the coordinate is *copied* into the group,
+  data and attributes); if no ancestor has one, an integer index coordinate
+  ``0..N-1`` (int64, no attributes) is created in the group.  Hence
+  ``xarray.open_dataset(path, engine="h5netcdf", group="eps_0.1")`` works for
+  every group.  :func:`complete` returns a tree completed the same way, and
+  ``read(write(tree))`` equals ``complete(tree)``.
+* Only plain h5py is used to write.  netCDF-4 bookkeeping attributes
+  (``_NCProperties``, ``_Netcdf4Dimid``, ``_Netcdf4Coordinates``) are *not*
+  written: netCDF readers (h5netcdf, hence xarray; netCDF-C) accept pure HDF5
+  files whose dimensions are all dimension scales, and claiming netCDF-4
+  provenance without following all of its internal rules would be worse than
+  not claiming it.  Creation order of groups, datasets and attributes is
+  tracked (``track_order=True``), as netCDF-4 does, so order round-trips.
+* The root carries the attribute ``hjbsolve_store = 1`` (format version); it
+  is consumed by :func:`read` and is not part of the returned attributes.
+* Data: numeric (bool, signed/unsigned integers, floats) or text arrays.
+  Text is stored as variable-length UTF-8 strings.  Boolean arrays are stored
+  as int8 0/1 with the attribute ``dtype = "bool"`` (the xarray convention;
+  xarray and :func:`read` decode them back to bool).  Arrays larger than
+  64 KiB are chunked and compressed (gzip level 4 with the shuffle filter);
+  smaller ones are contiguous and uncompressed.  No ``_FillValue`` is written.
+* Attributes: ``str`` -> variable-length UTF-8 string; ``int`` -> int64;
+  ``float`` -> float64; numpy scalars keep their dtype; 1-D numeric arrays
+  and lists/tuples of numbers -> 1-D arrays; lists/tuples of ``str`` -> 1-D
+  variable-length string arrays (read back as ``list[str]``).  ``None``
+  values are skipped.  netCDF has no boolean type, so ``bool`` is stored as an
+  int8 scalar 0/1; :func:`read` turns int8 scalar attributes of files carrying
+  ``hjbsolve_store`` back into ``bool`` (an ``np.int8`` scalar given by the
+  caller is widened to int16 to keep this unambiguous; boolean *arrays* in
+  attributes become int8 arrays).  xarray shows boolean attributes as 0/1.
+  Nested dicts, multi-dimensional arrays, complex numbers, bytes and other
+  objects are refused with :class:`StoreError`, as are the names reserved by
+  HDF5 dimension scales and netCDF-4 (``CLASS``, ``NAME``, ``DIMENSION_LIST``,
+  ``REFERENCE_LIST``, ``_Netcdf4*``, ``_NCProperties``) and ``hjbsolve_store``.
+
+Writes are atomic: a file is first written as ``.<basename>.tmp-<pid>-<hex>``
+in the destination folder and renamed onto the final name with ``os.replace``
+only after it was completely written and synced.  On any exception (including
+``KeyboardInterrupt``) the temporary file is removed and an existing file at
+the destination is left untouched.  Call :func:`check_writable` before a long
+computation to fail early on an unwritable destination.
+
+:func:`update` is a read-modify-write of the whole file.  It is serialised
+within one process, but concurrent updates of the same file from several
+processes are not coordinated (the last rename wins); let one process collect
+results and write them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from hjbsolve.errors import HJBError
+
+__all__ = [
+    "Variable",
+    "Group",
+    "StoreError",
+    "write",
+    "read",
+    "update",
+    "describe",
+    "complete",
+    "atomic_output",
+    "check_writable",
+    "FORMAT_VERSION",
+    "COMPRESS_THRESHOLD",
+]
+
+FORMAT_VERSION = 1
+FORMAT_ATTR = "hjbsolve_store"
+#: Arrays with more bytes than this are chunked and gzip-compressed.
+COMPRESS_THRESHOLD = 64 * 1024
+GZIP_LEVEL = 4
+#: Attribute names used by HDF5 dimension scales / netCDF-4 internals.
+_RESERVED_ATTRS = frozenset(
+    {"CLASS", "NAME", "DIMENSION_LIST", "REFERENCE_LIST", "_NCProperties", "_Netcdf4Dimid",
+     "_Netcdf4Coordinates", "_nc3_strict", "_SuperblockVersion", "_IsNetcdf4"}
+)
+_NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
+_BOOL_MARK = ("dtype", "bool")
+
+
+class StoreError(HJBError):
+    """A result file cannot be written or read, or a tree cannot be stored."""
+
+
+# ---------------------------------------------------------------------------
+# data model
+
+
+@dataclass(eq=False)
+class Variable:
+    """An array with one dimension name per axis and attributes."""
+
+    data: np.ndarray
+    dims: tuple[str, ...]
+    attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data = np.asarray(self.data)
+        if isinstance(self.dims, str):
+            self.dims = (self.dims,)
+        self.dims = tuple(self.dims)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Variable):
+            return NotImplemented
+        return (
+            self.dims == other.dims
+            and _arrays_equal(self.data, other.data, check_dtype=True)
+            and _attrs_equal(self.attrs, other.attrs)
+        )
+
+
+@dataclass(eq=False)
+class Group:
+    """A node of the result tree: coordinates, variables, attributes, sub-groups."""
+
+    coords: dict[str, Variable] = field(default_factory=dict)
+    variables: dict[str, Variable] = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+    groups: dict[str, "Group"] = field(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Group):
+            return NotImplemented
+        return (
+            _dicts_equal(self.coords, other.coords)
+            and _dicts_equal(self.variables, other.variables)
+            and _attrs_equal(self.attrs, other.attrs)
+            and _dicts_equal(self.groups, other.groups)
+        )
+
+
+def _arrays_equal(a: Any, b: Any, check_dtype: bool = False) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    if check_dtype and a.dtype != b.dtype and not (a.dtype.kind == b.dtype.kind == "U"):
+        return False
+    nan_ok = a.dtype.kind in "fc" and b.dtype.kind in "fc"
+    try:
+        return bool(np.array_equal(a, b, equal_nan=nan_ok))
+    except TypeError:
+        return False
+
+
+def _dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+def _attrs_equal(a: dict, b: dict) -> bool:
+    a = {k: v for k, v in a.items() if v is not None}
+    b = {k: v for k, v in b.items() if v is not None}
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, (np.ndarray, list, tuple)) or isinstance(y, (np.ndarray, list, tuple)):
+            if not _arrays_equal(x, y):
+                return False
+        elif isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+            continue
+        elif not x == y:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# validation and completion of a tree
+
+
+def _check_name(name: Any, what: str, where: str) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise StoreError(f"invalid {what} name {name!r} in group {where}: "
+                         "names must be non-empty strings without '/'")
+
+
+def _check_data(var: Variable, what: str) -> np.ndarray:
+    data = np.asarray(var.data)
+    kind = data.dtype.kind
+    if kind == "O":
+        if not all(isinstance(v, str) for v in data.flat):
+            raise StoreError(f"{what}: object arrays must contain only str")
+        data = data.astype(str) if data.size else np.asarray(data, dtype=str)
+    elif kind not in "biufU":
+        raise StoreError(f"{what}: unsupported dtype {data.dtype} "
+                         "(use bool, integer, float or str arrays)")
+    if data.ndim != len(var.dims):
+        raise StoreError(f"{what}: {data.ndim}-D data but {len(var.dims)} dims {var.dims}")
+    return data
+
+
+def _group_path(parent: str, name: str) -> str:
+    return f"/{name}" if parent == "/" else f"{parent}/{name}"
+
+
+def complete(root: Group) -> Group:
+    """Return a validated copy of *root* as it will be stored.
+
+    Every dimension used in a group gets a coordinate in that group (copied
+    from the nearest ancestor, else an int64 index ``0..N-1``), ``None``
+    attributes are dropped and data are converted to arrays.  Arrays are
+    shared with *root*, not copied.  Raises :class:`StoreError` on an invalid
+    tree.  ``read(write(root))`` equals ``complete(root)``.
+    """
+    return _complete(root, "/", {})
+
+
+def _complete(group: Group, where: str, inherited: dict[str, Variable]) -> Group:
+    if not isinstance(group, Group):
+        raise StoreError(f"group {where} is a {type(group).__name__}, not a Group")
+    sizes: dict[str, int] = {}
+    coords: dict[str, Variable] = {}
+    for name, var in group.coords.items():
+        _check_name(name, "coordinate", where)
+        if not isinstance(var, Variable):
+            raise StoreError(f"coordinate {name!r} in group {where} is not a Variable")
+        data = _check_data(var, f"coordinate {name!r} in group {where}")
+        if var.dims != (name,):
+            raise StoreError(f"coordinate {name!r} in group {where} must have dims ({name!r},), "
+                             f"not {var.dims}")
+        sizes[name] = data.shape[0]
+        coords[name] = Variable(data, (name,), _clean_attrs(var.attrs, f"coordinate {name!r} in group {where}"))
+    variables: dict[str, Variable] = {}
+    used: list[str] = []
+    for name, var in group.variables.items():
+        _check_name(name, "variable", where)
+        what = f"variable {name!r} in group {where}"
+        if not isinstance(var, Variable):
+            raise StoreError(f"{what} is not a Variable")
+        if name in group.coords:
+            raise StoreError(f"{what}: the name is also a coordinate")
+        data = _check_data(var, what)
+        for dim in var.dims:
+            _check_name(dim, "dimension", where)
+        if len(set(var.dims)) != len(var.dims):
+            raise StoreError(f"{what}: repeated dimension in {var.dims}")
+        for dim, n in zip(var.dims, data.shape):
+            if dim in sizes and sizes[dim] != n:
+                src = "coordinate" if dim in coords else "another variable"
+                raise StoreError(f"{what}: dimension {dim!r} has length {n} but "
+                                 f"{sizes[dim]} in {src} of the group")
+            sizes[dim] = n
+            if dim not in used:
+                used.append(dim)
+        variables[name] = Variable(data, var.dims, _clean_attrs(var.attrs, what))
+    for dim in used:
+        if dim in variables:
+            raise StoreError(f"variable {dim!r} in group {where} has the name of a dimension; "
+                             "make it a coordinate (dims == (name,)) or rename it")
+        if dim in coords:
+            continue
+        parent = inherited.get(dim)
+        if parent is not None:
+            if parent.data.shape[0] != sizes[dim]:
+                raise StoreError(
+                    f"group {where}: dimension {dim!r} has length {sizes[dim]} but the "
+                    f"coordinate {dim!r} of an enclosing group has length {parent.data.shape[0]}; "
+                    "give the group its own coordinate")
+            coords[dim] = Variable(parent.data, (dim,), dict(parent.attrs))
+        else:
+            coords[dim] = Variable(np.arange(sizes[dim], dtype=np.int64), (dim,), {})
+    attrs = _clean_attrs(group.attrs, f"group {where}")
+    if where == "/" and FORMAT_ATTR in attrs:
+        raise StoreError(f"attribute name {FORMAT_ATTR!r} is reserved (group /)")
+    scope = dict(inherited)  # only explicit coordinates are inherited, not index ones
+    scope.update({k: coords[k] for k in group.coords})
+    groups: dict[str, Group] = {}
+    for name, sub in group.groups.items():
+        _check_name(name, "group", where)
+        if name in coords or name in variables:
+            raise StoreError(f"group {where}: sub-group {name!r} has the name of a "
+                             "coordinate or variable")
+        groups[name] = _complete(sub, _group_path(where, name), scope)
+    return Group(coords=coords, variables=variables, attrs=attrs, groups=groups)
+
+
+def _clean_attrs(attrs: dict, where: str) -> dict:
+    if not isinstance(attrs, dict):
+        raise StoreError(f"attributes of {where} must be a dict, not {type(attrs).__name__}")
+    out = {}
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        if not isinstance(key, str) or not key:
+            raise StoreError(f"invalid attribute name {key!r} of {where}")
+        if key in _RESERVED_ATTRS:
+            raise StoreError(f"attribute name {key!r} of {where} is reserved")
+        _encode_attr(value, f"attribute {key!r} of {where}")  # validate only
+        out[key] = value
+    return out
+
+
+def _encode_attr(value: Any, what: str) -> Any:
+    """Python/numpy attribute value -> value for h5py (see module docstring)."""
+    if isinstance(value, dict):
+        raise StoreError(f"{what}: nested dicts are not supported; flatten the keys")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        return np.int8(1 if value else 0)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise StoreError(f"{what}: integer {value} does not fit in int64")
+        return np.int64(value)
+    if isinstance(value, float):
+        return np.float64(value)
+    if isinstance(value, np.generic):
+        kind = value.dtype.kind
+        if kind == "U":
+            return str(value)
+        if kind == "i" and value.dtype.itemsize == 1:
+            return np.int16(value)  # int8 scalars mean bool in this format
+        if kind in "iuf":
+            return value
+        raise StoreError(f"{what}: unsupported numpy type {value.dtype}")
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value):
+            return ("str-list", list(value))
+        if all(isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating)) for v in value):
+            value = np.asarray(value)
+        else:
+            raise StoreError(f"{what}: a list must hold only str or only numbers")
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise StoreError(f"{what}: only 1-D arrays are supported, not {value.ndim}-D")
+        kind = value.dtype.kind
+        if kind == "b":
+            return value.astype(np.int8)
+        if kind in "iuf":
+            return value
+        if kind in "UO" and all(isinstance(v, str) for v in value):
+            return ("str-list", [str(v) for v in value])
+        raise StoreError(f"{what}: unsupported array dtype {value.dtype}")
+    raise StoreError(f"{what}: unsupported type {type(value).__name__}")
+
+
+def _set_attrs(obj: h5py.HLObject, attrs: dict, what: str) -> None:
+    for key, value in attrs.items():
+        enc = _encode_attr(value, f"attribute {key!r} of {what}")
+        if isinstance(enc, tuple):
+            obj.attrs.create(key, data=np.array(enc[1], dtype=object), dtype=h5py.string_dtype())
+        elif isinstance(enc, str):
+            obj.attrs.create(key, data=enc, dtype=h5py.string_dtype())
+        else:
+            obj.attrs[key] = enc
+
+
+# ---------------------------------------------------------------------------
+# writing
+
+
+def _create_dataset(h5: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
+    kwargs: dict[str, Any] = {"track_order": True}
+    if data.dtype.kind == "U":
+        kwargs["dtype"] = h5py.string_dtype()
+        data = data.astype(object)
+    else:
+        if data.dtype.kind == "b":
+            data = data.astype(np.int8)
+        if data.nbytes > COMPRESS_THRESHOLD and data.ndim > 0:
+            kwargs.update(chunks=True, compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
+    return h5.create_dataset(name, data=data, **kwargs)
+
+
+def _write_group(h5: h5py.Group, group: Group, where: str) -> None:
+    """Write a *completed* group (see :func:`complete`) into h5."""
+    _set_attrs(h5, group.attrs, f"group {where}")
+    scales: dict[str, h5py.Dataset] = {}
+    for name, var in group.coords.items():
+        ds = _create_dataset(h5, name, var.data)
+        ds.make_scale(name)
+        if var.data.dtype.kind == "b":
+            ds.attrs[_BOOL_MARK[0]] = _BOOL_MARK[1]
+        _set_attrs(ds, var.attrs, f"coordinate {name!r} in group {where}")
+        scales[name] = ds
+    for name, var in group.variables.items():
+        ds = _create_dataset(h5, name, var.data)
+        for axis, dim in enumerate(var.dims):
+            ds.dims[axis].attach_scale(scales[dim])
+        if var.data.dtype.kind == "b":
+            ds.attrs[_BOOL_MARK[0]] = _BOOL_MARK[1]
+        _set_attrs(ds, var.attrs, f"variable {name!r} in group {where}")
+    for name, sub in group.groups.items():
+        _write_group(h5.create_group(name, track_order=True), sub, _group_path(where, name))
+
+
+def write(path: str | os.PathLike, root: Group) -> None:
+    """Write the tree *root* to the HDF5 file *path*, atomically.
+
+    The tree is validated before anything is created; the parent folder is
+    created if needed.  An existing file at *path* is replaced only once the
+    new file is complete.
+    """
+    tree = complete(root)
+    with atomic_output(path) as tmp:
+        try:
+            with h5py.File(tmp, "w", track_order=True) as f:
+                f.attrs[FORMAT_ATTR] = np.int64(FORMAT_VERSION)
+                _write_group(f, tree, "/")
+        except OSError as exc:
+            raise StoreError(f"cannot write {os.fspath(path)}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------
+# atomic output
+
+
+def _folder_and_name(path: str | os.PathLike) -> tuple[str, str, str]:
+    text = os.fspath(path)
+    final = os.path.abspath(text)
+    folder, base = os.path.split(final)
+    if not base or text.endswith(("/", os.sep)):
+        raise StoreError(f"cannot write {text}: not a file name")
+    return text, folder, base
+
+
+def _prepare_folder(text: str, folder: str, final: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot write {text}: cannot create folder {folder}: "
+                         f"{exc.strerror or exc}") from exc
+    if not os.path.isdir(folder):
+        raise StoreError(f"cannot write {text}: {folder} is not a folder")
+    if os.path.isdir(final):
+        raise StoreError(f"cannot write {text}: it is a folder")
+
+
+def _reserve_temp(text: str, folder: str, base: str) -> str:
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot write {text}: {exc.strerror or exc}") from exc
+        os.close(fd)
+        return tmp
+    raise StoreError(f"cannot write {text}: no free temporary name in {folder}")
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _fsync(path: str, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path next to *path*; rename it onto *path* on success.
+
+    The folder of *path* is created if needed.  The temporary file
+    ``.<basename>.tmp-<pid>-<hex>`` exists (empty) when the body starts; the
+    body writes (or truncates and rewrites) it.  When the body finishes
+    normally the file is synced and ``os.replace``-d onto *path*; on any
+    exception, ``KeyboardInterrupt`` included, it is removed and the exception
+    propagates.  Unwritable destinations raise :class:`StoreError`.
+    """
+    text, folder, base = _folder_and_name(path)
+    final = os.path.join(folder, base)
+    _prepare_folder(text, folder, final)
+    tmp = _reserve_temp(text, folder, base)
+    try:
+        yield tmp
+        _fsync(tmp)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    try:
+        os.replace(tmp, final)
+    except BaseException as exc:
+        _remove_quietly(tmp)
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write {text}: {exc.strerror or exc}") from exc
+        raise
+    _fsync(folder, directory=True)
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail early with :class:`StoreError` if :func:`write` to *path* cannot succeed.
+
+    Creates the folder if needed, then creates and removes a temporary file
+    in it.  Call before a long computation whose result goes to *path*.
+    """
+    text, folder, base = _folder_and_name(path)
+    _prepare_folder(text, folder, os.path.join(folder, base))
+    _remove_quietly(_reserve_temp(text, folder, base))
+
+
+# ---------------------------------------------------------------------------
+# reading
+
+
+def _decode_attr(value: Any, ours: bool) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return _decode_attr(value[()], ours)
+        if value.dtype.kind in "OSU":
+            return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                    for v in value.ravel()]
+        return value
+    if isinstance(value, np.generic):
+        if ours and value.dtype == np.int8 and value in (0, 1):
+            return bool(value)
+        return value.item()
+    return value
+
+
+def _read_attrs(obj: h5py.HLObject, ours: bool, skip: tuple[str, ...] = ()) -> dict:
+    out = {}
+    for key in obj.attrs:
+        if key in _RESERVED_ATTRS or key in skip:
+            continue
+        try:
+            value = obj.attrs[key]
+        except (OSError, TypeError):  # unreadable foreign attribute type
+            continue
+        out[key] = _decode_attr(value, ours)
+    return out
+
+
+def _read_data(ds: h5py.Dataset) -> tuple[np.ndarray, bool]:
+    """Return the data and whether the bool marker was consumed."""
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        raw = ds.asstr()[()]
+        return np.asarray(raw, dtype=object).astype(str), False
+    data = np.asarray(ds[()])
+    mark = ds.attrs.get(_BOOL_MARK[0])
+    if isinstance(mark, bytes):
+        mark = mark.decode()
+    if mark == _BOOL_MARK[1] and data.dtype.kind in "iu":
+        return data.astype(bool), True
+    return data, False
+
+
+def _is_dimension_only(ds: h5py.Dataset) -> bool:
+    name = ds.attrs.get("NAME")
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return isinstance(name, str) and name.startswith(_NOT_A_VARIABLE)
+
+
+def _read_group(h5: h5py.Group, ours: bool) -> Group:
+    group = Group(attrs=_read_attrs(h5, ours, skip=(FORMAT_ATTR,) if h5.name == "/" else ()))
+    for name, obj in h5.items():
+        if isinstance(obj, h5py.Group):
+            group.groups[name] = _read_group(obj, ours)
+        elif not isinstance(obj, h5py.Dataset):
+            continue
+        elif h5py.h5ds.is_scale(obj.id):
+            if _is_dimension_only(obj) or obj.ndim != 1:
+                continue
+            data, marked = _read_data(obj)
+            attrs = _read_attrs(obj, ours, skip=("dtype",) if marked else ())
+            group.coords[name] = Variable(data, (name,), attrs)
+        else:
+            dims = []
+            for axis in range(obj.ndim):
+                scales = obj.dims[axis].values()
+                dims.append(scales[-1].name.rsplit("/", 1)[-1] if scales else f"{name}_dim_{axis}")
+            data, marked = _read_data(obj)
+            attrs = _read_attrs(obj, ours, skip=("dtype",) if marked else ())
+            group.variables[name] = Variable(data, tuple(dims), attrs)
+    return group
+
+
+def _open_for_reading(path: str | os.PathLike) -> h5py.File:
+    text = os.fspath(path)
+    if not os.path.exists(text):
+        raise StoreError(f"cannot read {text}: no such file")
+    if os.path.isdir(text):
+        raise StoreError(f"cannot read {text}: it is a folder")
+    try:
+        if not h5py.is_hdf5(text):
+            raise StoreError(f"cannot read {text}: not an HDF5 file")
+        return h5py.File(text, "r")
+    except OSError as exc:
+        raise StoreError(f"cannot read {text}: {exc}") from exc
+
+
+def read(path: str | os.PathLike) -> Group:
+    """Read a file written by :func:`write` (or any HDF5 file using dimension scales).
+
+    Dimension scales become coordinates (auto-created index coordinates
+    included), other datasets variables.  Axes without an attached scale get
+    the dimension name ``<variable>_dim_<axis>``.
+    """
+    with _open_for_reading(path) as f:
+        ours = FORMAT_ATTR in f.attrs
+        try:
+            return _read_group(f, ours)
+        except OSError as exc:
+            raise StoreError(f"cannot read {os.fspath(path)}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------
+# update
+
+
+_update_lock = threading.Lock()
+
+
+def update(path: str | os.PathLike, name: str, group: Group) -> None:
+    """Add or replace the top-level sub-group *name* of the file *path*, atomically.
+
+    Creates the file (with an empty root) if it does not exist.  The whole file
+    is rewritten into a temporary file and renamed, so a reader never sees a
+    half-written file.  Serialised within the process, not across processes.
+    """
+    _check_name(name, "group", "/")
+    with _update_lock:
+        text = os.fspath(path)
+        root = read(text) if os.path.exists(text) else Group()
+        if name in root.coords or name in root.variables:
+            raise StoreError(f"cannot add group {name!r} to {text}: the root has a "
+                             "coordinate or variable of that name")
+        root.groups[name] = group
+        write(text, root)
+
+
+# ---------------------------------------------------------------------------
+# describe
+
+
+def _fmt_num(x: Any) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return "true" if x else "false"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        text = f"{float(x):.6g}"
+        return text if any(c in text for c in ".eni") else text + ".0"  # keep floats visibly floats
+    return str(x)
+
+
+def _abbrev(text: str, width: int = 72) -> str:
+    lines = text.splitlines()
+    first = lines[0] if lines else ""
+    suffix = f" ({len(lines)} lines)" if len(lines) > 1 else ""
+    if len(first) > width:
+        first = first[: width - 3] + "..."
+    return repr(first) + suffix
+
+
+def _fmt_attr(value: Any) -> str:
+    if isinstance(value, str):
+        return _abbrev(value)
+    if isinstance(value, list):
+        shown = [_abbrev(v, 30) for v in value[:4]]
+        more = f", ... ({len(value)} items)" if len(value) > 4 else ""
+        return "[" + ", ".join(shown) + more + "]"
+    if isinstance(value, np.ndarray):
+        vals = [_fmt_num(v) for v in value[:6]]
+        more = f", ... ({value.size} values)" if value.size > 6 else ""
+        return "[" + ", ".join(vals) + more + "]"
+    return _fmt_num(value)
+
+
+def _fmt_range(data: np.ndarray) -> str:
+    if data.size == 0:
+        return "empty"
+    kind = data.dtype.kind
+    if kind == "U":
+        return f"{data.flat[0]!r} .. {data.flat[-1]!r}" if data.ndim == 1 else ""
+    if kind == "b":
+        return f"{int(np.count_nonzero(data))} true"
+    if kind == "f":
+        finite = data[np.isfinite(data)]
+        bad = data.size - finite.size
+        note = f", {bad} non-finite" if bad else ""
+        if finite.size == 0:
+            return f"no finite values{note}"
+        return f"min {_fmt_num(finite.min())}, max {_fmt_num(finite.max())}{note}"
+    return f"min {_fmt_num(data.min())}, max {_fmt_num(data.max())}"
+
+
+def _fmt_labels(attrs: dict) -> str:
+    parts = []
+    if isinstance(attrs.get("long_name"), str):
+        parts.append(_abbrev(attrs["long_name"], 50))
+    if isinstance(attrs.get("units"), str):
+        parts.append(f"[{attrs['units']}]")
+    return "  ".join(parts)
+
+
+def _table(rows: list[list[str]], indent: str) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [c.ljust(w) for c, w in zip(r, widths)]
+        out.append((indent + "  ".join(cells)).rstrip())
+    return out
+
+
+def _describe_group(group: Group, where: str, lines: list[str]) -> None:
+    lines.append(where)
+    ind = "    "
+    if group.attrs:
+        lines.append("  attributes:")
+        width = max(len(k) for k in group.attrs)
+        for key, value in group.attrs.items():
+            lines.append(f"{ind}{key.ljust(width)} = {_fmt_attr(value)}")
+    if group.coords:
+        lines.append("  coordinates:")
+        rows = []
+        for name, var in group.coords.items():
+            data = var.data
+            rng = _fmt_range(data)
+            if data.dtype.kind in "iuf" and data.size:
+                rng = f"[{_fmt_num(data.min())}, {_fmt_num(data.max())}]"
+            rows.append([name, f"size {data.shape[0]}", str(data.dtype), rng, _fmt_labels(var.attrs)])
+        lines.extend(_table(rows, ind))
+    if group.variables:
+        lines.append("  variables:")
+        rows = []
+        for name, var in group.variables.items():
+            dims = "(" + ", ".join(var.dims) + ")"
+            shape = " x ".join(str(n) for n in var.data.shape) or "scalar"
+            rows.append([name, dims, shape, str(var.data.dtype), _fmt_range(var.data),
+                         _fmt_labels(var.attrs)])
+        lines.extend(_table(rows, ind))
+    if group.groups:
+        lines.append("  groups: " + ", ".join(group.groups))
+    for name, sub in group.groups.items():
+        _describe_group(sub, _group_path(where, name), lines)
+
+
+def describe(path: str | os.PathLike) -> str:
+    """Human-readable summary of a result file (for ``hjbsolve info FILE``).
+
+    Per group (depth first, in file order): attributes (multi-line strings
+    shortened to their first line and a line count), coordinates with size,
+    dtype and range, variables with dims, shape, dtype, min/max and their
+    ``long_name``/``units``.
+    """
+    text = os.fspath(path)
+    root = read(text)
+    size = os.path.getsize(text)
+    lines = [f"{text}  ({_fmt_size(size)})"]
+    _describe_group(root, "/", lines)
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover

@@ -1,0 +1,453 @@
+"""Case files: TOML -> validated :class:`Case`.
+
+A case has top-level keys ``name``, ``description``, ``family`` and the tables ``[model]`` (the family's
+parameters), ``[grid]``, ``[time]`` and ``[run]``. Every key is checked against the schema below; a
+mistake gives one :class:`~hjbsolve.errors.CaseError` naming the file, the dotted key and what is
+allowed (with a close-match suggestion for unknown keys). The schema is printed by
+``hjbsolve check --schema`` and documented in the README.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import CaseError
+
+REQUIRED = object()
+FAMILIES = ("entropy_sgd", "lq", "expr")
+
+
+@dataclass
+class Spec:
+    """One key: its kind, default, allowed range or choices, and a one-line doc."""
+
+    kind: str                      # str int float bool floats box formula formulas params table
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple | None = None
+    gt: float | None = None        # value > gt
+    ge: float | None = None        # value >= ge
+    lt: float | None = None        # value < lt
+    le: float | None = None
+    table: dict | None = None      # sub-schema for kind "table"
+    check: Callable | None = None  # extra check: value -> error message or None
+
+
+def _axis(default_n=None, box_required=True, doc=""):
+    return Spec("table", {} if not box_required else REQUIRED, doc, table={
+        "box": Spec("box", REQUIRED if box_required else None,
+                    "[lo, hi] (applied to every axis) or [[lo1, hi1], [lo2, hi2], ...]"),
+        "n": Spec("ints", REQUIRED if default_n is None else default_n, "nodes per axis (>= 3)", ge=3),
+    })
+
+
+GRID = {
+    "x": _axis(doc="slow grid: box and nodes per axis"),
+    "y": Spec("table", {}, "fast grid: nodes per axis; box from the Gibbs tails unless given", table={
+        "box": Spec("box", None, "[lo, hi] or per-axis list; default: from the data"),
+        "n": Spec("ints", 301, "nodes per axis (>= 3)", ge=3),
+    }),
+    "p": Spec("table", None, "p grid for Hbar tables (per slow axis)", table={
+        "box": Spec("box", REQUIRED, "[lo, hi] or per-axis list"),
+        "n": Spec("ints", REQUIRED, "values per axis (>= 3)", ge=3),
+    }),
+    "P": Spec("table", None, "Hessian slot values P (multiples of the identity) when the slow noise is on",
+              table={"values": Spec("floats", REQUIRED, "list of scalars P (tr(sigma sigma^T P I))")}),
+    "u": Spec("table", {}, "control discretisation", table={
+        "n": Spec("ints", 21, "control nodes per axis (>= 1)", ge=1),
+        "exact": Spec("bool", True, "use the closed-form maximiser when the family has one"),
+    }),
+}
+
+TIME = {
+    "T": Spec("float", 1.0, "horizon (time remaining)", gt=0),
+    "dt": Spec("float", 0.01, "time step", gt=0),
+}
+
+RUN = {
+    "eps": Spec("floats", [0.0], "scale separations; 0 names the effective problem", ge=0),
+    "output": Spec("str", None, "output file (default results/<name>.h5)"),
+    "feedback": Spec("bool", True, "store the maximising feedback u*(x, p; y)"),
+}
+
+LOSS_NAMES = ("quadratic", "double_well", "gaussian_mixture", "tilted_cosine", "rastrigin")
+
+MODEL = {
+    "entropy_sgd": {
+        "loss": Spec("str", REQUIRED, "the loss f", choices=LOSS_NAMES),
+        "dim": Spec("int", 1, "dimension d = n = m", choices=(1, 2)),
+        "gamma": Spec("float", REQUIRED, "coupling scale gamma", gt=0),
+        "beta": Spec("float", REQUIRED, "inverse temperature beta", gt=0),
+        "quadratic_a": Spec("float", 1.0, "curvature a of the quadratic loss a|y|^2/2"),
+        "rastrigin_A": Spec("float", 1.0, "amplitude A of the Rastrigin loss", ge=0),
+        "mixture": Spec("table", None, "Gaussian mixture exp(-beta f) = sum w_k N(c_k, s_k^2)", table={
+            "weights": Spec("floats", REQUIRED, "w_k > 0", gt=0),
+            "centres": Spec("any", REQUIRED, "c_k: list of numbers (1-D) or of [c1, c2] pairs (2-D)"),
+            "widths": Spec("floats", REQUIRED, "s_k > 0", gt=0),
+        }),
+        "control": Spec("str", "none", "slow control", choices=("none", "steering", "learning_rate")),
+        "u_box": Spec("box", [-1.0, 1.0], "control box [u_min, u_max] (per axis for steering)"),
+        "u_ref": Spec("float", None, "reference control (default 0 for steering, 1 for learning_rate)"),
+        "control_cost": Spec("float", 1.0, "c in l = c |u - u_ref|^2 / 2", ge=0),
+        "state_cost": Spec("float", 0.0, "lambda in l += lambda f(x)", ge=0),
+        "terminal": Spec("str", "loss", "g(x, y) = f(x) | f(y) | 0", choices=("loss", "replica", "zero")),
+        "sigma": Spec("float", 0.0, "slow noise sigma (times I)", ge=0),
+    },
+    "lq": {
+        "a11": Spec("float", 0.0, "slow drift on x"), "a12": Spec("float", 1.0, "slow drift on y"),
+        "a21": Spec("float", 1.0, "fast drift on x"), "a22": Spec("float", -1.0, "fast drift on y (< 0)", lt=0),
+        "b": Spec("float", 1.0, "control gain"), "sigma": Spec("float", 0.0, "slow noise", ge=0),
+        "tau": Spec("float", 1.0, "fast noise (> 0)", gt=0), "r": Spec("float", 1.0, "control cost (> 0)", gt=0),
+        "q": Spec("float", 1.0, "state cost on x", ge=0), "s": Spec("float", 0.0, "state cost on y", ge=0),
+        "g0": Spec("float", 1.0, "terminal cost g0 x^2/2", ge=0),
+        "u_box": Spec("box", [-10.0, 10.0], "control box [u_min, u_max]"),
+    },
+    "expr": {
+        "n": Spec("int", 1, "slow dimension", choices=(1, 2, 3)),
+        "m": Spec("int", 1, "fast dimension", choices=(1, 2, 3)),
+        "params": Spec("params", {}, "named constants usable in the formulas"),
+        "a": Spec("formulas", REQUIRED, "slow drift a(x, y, u): formula or list of n formulas"),
+        "sigma": Spec("formulas", "0", "slow noise sigma(x, y, u): scalar (times I), n diagonal, or n x n"),
+        "b": Spec("formulas", REQUIRED, "fast drift b(x, y): formula or list of m formulas"),
+        "tau": Spec("formulas", REQUIRED, "fast noise tau(x, y): scalar (times I), m diagonal, or m x m"),
+        "l": Spec("formula", "0", "running cost l(x, y, u)"),
+        "g": Spec("formula", "0", "terminal cost g(x, y)"),
+        "u_box": Spec("box", None, "control box [lo, hi] or per-axis list; none: no control"),
+        "u_ref": Spec("floats", None, "reference control for abar (default: centre of the box)"),
+    },
+}
+
+TOP = {
+    "name": Spec("str", REQUIRED, "case name (letters, digits, _ - .)"),
+    "description": Spec("str", "", "one-line description"),
+    "family": Spec("str", REQUIRED, "model family", choices=FAMILIES),
+    "model": Spec("table", REQUIRED, "the family's parameters"),
+    "grid": Spec("table", REQUIRED, "grids", table=GRID),
+    "time": Spec("table", {}, "time stepping", table=TIME),
+    "run": Spec("table", {}, "what to run and where to store it", table=RUN),
+}
+
+
+@dataclass
+class Case:
+    """A validated case: every key present (defaults filled in), plus where it came from."""
+
+    name: str
+    description: str
+    family: str
+    model: dict
+    grid: dict
+    time: dict
+    run: dict
+    source: str = "<dict>"
+    text: str = ""
+    overrides: list = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return self.run.get("output") or f"results/{self.name}.h5"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "family": self.family,
+                "model": copy.deepcopy(self.model), "grid": copy.deepcopy(self.grid),
+                "time": dict(self.time), "run": dict(self.run)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# validation
+
+def _fail(src: str, key: str, msg: str):
+    raise CaseError(f"{src}: {key}: {msg}" if key else f"{src}: {msg}")
+
+
+def _typename(v) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _number(v, src, key, integer=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        _fail(src, key, f"expected {'an integer' if integer else 'a number'}, got {_typename(v)} {v!r}")
+    if integer and not isinstance(v, int):
+        _fail(src, key, f"expected an integer, got {v!r}")
+    if not integer and not math.isfinite(v):
+        _fail(src, key, f"expected a finite number, got {v!r}")
+    return int(v) if integer else float(v)
+
+
+def _range(v, spec: Spec, src, key):
+    for bound, ok, text in ((spec.gt, lambda a, b: a > b, ">"), (spec.ge, lambda a, b: a >= b, ">="),
+                            (spec.lt, lambda a, b: a < b, "<"), (spec.le, lambda a, b: a <= b, "<=")):
+        if bound is not None and not ok(v, bound):
+            _fail(src, key, f"must be {text} {bound:g}, got {v:g}")
+
+
+def _box(v, src, key):
+    if not isinstance(v, list) or not v:
+        _fail(src, key, f"expected a box [lo, hi] or [[lo1, hi1], ...], got {v!r}")
+    rows = v if isinstance(v[0], list) else [v]
+    out = []
+    for i, row in enumerate(rows):
+        k = key if len(rows) == 1 else f"{key}[{i}]"
+        if not isinstance(row, list) or len(row) != 2:
+            _fail(src, k, f"expected [lo, hi], got {row!r}")
+        lo, hi = (_number(x, src, k) for x in row)
+        if not lo < hi:
+            _fail(src, k, f"box [{lo:g}, {hi:g}] has lo >= hi")
+        out.append([lo, hi])
+    return out[0] if not isinstance(v[0], list) else out
+
+
+def _formulas(v, src, key):
+    def ok(s):
+        return isinstance(s, str) or (isinstance(s, (int, float)) and not isinstance(s, bool))
+    if ok(v):
+        return str(v)
+    if isinstance(v, list) and v and all(ok(s) for s in v):
+        return [str(s) for s in v]
+    if isinstance(v, list) and v and all(isinstance(r, list) and r and all(ok(s) for s in r) for r in v):
+        if len({len(r) for r in v}) != 1:
+            _fail(src, key, "matrix rows have different lengths")
+        return [[str(s) for s in r] for r in v]
+    _fail(src, key, f"expected a formula string, a list of formulas or a list of lists, got {v!r}")
+
+
+def _validate_value(v, spec: Spec, src: str, key: str):
+    kind = spec.kind
+    if kind == "any":
+        out = v
+    elif kind == "str":
+        if not isinstance(v, str):
+            _fail(src, key, f"expected a string, got {_typename(v)} {v!r}")
+        out = v
+    elif kind == "bool":
+        if not isinstance(v, bool):
+            _fail(src, key, f"expected true or false, got {v!r}")
+        out = v
+    elif kind in ("int", "float"):
+        out = _number(v, src, key, integer=(kind == "int"))
+        _range(out, spec, src, key)
+    elif kind in ("floats", "ints"):
+        items = v if isinstance(v, list) else [v]
+        if not items:
+            _fail(src, key, "expected a non-empty list")
+        out = [_number(x, src, f"{key}", integer=(kind == "ints")) for x in items]
+        for x in out:
+            _range(x, spec, src, key)
+        if kind == "ints" and not isinstance(v, list):
+            out = out[0]
+    elif kind == "box":
+        out = _box(v, src, key)
+    elif kind == "formula":
+        out = _formulas(v, src, key)
+        if not isinstance(out, str):
+            _fail(src, key, f"expected one formula string, got {v!r}")
+    elif kind == "formulas":
+        out = _formulas(v, src, key)
+    elif kind == "params":
+        if not isinstance(v, dict):
+            _fail(src, key, f"expected a table of name = number, got {v!r}")
+        out = {name: _number(x, src, f"{key}.{name}") for name, x in v.items()}
+    elif kind == "table":
+        if not isinstance(v, dict):
+            _fail(src, key, f"expected a table, got {_typename(v)} {v!r}")
+        out = _validate_table(v, spec.table, src, key) if spec.table is not None else v
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+    if spec.choices is not None and out not in spec.choices:
+        allowed = ", ".join(map(str, spec.choices))
+        hint = difflib.get_close_matches(str(out), list(map(str, spec.choices)), n=1)
+        _fail(src, key, f"{out!r} is not one of: {allowed}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    if spec.check is not None:
+        msg = spec.check(out)
+        if msg:
+            _fail(src, key, msg)
+    return out
+
+
+def _validate_table(d: dict, schema: dict, src: str, prefix: str) -> dict:
+    out = {}
+    for k in d:
+        if k not in schema:
+            full = f"{prefix}.{k}" if prefix else k
+            hint = difflib.get_close_matches(k, list(schema), n=1)
+            allowed = ", ".join(schema)
+            _fail(src, full, f"unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                  + f"; allowed here: {allowed}")
+    for k, spec in schema.items():
+        full = f"{prefix}.{k}" if prefix else k
+        if k in d:
+            out[k] = _validate_value(d[k], spec, src, full)
+        elif spec.default is REQUIRED:
+            _fail(src, full, f"missing required key ({spec.doc})")
+        elif spec.kind == "table" and spec.table is not None and spec.default is not None:
+            out[k] = _validate_table(copy.deepcopy(spec.default), spec.table, src, full)
+        else:
+            out[k] = copy.deepcopy(spec.default)
+    return out
+
+
+def _check_consistency(c: dict, src: str) -> None:
+    fam, mod, grid = c["family"], c["model"], c["grid"]
+    if fam == "entropy_sgd":
+        d = mod["dim"]
+        if mod["loss"] == "gaussian_mixture" and mod["mixture"] is None:
+            _fail(src, "model.mixture", "required for loss = 'gaussian_mixture' (weights, centres, widths)")
+        if mod["loss"] == "gaussian_mixture":
+            mix = mod["mixture"]
+            if not (len(mix["weights"]) == len(mix["widths"]) == len(mix["centres"])):
+                _fail(src, "model.mixture", "weights, centres and widths must have the same length")
+            for i, cen in enumerate(mix["centres"]):
+                cl = cen if isinstance(cen, list) else [cen]
+                if len(cl) != d:
+                    _fail(src, f"model.mixture.centres[{i}]", f"expected {d} coordinate(s), got {cen!r}")
+                for v in cl:
+                    _number(v, src, f"model.mixture.centres[{i}]")
+        n = m = d
+    elif fam == "lq":
+        n = m = 1
+    else:
+        n, m = mod["n"], mod["m"]
+    for axis, dim in (("x", n), ("y", m), ("p", n)):
+        spec = grid.get(axis)
+        if not spec:
+            continue
+        box, nn = spec.get("box"), spec["n"]
+        if isinstance(nn, list) and len(nn) not in (1, dim):
+            _fail(src, f"grid.{axis}.n", f"expected one size or {dim} sizes, got {nn!r}")
+        if box is not None and isinstance(box[0], list) and len(box) != dim:
+            _fail(src, f"grid.{axis}.box", f"expected {dim} intervals for a {dim}-D variable, got {len(box)}")
+    if not c["name"].replace("_", "").replace("-", "").replace(".", "").isalnum():
+        _fail(src, "name", f"{c['name']!r}: use letters, digits, '_', '-' and '.' only")
+
+
+def validate(raw: dict, source: str = "<dict>") -> dict:
+    """Validate a raw case dict; returns a new dict with every default filled in."""
+    if not isinstance(raw, dict):
+        _fail(source, "", "a case must be a table")
+    top = _validate_table({k: v for k, v in raw.items() if k != "model"}, {k: s for k, s in TOP.items()
+                                                                         if k != "model"}, source, "")
+    if "model" not in raw:
+        _fail(source, "model", "missing required table [model]")
+    top["model"] = _validate_value(raw["model"], Spec("table", table=MODEL[top["family"]]), source, "model")
+    _check_consistency(top, source)
+    return top
+
+
+# ---------------------------------------------------------------------------------------------------
+# loading and overrides
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'model.gamma=0.3'`` -> (['model', 'gamma'], 0.3). Values are TOML values; bare words are strings."""
+    if "=" not in text:
+        raise CaseError(f"--set {text}: expected key=value, e.g. --set model.gamma=0.3")
+    key, val = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise CaseError(f"--set {text}: bad key {key!r}")
+    try:
+        value = tomllib.loads(f"v = {val.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = val.strip()
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise CaseError(f"--set {text}: {part!r} is not a table")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_case_file(path: str | Path) -> tuple[dict, str]:
+    path = Path(path)
+    if not path.exists():
+        raise CaseError(f"{path}: case file not found")
+    if path.is_dir():
+        raise CaseError(f"{path}: is a folder, not a case file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CaseError(f"{path}: cannot read: {e}") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as e:
+        raise CaseError(f"{path}: TOML syntax error: {e}") from None
+
+
+def load_case(source: str | Path | dict, overrides: list[str] | None = None) -> Case:
+    """Load and validate a case from a TOML file path or a dict, applying ``key=value`` overrides."""
+    overrides = list(overrides or [])
+    if isinstance(source, dict):
+        raw, text, src = source, _dump_toml(source), "<dict>"
+    else:
+        raw, text = read_case_file(source)
+        src = str(source)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        text += "\n# command-line overrides:\n" + "".join(f"# --set {o}\n" for o in overrides)
+    v = validate(raw, src)
+    return Case(name=v["name"], description=v["description"], family=v["family"], model=v["model"],
+                grid=v["grid"], time=v["time"], run=v["run"], source=src, text=text, overrides=overrides)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise CaseError(f"cannot write {v!r} to TOML")
+
+
+def _dump_toml(d: dict) -> str:
+    """A TOML text of a case dict (for provenance of cases given as dicts)."""
+    lines, tables = [], []
+    for k, v in d.items():
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            lines.append(f"{k} = {_toml_value(v)}")
+    for k, v in tables:
+        lines.append(f"\n[{k}]")
+        lines.extend(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None)
+    return "\n".join(lines) + "\n"
+
+
+def schema_text() -> str:
+    """The schema as indented text (``hjbsolve check --schema``)."""
+    out = []
+
+    def emit(schema, indent):
+        for k, s in schema.items():
+            dflt = "required" if s.default is REQUIRED else f"default {s.default!r}"
+            ch = f"; one of {', '.join(map(str, s.choices))}" if s.choices else ""
+            out.append(f"{'  ' * indent}{k} ({s.kind}, {dflt}{ch}): {s.doc}")
+            if s.table:
+                emit(s.table, indent + 1)
+
+    emit({k: v for k, v in TOP.items() if k != "model"}, 0)
+    for fam, sch in MODEL.items():
+        out.append(f"model (family = {fam!r}):")
+        emit(sch, 1)
+    return "\n".join(out)

@@ -1,0 +1,137 @@
+"""The ``hjbsolve`` command. Bad input: one line on stderr, exit code 2, no traceback, no output file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from . import __version__
+from .errors import HJBError
+
+log = logging.getLogger("hjbsolve")
+
+DEFAULT_CASE = "entropy_sgd_double_well.toml"
+
+
+def default_case_path() -> Path:
+    """The packaged default case (also at cases/ in the source tree)."""
+    return Path(str(resources.files("hjbsolve") / "cases" / DEFAULT_CASE))
+
+
+def _common(p: argparse.ArgumentParser, case: bool = True, optional_case: bool = False, output: bool = True):
+    if case:
+        p.add_argument("case", nargs="?" if optional_case else None,
+                       help="case file (TOML)" + (f"; default: the packaged {DEFAULT_CASE}" if optional_case else ""))
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a case key, dotted for tables (e.g. --set model.gamma=0.3); repeatable")
+    if output:
+        p.add_argument("-o", "--output", help="output file (default: run.output or results/<case-name>.h5)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv for debug)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hjbsolve", description="Effective Hamiltonians, cell problems and value "
+                                 "functions of two-scale stochastic control problems.")
+    ap.add_argument("--version", action="version", version=f"hjbsolve {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser("run", help="run a case and write its HDF5 result")
+    _common(p, optional_case=True)
+    p = sub.add_parser("cell", help="run the cell stage only (invariant laws, Hbar tables)")
+    _common(p)
+    p = sub.add_parser("check", help="validate a case without running it")
+    p.add_argument("case", nargs="?", help="case file (TOML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--schema", action="store_true", help="print the case schema and exit")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p = sub.add_parser("info", help="describe what an HDF5 result file holds")
+    p.add_argument("file")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return ap
+
+
+def _setup_logging(args) -> None:
+    level = logging.WARNING if args.quiet else (logging.INFO if args.verbose <= 1 else logging.DEBUG)
+    if args.verbose == 0 and not args.quiet:
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="hjbsolve: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").handlers = logging.getLogger().handlers
+    from .progress import set_quiet
+    set_quiet(args.quiet)
+
+
+def _load(args):
+    from .case import load_case
+    path = args.case if args.case is not None else default_case_path()
+    return load_case(path, args.overrides)
+
+
+def cmd_check(args) -> int:
+    from .case import schema_text
+    if args.schema:
+        print(schema_text())
+        return 0
+    if args.case is None:
+        raise HJBError("check: give a case file (or --schema)")
+    case = _load(args)
+    from .models import build_model
+    from .runner import fast_grid, slow_grid
+    model = build_model(case)
+    xg = slow_grid(case, model)
+    yg = fast_grid(case, model, xg)
+    print(f"{case.source}: ok: case {case.name!r}, family {case.family}, n = {model.n}, m = {model.m}, "
+          f"k = {model.k}; x grid {xg.describe()}; y grid {yg.describe()}; eps = {case.run['eps']}; "
+          f"output {case.output}")
+    return 0
+
+
+def cmd_run(args, cell_only: bool = False) -> int:
+    from . import store
+    from .runner import run, run_cell
+    case = _load(args)
+    out = args.output or case.output
+    store.check_writable(out)
+    t0 = time.perf_counter()
+    result = run_cell(case) if cell_only else run(case)
+    result.save(out)
+    if not args.quiet:
+        print(f"wrote {out} ({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import store
+    print(store.describe(args.file))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "cell":
+            return cmd_run(args, cell_only=True)
+        if args.command == "info":
+            return cmd_info(args)
+    except HJBError as e:
+        print(f"hjbsolve: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hjbsolve: interrupted (no output file was written or changed)", file=sys.stderr)
+        return 130
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

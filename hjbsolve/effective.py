@@ -1,0 +1,192 @@
+"""The linear cell stage: invariant laws mu_x and the effective quantities (MATH.md §3).
+
+For every node x of the slow grid:
+
+    mu_x      discrete invariant law of the fast generator L^x on the y grid (cell.generator/invariant)
+    ybar(x)   = ∫ y dmu_x                          (replica mean; for Entropy-SGD <y>_x)
+    abar(x)   = ∫ a(x, y, u_ref) dmu_x             (averaged slow drift at the reference control;
+                                                     Entropy-SGD uncontrolled: -grad f_gamma(x))
+    gbar(x)   = ∫ g(x, y) dmu_x                    (effective initial datum)
+    hbar(x, p, P) = ∫ sup_u {-a.p - tr(sigma sigma^T P) - l} dmu_x     (sup inside the average)
+    feedback u*(x, p, P; y)                        (the maximiser: an extended control)
+
+Accuracy: for gradient fast drifts the discrete law is the exact discrete Gibbs law, so the averages are
+trapezoidal quadratures of smooth, fast-decaying integrands (spectrally accurate); otherwise the
+Scharfetter-Gummel discretisation is first order (second order at small cell Peclet numbers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cell.generator import fast_generator
+from .cell.invariant import boundary_mass, invariant_measure
+from .errors import NumericalError
+from .grid import Grid
+from .hamiltonian import sup_affine_quadratic, sup_over_grid
+from .model import Model
+from .progress import progress
+
+log = logging.getLogger(__name__)
+
+#: boundary-layer mass of mu_x above which the y box is reported as too small
+BOUNDARY_MASS_WARN = 1e-8
+
+
+class BoxWarning(UserWarning):
+    """The truncation box cuts off a visible part of the fast invariant law."""
+
+
+@dataclass
+class CellResult:
+    """Output of :func:`cell_stage`. Arrays carry the x grid axes first (shape ``xgrid.shape``)."""
+
+    xgrid: Grid
+    ygrid: Grid
+    p: np.ndarray                  # (np, n) flat p nodes; p_axes the per-axis values
+    p_axes: list
+    P: np.ndarray                  # (nP,) scalar multiples of the identity for the Hessian slot
+    mu: np.ndarray                 # (nx..., ny...) probabilities
+    ybar: np.ndarray               # (nx..., m)
+    abar: np.ndarray               # (nx..., n)
+    gbar: np.ndarray               # (nx...)
+    hbar: np.ndarray | None        # (nx..., np..., [nP])
+    feedback: np.ndarray | None    # (nx..., np..., [nP], ny..., k) float32
+    boundary_mass: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+def _check_finite(name: str, values: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        j = int(idx[0]) if values.ndim > 0 else 0
+        raise NumericalError(f"coefficient {name} is {values[tuple(idx)]} at x = {np.round(x, 6).tolist()}, "
+                             f"y = {np.round(y[min(j, len(y) - 1)], 6).tolist()}")
+
+
+def cell_stage(model: Model, xgrid: Grid, ygrid: Grid, p_axes: list | None = None,
+               P_values: np.ndarray | None = None, u_nodes: np.ndarray | None = None,
+               exact_sup: bool = True, keep_feedback: bool = True) -> CellResult:
+    """Invariant laws and averaged quantities at every x node (see module docstring).
+
+    ``p_axes``: one 1-D array of p values per slow axis (tensor p grid), or None (no Hbar table).
+    ``P_values``: scalar multiples of the identity for the Hessian slot (default [0]); ignored (and
+    Hbar has no P axis) when the slow noise is zero. ``u_nodes``: control nodes (nu, k) for the grid
+    sup (default: the model's control grid). ``exact_sup``: use the closed-form maximiser when the
+    model is control-affine with quadratic cost.
+    """
+    t0 = time.perf_counter()
+    n, m = model.n, model.m
+    xs = xgrid.flat_points()
+    ys = ygrid.flat_points()
+    nx, ny = len(xs), len(ys)
+    has_P = P_values is not None and not model.sigma_zero
+    Pv = np.asarray(P_values if has_P else [0.0], float)
+    if p_axes is not None:
+        pgrid = np.stack(np.meshgrid(*p_axes, indexing="ij"), axis=-1).reshape(-1, n)
+    else:
+        pgrid = np.zeros((0, n))
+    npv = len(pgrid)
+    affine = model.affine if (exact_sup and model.affine is not None) else None
+    if u_nodes is None:
+        u_nodes = model.controls.nodes()
+    k = model.k
+    if model.u_ref is not None:
+        u_ref = np.asarray(model.u_ref, float)
+    elif model.affine is not None:
+        u_ref = np.asarray(model.affine.u_ref, float)
+    else:
+        u_ref = 0.5 * (np.asarray(model.controls.lo, float) + np.asarray(model.controls.hi, float))
+
+    mu = np.empty((nx, ny))
+    ybar = np.empty((nx, m))
+    abar = np.empty((nx, n))
+    gbar = np.empty(nx)
+    hbar = np.empty((nx, npv, len(Pv))) if npv else None
+    feedback = (np.empty((nx, npv, len(Pv), ny, k), np.float32) if (npv and keep_feedback and k) else None)
+    worst = {}
+    t_gen = t_avg = 0.0
+    for i in progress(range(nx), desc="cell problems", total=nx, unit="x"):
+        ta = time.perf_counter()
+        x = xs[i]
+        xb = np.broadcast_to(x, (ny, n))
+        D = np.diagonal(model.fast_diffusion(xb, ys), axis1=-2, axis2=-1)
+        _check_finite("tau", D, x, ys)
+        if model.potential is not None:
+            U = model.potential(xb, ys)
+            _check_finite("potential", U, x, ys)
+            gen = fast_generator(ygrid, D, potential=U)
+            pi = invariant_measure(gen, potential=U)
+        else:
+            bvals = model.b(xb, ys)
+            _check_finite("b", bvals, x, ys)
+            gen = fast_generator(ygrid, D, drift=bvals)
+            pi = invariant_measure(gen)
+        tb = time.perf_counter()
+        t_gen += tb - ta
+        mu[i] = pi
+        for side, mass in boundary_mass(pi, ygrid.shape).items():
+            worst[side] = max(worst.get(side, 0.0), mass)
+        ybar[i] = pi @ ys
+        gvals = model.g(xb, ys)
+        _check_finite("g", gvals, x, ys)
+        gbar[i] = pi @ gvals
+        u0 = np.broadcast_to(u_ref, (ny, k))
+        avals = model.a(xb, ys, u0)
+        _check_finite("a", avals, x, ys)
+        abar[i] = pi @ avals
+        if npv:
+            for iP, Ps in enumerate(Pv):
+                if affine is not None:
+                    ss = model.slow_diffusion(xb, ys, u0) if has_P else None
+                    trSP = np.trace(ss, axis1=-2, axis2=-1) * Ps if has_P else np.zeros(ny)
+                    a0 = np.ascontiguousarray(affine.a0(xb, ys), float)
+                    Bm = np.ascontiguousarray(np.broadcast_to(affine.B(xb, ys), (ny, n, k)), float)
+                    l0 = np.ascontiguousarray(np.broadcast_to(affine.l0(xb, ys), (ny,)), float)
+                    lo = np.asarray(model.controls.lo, float)
+                    hi = np.asarray(model.controls.hi, float)
+                    h_i, ustar = sup_affine_quadratic(pi, a0, Bm, l0, trSP, float(affine.c),
+                                                      np.asarray(affine.u_ref, float), lo, hi, pgrid)
+                    if feedback is not None:
+                        feedback[i, :, iP] = ustar
+                else:
+                    xu = np.broadcast_to(x, (ny, len(u_nodes), n))
+                    yu = np.broadcast_to(ys[:, None, :], (ny, len(u_nodes), m))
+                    uu = np.broadcast_to(u_nodes[None], (ny, len(u_nodes), k))
+                    A = np.ascontiguousarray(model.a(xu, yu, uu), float)
+                    L = np.ascontiguousarray(model.l(xu, yu, uu), float)
+                    _check_finite("a", A, x, ys)
+                    _check_finite("l", L, x, ys)
+                    if has_P:
+                        ss = model.slow_diffusion(xu, yu, uu)
+                        trSP = np.ascontiguousarray(np.trace(ss, axis1=-2, axis2=-1) * Ps)
+                    else:
+                        trSP = np.zeros((ny, len(u_nodes)))
+                    h_i, arg = sup_over_grid(pi, A, L, trSP, pgrid)
+                    if feedback is not None:
+                        feedback[i, :, iP] = u_nodes[arg]
+                hbar[i, :, iP] = h_i
+        t_avg += time.perf_counter() - tb
+    for side, mass in worst.items():
+        if mass > BOUNDARY_MASS_WARN:
+            warnings.warn(f"the fast invariant law has mass {mass:.1e} on the {side} side of the y box "
+                          f"{ygrid.describe()}: enlarge the box (grid.y.box)", BoxWarning, stacklevel=2)
+    shp = xgrid.shape
+    pshape = tuple(len(a) for a in p_axes) if p_axes is not None else ()
+    Pshape = (len(Pv),) if has_P else ()
+    result = CellResult(
+        xgrid=xgrid, ygrid=ygrid, p=pgrid, p_axes=list(p_axes) if p_axes is not None else [],
+        P=Pv if has_P else np.zeros(0),
+        mu=mu.reshape(shp + ygrid.shape), ybar=ybar.reshape(shp + (m,)), abar=abar.reshape(shp + (n,)),
+        gbar=gbar.reshape(shp),
+        hbar=hbar.reshape(shp + pshape + Pshape) if hbar is not None else None,
+        feedback=(feedback.reshape(shp + pshape + Pshape + ygrid.shape + (k,)) if feedback is not None else None),
+        boundary_mass=worst,
+        timings={"invariant_laws": t_gen, "averages": t_avg, "cell_stage": time.perf_counter() - t0})
+    return result

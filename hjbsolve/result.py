@@ -1,0 +1,123 @@
+"""The :class:`Result` of a run and its HDF5 layout (see README, "Files").
+
+Root group (cell stage, independent of eps):
+    coordinates   x | x1 x2 ...  (slow nodes),  y | y1 y2 ...  (fast nodes),  p | p1 p2 ... (Hbar table),
+                  P (Hessian slot, when the slow noise is on), slow/fast/control (component indices)
+    mu(x.., y..)          discrete invariant law mu_x (probabilities, sum over y = 1)
+    ybar(x.., fast)       replica mean ∫ y dmu_x
+    abar(x.., slow)       averaged slow drift ∫ a(x, y, u_ref) dmu_x
+    gbar(x..)             ∫ g(x, y) dmu_x
+    hbar(x.., p.., [P])   Hbar = ∫ sup_u {-a.p - tr(sigma sigma^T P) - l} dmu_x   (sup convention)
+    feedback(x.., p.., [P], y.., control)   maximiser u*(x, p; y): extended control (float32)
+Attributes: conventions, the full case text, package version, creation time, stage timings.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import __version__, store
+from .effective import CellResult
+from .grid import Grid
+
+CONVENTIONS = {
+    "hamiltonian": "H(x,y,p,P) = sup_u { -a(x,y,u).p - tr(sigma sigma^T(x,y,u) P) - l(x,y,u) } (sup convention)",
+    "pde": "dV/dt + H(x,y,D_xV,D_xxV) - (1/eps) L^x V = 0, V(0,x,y) = g(x,y); t is the time remaining",
+    "fast_generator": "L^x v = b.D_y v + tr(tau tau^T D_yy v)",
+    "effective_hamiltonian": "Hbar(x,p,P) = sum_j mu_x(y_j) H(x,y_j,p,P), sup over u inside the average",
+    "mu": "probability vector on the y nodes (density = mu / cell volume)",
+}
+
+
+def axis_names(letter: str, d: int) -> list[str]:
+    return [letter] if d == 1 else [f"{letter}{i + 1}" for i in range(d)]
+
+
+@dataclass
+class Result:
+    """Everything a run computed, with provenance. ``save``/``load`` map it to one HDF5 file."""
+
+    case_name: str
+    case_text: str
+    family: str
+    cell: CellResult | None = None
+    attrs: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    extra_groups: dict = field(default_factory=dict)   # name -> store.Group (value stage, studies, ...)
+
+    # ------------------------------------------------------------------ HDF5
+    def to_group(self) -> store.Group:
+        attrs = {"title": f"hjbsolve result: {self.case_name}", "case_name": self.case_name,
+                 "family": self.family, "case_text": self.case_text, "hjbsolve_version": __version__,
+                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 **{f"convention_{k}": v for k, v in CONVENTIONS.items()},
+                 **{f"time_{k}_s": float(v) for k, v in self.timings.items()}, **self.attrs}
+        root = store.Group(attrs=attrs)
+        c = self.cell
+        if c is not None:
+            n, m = c.xgrid.ndim, c.ygrid.ndim
+            xd, yd, pd = axis_names("x", n), axis_names("y", m), axis_names("p", n)
+            for names, axes, what in ((xd, c.xgrid.axes, "slow state"), (yd, c.ygrid.axes, "fast state")):
+                for nm, ax in zip(names, axes):
+                    root.coords[nm] = store.Variable(ax, (nm,), {"long_name": f"{what} {nm}"})
+            for nm, ax in zip(pd, c.p_axes):
+                root.coords[nm] = store.Variable(np.asarray(ax), (nm,), {"long_name": f"costate {nm} (D_x V)"})
+            Pd = []
+            if c.P.size:
+                root.coords["P"] = store.Variable(c.P, ("P",), {"long_name": "Hessian slot D_xx V = P I"})
+                Pd = ["P"]
+            V = store.Variable
+            root.variables["mu"] = V(c.mu, (*xd, *yd), {"long_name": "invariant law mu_x of the fast process",
+                                                        "units": "probability per node"})
+            root.variables["ybar"] = V(c.ybar, (*xd, "fast"), {"long_name": "mean of mu_x, <y>_x"})
+            root.variables["abar"] = V(c.abar, (*xd, "slow"),
+                                       {"long_name": "averaged slow drift at the reference control"})
+            root.variables["gbar"] = V(c.gbar, tuple(xd), {"long_name": "effective initial datum gbar(x)"})
+            if c.hbar is not None:
+                root.variables["hbar"] = V(c.hbar, (*xd, *pd, *Pd), {"long_name": "effective Hamiltonian Hbar(x,p)",
+                                                                     "convention": CONVENTIONS["effective_hamiltonian"]})
+            if c.feedback is not None:
+                root.variables["feedback"] = V(c.feedback, (*xd, *pd, *Pd, *yd, "control"),
+                                               {"long_name": "maximising control u*(x,p;y) (extended control)"})
+            root.attrs.update({"x_box": np.array([c.xgrid.lo, c.xgrid.hi]).T.ravel(),
+                               "y_box": np.array([c.ygrid.lo, c.ygrid.hi]).T.ravel()})
+            for side, mass in c.boundary_mass.items():
+                root.attrs[f"boundary_mass_{side.replace(' ', '_')}"] = float(mass)
+        root.groups.update(self.extra_groups)
+        return root
+
+    def save(self, path) -> None:
+        """Write atomically to ``path`` (temporary file in the same folder, renamed when complete)."""
+        store.write(path, self.to_group())
+
+    @classmethod
+    def load(cls, path) -> "Result":
+        g = store.read(path)
+        a = dict(g.attrs)
+        res = cls(case_name=a.get("case_name", ""), case_text=a.get("case_text", ""), family=a.get("family", ""),
+                  timings={k[5:-2]: v for k, v in a.items() if k.startswith("time_") and k.endswith("_s")})
+        if "mu" in g.variables:
+            xd = [d for d in g.variables["gbar"].dims]
+            yd = list(g.variables["mu"].dims[len(xd):])
+            grid = lambda names: Grid(tuple(float(g.coords[nm].data[0]) for nm in names),
+                                      tuple(float(g.coords[nm].data[-1]) for nm in names),
+                                      tuple(len(g.coords[nm].data) for nm in names))
+            xg, yg = grid(xd), grid(yd)
+            pd = [f"p{i + 1}" if len(xd) > 1 else "p" for i in range(len(xd))]
+            p_axes = [g.coords[nm].data for nm in pd if nm in g.coords]
+            pgrid = (np.stack(np.meshgrid(*p_axes, indexing="ij"), -1).reshape(-1, len(xd)) if p_axes
+                     else np.zeros((0, len(xd))))
+            v = g.variables
+            res.cell = CellResult(xgrid=xg, ygrid=yg, p=pgrid, p_axes=p_axes,
+                                  P=g.coords["P"].data if "P" in g.coords else np.zeros(0),
+                                  mu=v["mu"].data, ybar=v["ybar"].data, abar=v["abar"].data, gbar=v["gbar"].data,
+                                  hbar=v["hbar"].data if "hbar" in v else None,
+                                  feedback=v["feedback"].data if "feedback" in v else None,
+                                  boundary_mass={k[14:].replace("_", " "): val for k, val in a.items()
+                                                 if k.startswith("boundary_mass_")})
+        res.extra_groups = dict(g.groups)
+        res.attrs = {k: val for k, val in a.items() if k in ("x_box", "y_box")}
+        return res

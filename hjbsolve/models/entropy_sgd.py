@@ -43,8 +43,10 @@ def build(p: dict, u_nodes: int = 21) -> Model:
     control, c = p["control"], float(p["control_cost"])
     lam = float(p["state_cost"])
 
-    def a0(x, y):
+    def gradient_step(x, y):
         return -(x - y) / gamma
+
+    a0 = gradient_step          # drift at u = 0 (none, steering); the learning rate scales it instead
 
     if control == "none":
         controls = ControlSet((), (), ())
@@ -60,13 +62,16 @@ def build(p: dict, u_nodes: int = 21) -> Model:
         def B(x, y):
             lead = np.broadcast_shapes(x.shape[:-1], y.shape[:-1])
             return np.broadcast_to(np.eye(d), lead + (d, d))
-    else:  # learning_rate: a = u * a0
+    else:  # learning_rate: a = u * gradient_step, no offset
         lo, hi = p["u_box"]
         controls = ControlSet((lo,), (hi,), (u_nodes,))
         u_ref = (float(1.0 if p.get("u_ref") is None else p["u_ref"]),)
 
+        def a0(x, y):
+            return np.zeros(np.broadcast_shapes(x.shape, y.shape))
+
         def B(x, y):
-            return a0(x, y)[..., None]
+            return gradient_step(x, y)[..., None]
 
     def l0(x, y):
         return lam * loss.f(x) + 0.0 * y[..., 0]

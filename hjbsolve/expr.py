@@ -591,11 +591,13 @@ def _parse(text: str, where: str) -> tuple[str, ast.Expression]:
         lines = stripped.splitlines() or [stripped]
         lineno = min(max(exc.lineno or 1, 1), len(lines))
         line = lines[lineno - 1]
-        col = max(exc.offset or 1, 1)
-        where_txt = f"line {lineno}, column {col}" if len(lines) > 1 else f"column {col}"
-        raise ExpressionError(
-            f'{pre}formula "{stripped}": syntax error at {where_txt}: {exc.msg}\n    {line}\n    {" " * (col - 1)}^'
-        ) from None
+        col = exc.offset or 0
+        if col < 1 or col > len(line):
+            at = "at the end" + (f" of line {lineno}" if len(lines) > 1 else "")
+        else:
+            at = (f"line {lineno}, " if len(lines) > 1 else "") + f"column {col}, near {line[col - 1:][:20]!r}"
+        # one line: the CLI prints errors on a single line
+        raise ExpressionError(f'{pre}formula "{" ".join(stripped.split())}": syntax error {at}: {exc.msg}') from None
     except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
         raise ExpressionError(f'{pre}formula "{stripped}": cannot be parsed: {exc}') from None
     return stripped, tree

@@ -281,24 +281,70 @@ def _sep_mask(dKf, chi, P, h, nu, nb, out):
             out[i, k] = 1 if (nu > 0.0 and h * abs(dKf(k, pc)) <= 2.0 * nu) else 0
 
 
-@njit(cache=True)
+@njit
 def _Kq(k, s):
     return 0.5 * s * s
 
 
-@njit(cache=True)
+@njit
 def _dKq(k, s):
     return s
 
 
 @njit(cache=True)
 def _quad_eval(qstar, chi, hbar, P, h, nu, V, nb, cmask, R, C):
-    _sep_eval(_Kq, _dKq, qstar, chi, hbar, P, h, nu, V, nb, cmask, R, C)
+    """_sep_eval specialised to K_k(s) = s^2/2 (q* = 0), written out so that it caches."""
+    n = chi.shape[0]
+    m = P.shape[0]
+    ih = 1.0 / h
+    vis = nu * ih * ih
+    for i in range(n):
+        ci = chi[i]
+        r = V[i] - hbar
+        diag = 0.0
+        for k in range(m):
+            cl = chi[nb[i, 2 * k]]
+            cu = chi[nb[i, 2 * k + 1]]
+            r -= vis * ((cu - ci) - (ci - cl))
+            diag += 2.0 * vis
+            lo = -vis
+            up = -vis
+            pm = P[k] + (ci - cl) * ih
+            pp = P[k] + (cu - ci) * ih
+            if cmask[i, k] != 0:
+                pc = 0.5 * (pm + pp)
+                r += 0.5 * pc * pc
+                g = 0.5 * ih * pc
+                lo -= g
+                up += g
+            else:
+                a = pm if pm > 0.0 else 0.0
+                b = pp if pp < 0.0 else 0.0
+                if a * a >= b * b:
+                    r += 0.5 * a * a
+                    g = ih * a
+                    diag += g
+                    lo -= g
+                else:
+                    r += 0.5 * b * b
+                    g = ih * b
+                    diag -= g
+                    up += g
+            C[i, 1 + 2 * k] = lo
+            C[i, 2 + 2 * k] = up
+        C[i, 0] = diag
+        R[i] = r
 
 
 @njit(cache=True)
 def _quad_mask(chi, P, h, nu, nb, out):
-    _sep_mask(_dKq, chi, P, h, nu, nb, out)
+    n = chi.shape[0]
+    m = P.shape[0]
+    ih = 1.0 / h
+    for i in range(n):
+        for k in range(m):
+            pc = P[k] + 0.5 * ih * (chi[nb[i, 2 * k + 1]] - chi[nb[i, 2 * k]])
+            out[i, k] = 1 if (nu > 0.0 and h * abs(pc) <= 2.0 * nu) else 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,6 +57,11 @@ GRID = {
         "box": Spec("box", REQUIRED, "[lo, hi] or per-axis list"),
         "n": Spec("ints", REQUIRED, "values per axis (>= 3)", ge=3),
     }),
+    "q": Spec("table", None, "velocity grid for the effective Lagrangian Lbar(x, q) (default: the slopes of "
+              "Hbar on the p grid)", table={
+        "box": Spec("box", REQUIRED, "[lo, hi] or per-axis list"),
+        "n": Spec("ints", REQUIRED, "values per axis (>= 3)", ge=3),
+    }),
     "P": Spec("table", None, "Hessian slot values P (multiples of the identity) when the slow noise is on",
               table={"values": Spec("floats", REQUIRED, "list of scalars P (tr(sigma sigma^T P I))")}),
     "u": Spec("table", {}, "control discretisation", table={
@@ -314,7 +319,7 @@ def _check_consistency(c: dict, src: str) -> None:
         n = m = 1
     else:
         n, m = mod["n"], mod["m"]
-    for axis, dim in (("x", n), ("y", m), ("p", n)):
+    for axis, dim in (("x", n), ("y", m), ("p", n), ("q", n)):
         spec = grid.get(axis)
         if not spec:
             continue

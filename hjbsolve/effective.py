@@ -59,6 +59,8 @@ class CellResult:
     feedback: np.ndarray | None    # (nx..., np..., [nP], ny..., k) float32
     boundary_mass: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    q_axes: list = field(default_factory=list)   # velocity grids of the effective Lagrangian
+    lbar: np.ndarray | None = None               # (nx..., nq..., [nP]) Lbar(x, q) = sup_p {-q.p - Hbar}
 
 
 def _check_finite(name: str, values: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:

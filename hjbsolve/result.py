@@ -7,6 +7,7 @@ Root group (cell stage, independent of eps):
     ybar(x.., fast)       replica mean ∫ y dmu_x
     abar(x.., slow)       averaged slow drift ∫ a(x, y, u_ref) dmu_x
     gbar(x..)             ∫ g(x, y) dmu_x
+    lbar(x.., q.., [P])   Lbar(x, q) = sup_p {-q.p - Hbar(x, p)} (effective Lagrangian)
     hbar(x.., p.., [P])   Hbar = ∫ sup_u {-a.p - tr(sigma sigma^T P) - l} dmu_x   (sup convention)
     feedback(x.., p.., [P], y.., control)   maximiser u*(x, p; y): extended control (float32)
 Attributes: conventions, the full case text, package version, creation time, stage timings.
@@ -79,6 +80,13 @@ class Result:
             if c.hbar is not None:
                 root.variables["hbar"] = V(c.hbar, (*xd, *pd, *Pd), {"long_name": "effective Hamiltonian Hbar(x,p)",
                                                                      "convention": CONVENTIONS["effective_hamiltonian"]})
+            if c.lbar is not None:
+                qd = axis_names("q", n)
+                for nm, ax in zip(qd, c.q_axes):
+                    root.coords[nm] = store.Variable(np.asarray(ax), (nm,), {"long_name": f"averaged velocity {nm}"})
+                root.variables["lbar"] = V(c.lbar, (*xd, *qd, *Pd), {
+                    "long_name": "effective Lagrangian Lbar(x,q) = sup_p {-q.p - Hbar(x,p)}",
+                    "convention": "Hbar(x,p) = sup_q {-q.p - Lbar(x,q)}; discrete Legendre-Fenchel over the p grid"})
             if c.feedback is not None:
                 root.variables["feedback"] = V(c.feedback, (*xd, *pd, *Pd, *yd, "control"),
                                                {"long_name": "maximising control u*(x,p;y) (extended control)"})
@@ -116,6 +124,8 @@ class Result:
                                   mu=v["mu"].data, ybar=v["ybar"].data, abar=v["abar"].data, gbar=v["gbar"].data,
                                   hbar=v["hbar"].data if "hbar" in v else None,
                                   feedback=v["feedback"].data if "feedback" in v else None,
+                                  lbar=v["lbar"].data if "lbar" in v else None,
+                                  q_axes=[g.coords[nm].data for nm in axis_names("q", len(xd)) if nm in g.coords],
                                   boundary_mass={k[14:].replace("_", " "): val for k, val in a.items()
                                                  if k.startswith("boundary_mass_")})
         res.extra_groups = dict(g.groups)

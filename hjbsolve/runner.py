@@ -10,6 +10,7 @@ import numpy as np
 from .case import Case
 from .effective import cell_stage
 from .grid import Grid
+from .legendre import default_q_axes, effective_lagrangian
 from .model import Model
 from .models import build_model
 from .result import Result
@@ -45,6 +46,22 @@ def p_axes(case: Case, model: Model):
     return g.axes
 
 
+def add_effective_lagrangian(case: Case, cell) -> None:
+    """Lbar(x, q) = sup_p {-q.p - Hbar(x, p)} from the Hbar table (linear-time discrete transform)."""
+    d = len(cell.p_axes)
+    hb = cell.hbar if cell.P.size == 0 else np.moveaxis(cell.hbar, -1, 0)   # P axis first
+    spec = case.grid.get("q")
+    if spec:
+        g = Grid.from_box(spec["box"] if not (d > 1 and not isinstance(spec["box"][0], list))
+                          else [spec["box"]] * d, spec["n"])
+        q_axes = g.axes
+    else:
+        q_axes = default_q_axes(cell.p_axes, hb.reshape((-1,) + hb.shape[hb.ndim - d:]))
+    lb = effective_lagrangian(cell.p_axes, hb, q_axes)
+    cell.q_axes = q_axes
+    cell.lbar = lb if cell.P.size == 0 else np.moveaxis(lb, 0, -1)
+
+
 def run_cell(case: Case, model: Model | None = None) -> Result:
     """The cell stage of ``case``: invariant laws, ybar, abar, gbar and Hbar tables."""
     t0 = time.perf_counter()
@@ -54,6 +71,10 @@ def run_cell(case: Case, model: Model | None = None) -> Result:
     P = case.grid["P"]["values"] if case.grid.get("P") else None
     cell = cell_stage(model, xg, yg, p_axes(case, model), P_values=P, exact_sup=case.grid["u"]["exact"],
                       keep_feedback=case.run["feedback"])
+    if cell.hbar is not None:
+        t1 = time.perf_counter()
+        add_effective_lagrangian(case, cell)
+        cell.timings["legendre"] = time.perf_counter() - t1
     timings = dict(cell.timings)
     timings["total"] = time.perf_counter() - t0
     return Result(case_name=case.name, case_text=case.text, family=case.family, cell=cell, timings=timings)

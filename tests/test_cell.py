@@ -213,3 +213,37 @@ def test_grid_sup_converges_to_exact_sup_second_order():
         assert np.all(r.hbar <= exact.hbar + 1e-12)     # a sup over fewer controls is smaller
     orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
     assert errs[-1] < 2e-3 and orders.min() > 1.7, (errs, orders)
+
+
+def test_unconfined_fast_drift_warns_naming_the_side():
+    """b = +0.5 y pushes mass to the box faces: a BoxWarning naming the side and suggesting a larger box."""
+    p = {"n": 1, "m": 1, "params": {}, "a": "0", "sigma": "0", "b": "0.5*y + 0.3", "tau": "1", "l": "0",
+         "g": "0", "u_box": None, "u_ref": None}
+    model = expr_family.build(p, where="test")
+    xg = Grid.from_box([-1, 1], 3)
+    yg = Grid.from_box([-3, 3], 61)
+    with pytest.warns(Warning, match=r"y high side.*enlarge the box") as rec:
+        cell_stage(model, xg, yg)
+    assert any("y low" in str(w.message) for w in rec)
+
+
+def test_three_dimensional_fast_variable_iterative_solver():
+    """m = 3, non-reversible OU: the stationary law by ILU-GMRES has the mean x and the covariance of the
+    Lyapunov equation, converging under refinement."""
+    A = np.array([[1.0, 0.5, 0.0], [-0.5, 1.0, 0.3], [0.0, -0.3, 1.2]])
+    S = solve_continuous_lyapunov(A, 2 * 0.5**2 * np.eye(3))
+    prm = {f"A{i + 1}{j + 1}": A[i, j] for i in range(3) for j in range(3)}
+    b = [" + ".join(f"-A{i + 1}{j + 1}*(y{j + 1} - x)" for j in range(3)) for i in range(3)]
+    p = {"n": 1, "m": 3, "params": prm, "a": "0", "sigma": "0", "b": b, "tau": "0.5", "l": "0",
+         "g": "y1*y1 + y2*y2 + y3*y3", "u_box": None, "u_ref": None}
+    model = expr_family.build(p, where="test")
+    xg = Grid.from_box([-0.2, 0.2], 3)
+    errs = []
+    for ny in (13, 25):
+        yg = Grid.from_box([[-3.5, 3.5]] * 3, ny)
+        res = cell_stage(model, xg, yg)
+        x = xg.axes[0]
+        errs.append((np.abs(res.ybar - x[:, None]).max(), np.abs(res.gbar - (np.trace(S) + 3 * x**2)).max()))
+    print("3-D OU errors (mean, E|y|^2) at 13^3, 25^3:", errs)
+    (m1, g1), (m2, g2) = errs
+    assert m2 < 1e-5 and g2 < 0.05 and g1 / g2 > 2.0 and m1 / m2 > 2.0, errs

@@ -971,21 +971,30 @@ class _Context:
 
     # -- linear algebra -------------------------------------------------------------------------
     def solve(self, C, R):
-        """Newton step: J dchi - dH 1 = -R, normalised so that (chi + dchi)[0] is unchanged."""
+        """Newton step: J dchi - dH 1 = -R, shifted so that dchi[0] = 0 (chi[0] stays 0).
+
+        The system is singular in chi up to constants; it is solved with dchi[r] = 0 at an
+        anchor r in a recurrent class of the linearisation (so the Dirichlet-at-r matrix is
+        nonsingular): u, v from J_r u = -R, J_r v = 1, then the row of r gives dH."""
         n = self.n
-        dchi = np.empty(n)
+        r = _find_anchor(C, self.nb)
         if self.m == 1:
-            r = _find_anchor(C, self.nb)
+            dchi = np.empty(n)
             dH, ok = _bordered_solve_1d(C, R, r, dchi)
             if ok and np.all(np.isfinite(dchi)):
                 dchi -= dchi[0]
                 return dchi, dH
-        return self._solve_sparse(C, R)
+        try:
+            return self._solve_anchored(C, R, r)
+        except _Singular:
+            return self._solve_bordered(C, R)
 
-    def _solve_sparse(self, C, R):
-        n = self.n
+    def _csc_pattern(self):
+        """CSC pattern of the (n+1) x (n+1) bordered stencil matrix [J, -1; e_0^T, 0], and for
+        every stored entry its position in concat(C.ravel(), -ones(n), [1])."""
         if self._pattern is None:
-            w = C.shape[1]
+            n = self.n
+            w = 1 + 2 * self.m
             rows = np.concatenate([np.repeat(np.arange(n), w), np.arange(n), [n]])
             cols = np.concatenate([np.concatenate([np.arange(n)[:, None], self.nb], axis=1).ravel(),
                                    np.full(n, n), [0]])
@@ -994,8 +1003,53 @@ class _Context:
             A.sort_indices()
             if A.nnz != rows.size:
                 raise HJBError("internal: duplicate stencil entries (N too small)")
-            self._pattern = (A.indptr.copy(), A.indices.copy(), (A.data - 1.0).astype(np.int64))
-        indptr, indices, perm = self._pattern
+            perm = (A.data - 1.0).astype(np.int64)
+            # the n x n stencil part alone (entries with row < n and col < n), same ordering
+            keep = perm < n * w
+            cnt = np.zeros(n + 2, np.int64)
+            colidx = np.repeat(np.arange(n + 1), np.diff(A.indptr))
+            np.add.at(cnt, colidx[keep] + 1, 1)
+            indptr_J = np.cumsum(cnt)[: n + 1]
+            self._pattern = (A.indptr.copy(), A.indices.copy(), perm,
+                             indptr_J, A.indices[keep].copy(), perm[keep].copy())
+        return self._pattern
+
+    def _solve_anchored(self, C, R, r):
+        n = self.n
+        _, _, _, indptr, indices, perm = self._csc_pattern()
+        Cd = C.copy()
+        Cd[r, 0] = 1.0
+        Cd[r, 1:] = 0.0
+        for j in range(self.nb.shape[1]):  # drop column r from the rows of r's neighbours
+            s = self.nb[r, j]
+            for jj in range(self.nb.shape[1]):
+                if self.nb[s, jj] == r:
+                    Cd[s, 1 + jj] = 0.0
+        A = sp.csc_matrix((Cd.ravel()[perm], indices, indptr), shape=(n, n))
+        b = np.empty((n, 2))
+        b[:, 0] = -R
+        b[:, 1] = 1.0
+        b[r, :] = 0.0
+        try:
+            lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1,
+                      options=dict(SymmetricMode=True))
+            x = lu.solve(b)
+        except RuntimeError as exc:
+            raise _Singular(str(exc)) from None
+        u, v = x[:, 0], x[:, 1]
+        cr = C[r, 1:]
+        nbr = self.nb[r]
+        den = float(np.dot(cr, v[nbr])) - 1.0
+        dH = (-R[r] - float(np.dot(cr, u[nbr]))) / den
+        dchi = u + dH * v
+        if not (math.isfinite(dH) and np.all(np.isfinite(dchi))):
+            raise _Singular("non-finite Newton step")
+        dchi -= dchi[0]
+        return dchi, dH
+
+    def _solve_bordered(self, C, R):
+        n = self.n
+        indptr, indices, perm = self._csc_pattern()[:3]
         vals = np.concatenate([C.ravel(), -np.ones(n), [1.0]])
         A = sp.csc_matrix((vals[perm], indices, indptr), shape=(n + 1, n + 1))
         b = np.zeros(n + 1)

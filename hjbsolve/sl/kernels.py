@@ -1,0 +1,463 @@
+"""Numba kernels of the semi-Lagrangian (SL) step: interpolation at the feet and min over the controls.
+
+One step of the dynamic-programming scheme for ``∂_t V + H(x, DV, D²V) = 0`` (sup convention, t = time
+remaining, V = inf of the cost) reads, at a node x and for a control u,
+
+    S_u[V](x) = dt/2 l(x, u) + sum_f w_f ( V + dt/2 l(., u) )(xi_f(u)),        V^{k+1}(x) = min_u S_u[V^k](x)
+
+with the feet (Kushner / Camilli-Falcone stencil, second-order Taylor characteristics)
+
+    xi_f = x + dt a + (dt²/2) (D_x a) a  ±  sqrt(2 n dt) (I + (dt/2) D_x a) sigma_col_r,   w_f = 1/(2n)
+
+(one foot of weight 1 when sigma = 0). The running cost is the trapezoidal rule along the step, with l
+at the feet interpolated like V (the same weights). Values at the feet are multilinear interpolants of
+nodal values: non-negative weights inside the box, so the scheme is monotone; outside the box the
+interpolant is extended linearly (``mode = 0``, the default: exact for data growing linearly, keeps
+quadratic growth approximately, weights may be negative beyond the box) or by clamping the foot onto the
+box (``mode = 1``, a homogeneous Neumann condition: monotone everywhere).
+
+Every kernel works on a *batch* of J independent slow problems (leading axis of V and of the tables):
+J = number of fast nodes for the slow step of V^eps (y frozen at y_j), J = 1 for the effective and
+plain problems. Work is split over (batch, block of slow nodes) with ``prange``.
+
+Kernels (n = slow dimension):
+
+- ``step_tab_1d`` / ``step_tab_2d``: coefficients tabulated on (batch, control, node): a finite control set
+  (tensor grid, ball, list); min over the set (error O(du²) per unit time for a grid of spacing du).
+- ``step_aff_1d``: control-affine dynamics with quadratic cost in 1-D (k = 1): the SL objective is
+  piecewise quadratic in u along the interpolant; minimised *exactly*, piece by piece over the cells the
+  feet cross.
+- ``step_aff_2d``: the same in 2-D (any k): min over a control grid, then local refinement of each control
+  component by golden-section search on the piecewise-quadratic objective.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: x nodes per parallel work item
+BLOCK = 256
+GOLDEN = 0.6180339887498949
+
+
+@njit(cache=True, inline="always")
+def cell1(xi, x0, h, N, mode):
+    """Cell index m in [0, N-2] and local coordinate theta of xi (theta outside [0, 1] extrapolates)."""
+    t = (xi - x0) / h
+    if mode == 1:
+        if t < 0.0:
+            t = 0.0
+        elif t > N - 1.0:
+            t = N - 1.0
+    m = int(np.floor(t))
+    if m < 0:
+        m = 0
+    elif m > N - 2:
+        m = N - 2
+    return m, t - m
+
+
+@njit(cache=True, inline="always")
+def interp1(F, m, th):
+    return F[m] + th * (F[m + 1] - F[m])
+
+
+@njit(cache=True, inline="always")
+def interp2(F, m1, t1, m2, t2):
+    f00 = F[m1, m2]
+    f01 = F[m1, m2 + 1]
+    f10 = F[m1 + 1, m2]
+    f11 = F[m1 + 1, m2 + 1]
+    a = f00 + t2 * (f01 - f00)
+    b = f10 + t2 * (f11 - f10)
+    return a + t1 * (b - a)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tabulated coefficients, finite control set
+
+
+@njit(cache=True, parallel=True)
+def step_tab_1d(V, Lt, disp, noise, x0, h, dt, mode, has_noise, out, arg):
+    """One SL step in 1-D with tabulated coefficients (see module docstring).
+
+    V (J, N); Lt (J, nc, N) running cost at the nodes; disp (J, nc, N) deterministic displacement of
+    the foot; noise (J, ncs, N) half-width of the two-point noise stencil (ncs = 1: same for every control;
+    all zero: one foot). Writes out (J, N) = min_u S_u[V] and arg (J, N) = index of the minimiser.
+    """
+    J, nc, N = disp.shape
+    ncs = noise.shape[1]
+    nb = (N + BLOCK - 1) // BLOCK
+    half = 0.5 * dt
+    for task in prange(J * nb):
+        j = task // nb
+        i0 = (task % nb) * BLOCK
+        i1 = min(i0 + BLOCK, N)
+        Vj = V[j]
+        for i in range(i0, i1):
+            out[j, i] = np.inf
+            arg[j, i] = 0
+        for c in range(nc):
+            Lc = Lt[j, c]
+            cs = c if ncs > 1 else 0
+            for i in range(i0, i1):
+                x = x0 + i * h
+                xi = x + disp[j, c, i]
+                val = half * Lc[i]
+                if has_noise:
+                    s = noise[j, cs, i]
+                    m, th = cell1(xi - s, x0, h, N, mode)
+                    val += 0.5 * (interp1(Vj, m, th) + half * interp1(Lc, m, th))
+                    m, th = cell1(xi + s, x0, h, N, mode)
+                    val += 0.5 * (interp1(Vj, m, th) + half * interp1(Lc, m, th))
+                else:
+                    m, th = cell1(xi, x0, h, N, mode)
+                    val += interp1(Vj, m, th) + half * interp1(Lc, m, th)
+                if val < out[j, i]:
+                    out[j, i] = val
+                    arg[j, i] = c
+
+
+@njit(cache=True, parallel=True)
+def step_tab_2d(V, Lt, disp, noise, x0, h, dt, mode, has_noise, out, arg):
+    """One SL step in 2-D with tabulated coefficients.
+
+    V (J, N1, N2); Lt (J, nc, N1, N2); disp (J, nc, N1, N2, 2); noise (J, ncs, N1, N2, 2, 2): column r of
+    noise[..., :, r] is the stencil half-width vector sqrt(4 dt) (I + dt/2 Da) sigma_col_r (4 feet, 1/4 each).
+    """
+    J, nc, N1, N2, _ = disp.shape
+    ncs = noise.shape[1]
+    half = 0.5 * dt
+    for task in prange(J * N1):
+        j = task // N1
+        i1 = task % N1
+        Vj = V[j]
+        for i2 in range(N2):
+            out[j, i1, i2] = np.inf
+            arg[j, i1, i2] = 0
+        for c in range(nc):
+            Lc = Lt[j, c]
+            cs = c if ncs > 1 else 0
+            xa = x0[0] + i1 * h[0]
+            for i2 in range(N2):
+                xb = x0[1] + i2 * h[1]
+                pa = xa + disp[j, c, i1, i2, 0]
+                pb = xb + disp[j, c, i1, i2, 1]
+                val = half * Lc[i1, i2]
+                if has_noise:
+                    for r in range(2):
+                        sa = noise[j, cs, i1, i2, 0, r]
+                        sb = noise[j, cs, i1, i2, 1, r]
+                        for sg in (-1.0, 1.0):
+                            m1, t1 = cell1(pa + sg * sa, x0[0], h[0], N1, mode)
+                            m2, t2 = cell1(pb + sg * sb, x0[1], h[1], N2, mode)
+                            val += 0.25 * (interp2(Vj, m1, t1, m2, t2) + half * interp2(Lc, m1, t1, m2, t2))
+                else:
+                    m1, t1 = cell1(pa, x0[0], h[0], N1, mode)
+                    m2, t2 = cell1(pb, x0[1], h[1], N2, mode)
+                    val += interp2(Vj, m1, t1, m2, t2) + half * interp2(Lc, m1, t1, m2, t2)
+                if val < out[j, i1, i2]:
+                    out[j, i1, i2] = val
+                    arg[j, i1, i2] = c
+
+
+# ----------------------------------------------------------------------------------------------------------
+# control-affine, quadratic cost: a = a0 + B u, l = l0 + c/2 |u - u_ref|^2
+
+
+@njit(cache=True, inline="always")
+def _piece_value(F, m, xi, x0, h, N, mode):
+    """Value and slope of the interpolant of F on piece m in [-1, N-1] (m = -1, N-1: outside the box)."""
+    if m < 0:
+        if mode == 1:
+            return F[0], 0.0
+        s = (F[1] - F[0]) / h
+        return F[0] + s * (xi - x0), s
+    if m > N - 2:
+        if mode == 1:
+            return F[N - 1], 0.0
+        s = (F[N - 1] - F[N - 2]) / h
+        return F[N - 1] + s * (xi - (x0 + (N - 1) * h)), s
+    s = (F[m + 1] - F[m]) / h
+    return F[m] + s * (xi - (x0 + m * h)), s
+
+
+@njit(cache=True, inline="always")
+def _piece_index(xi, x0, h, N):
+    t = (xi - x0) / h
+    m = int(np.floor(t))
+    if m < -1:
+        m = -1
+    elif m > N - 1:
+        m = N - 1
+    return m
+
+
+@njit(cache=True)
+def exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, c0, dtc, uref, ulo, uhi):
+    """Exact minimiser over [ulo, uhi] of  c0 + dtc/2 (u - uref)^2 + mean_f F_I(base_f + beta u).
+
+    F_I is the piecewise-linear interpolant of the nodal values F (extended as in ``mode``); nfeet is 1
+    (foot base0) or 2 (feet base0, base1, weight 1/2 each). The objective is quadratic on each piece
+    between the values of u where a foot crosses a node: scan the pieces in order, minimise each one in
+    closed form (vertex clipped to the piece; both ends when dtc = 0). Returns (min, argmin).
+    """
+    w = 1.0 if nfeet == 1 else 0.5
+    if beta == 0.0:
+        u = min(max(uref, ulo), uhi)
+        v = c0 + 0.5 * dtc * (u - uref) ** 2
+        m0 = _piece_index(base0, x0, h, N)
+        f0, s0 = _piece_value(F, m0, base0, x0, h, N, mode)
+        v += w * f0
+        if nfeet == 2:
+            m1 = _piece_index(base1, x0, h, N)
+            f1, s1 = _piece_value(F, m1, base1, x0, h, N, mode)
+            v += w * f1
+        return v, u
+    sgn = 1 if beta > 0.0 else -1
+    ua = ulo
+    m0 = _piece_index(base0 + beta * ua, x0, h, N)
+    m1 = _piece_index(base1 + beta * ua, x0, h, N) if nfeet == 2 else 0
+    best = np.inf
+    ubest = ua
+    for _ in range(4 * N + 8):
+        # next breakpoints of each foot
+        b0 = np.inf
+        nxt = m0 + 1 if sgn > 0 else m0
+        if 0 <= nxt <= N - 1:
+            b0 = (x0 + nxt * h - base0) / beta
+        b1 = np.inf
+        if nfeet == 2:
+            nxt = m1 + 1 if sgn > 0 else m1
+            if 0 <= nxt <= N - 1:
+                b1 = (x0 + nxt * h - base1) / beta
+        ub = min(uhi, min(b0, b1))
+        if ub < ua:
+            ub = ua
+        # objective on [ua, ub]: c0 + dtc/2 (u - uref)^2 + K0 + K1 u
+        um = 0.5 * (ua + ub)
+        f0, s0 = _piece_value(F, m0, base0 + beta * um, x0, h, N, mode)
+        K1 = w * s0 * beta
+        K0 = w * (f0 - s0 * beta * um)
+        if nfeet == 2:
+            f1, s1 = _piece_value(F, m1, base1 + beta * um, x0, h, N, mode)
+            K1 += w * s1 * beta
+            K0 += w * (f1 - s1 * beta * um)
+        if dtc > 0.0:
+            u = uref - K1 / dtc
+            u = min(max(u, ua), ub)
+            v = c0 + 0.5 * dtc * (u - uref) ** 2 + K0 + K1 * u
+            if v < best:
+                best = v
+                ubest = u
+        else:
+            for u in (ua, ub):
+                v = c0 + K0 + K1 * u
+                if v < best:
+                    best = v
+                    ubest = u
+        if ub >= uhi:
+            break
+        if b0 <= ub:
+            m0 += sgn
+        if nfeet == 2 and b1 <= ub:
+            m1 += sgn
+        ua = ub
+    return best, ubest
+
+
+@njit(cache=True, parallel=True)
+def step_aff_1d(F, c0, alpha, beta, eta, dtc, uref, ulo, uhi, x0, h, mode, out, ustar):
+    """One SL step in 1-D for control-affine dynamics with quadratic cost, exact min over u in [ulo, uhi]
+    (ulo, uhi (J, N): the control interval at each node).
+
+    F (J, N) = V + dt/2 l0 (nodal values interpolated at the feet); c0 (J, N) = dt/2 l0 at the node;
+    the feet are x + alpha + beta u ± eta (alpha, beta, eta (J, N); eta = 0: one foot); the control cost is
+    dtc/2 (u - uref)^2 with dtc (J, N) = dt c. Writes out (J, N) and the minimiser ustar (J, N).
+    """
+    J, N = F.shape
+    nb = (N + BLOCK - 1) // BLOCK
+    for task in prange(J * nb):
+        j = task // nb
+        i0 = (task % nb) * BLOCK
+        i1 = min(i0 + BLOCK, N)
+        Fj = F[j]
+        for i in range(i0, i1):
+            x = x0 + i * h + alpha[j, i]
+            e = eta[j, i]
+            nf = 2 if e != 0.0 else 1
+            v, u = exact_min_1d(Fj, x0, h, N, mode, x - e, x + e, nf, beta[j, i], c0[j, i], dtc[j, i],
+                                uref[j, i], ulo[j, i], uhi[j, i])
+            out[j, i] = v
+            ustar[j, i] = u
+
+
+@njit(cache=True, inline="always")
+def _aff2_value(Fj, Cm, c0, base, bet, noise, nfeet, u, uref, dtc, x0, h, N1, N2, mode):
+    k = u.shape[0]
+    q = 0.0
+    for a in range(k):
+        for b in range(k):
+            q += (u[a] - uref[a]) * Cm[a, b] * (u[b] - uref[b])
+    val = c0 + 0.5 * dtc * q
+    pa = base[0]
+    pb = base[1]
+    for a in range(k):
+        pa += bet[0, a] * u[a]
+        pb += bet[1, a] * u[a]
+    if nfeet == 1:
+        m1, t1 = cell1(pa, x0[0], h[0], N1, mode)
+        m2, t2 = cell1(pb, x0[1], h[1], N2, mode)
+        return val + interp2(Fj, m1, t1, m2, t2)
+    for r in range(2):
+        for sg in (-1.0, 1.0):
+            m1, t1 = cell1(pa + sg * noise[0, r], x0[0], h[0], N1, mode)
+            m2, t2 = cell1(pb + sg * noise[1, r], x0[1], h[1], N2, mode)
+            val += 0.25 * interp2(Fj, m1, t1, m2, t2)
+    return val
+
+
+@njit(cache=True, parallel=True)
+def step_aff_2d(F, c0, base, bet, noise, has_noise, Cm, dtc, uref, unodes, du, ulo, uhi, x0, h, mode,
+                refine, out, ustar):
+    """One SL step in 2-D, control-affine with quadratic cost, min over a control grid then refinement.
+
+    F (J, N1, N2) = V + dt/2 l0; c0 (J, N1, N2) = dt/2 l0 at the node; feet base + bet u (± noise columns)
+    with base (J, N1, N2, 2) = x + dt a0 + dt²/2 Da0 a0, bet (J, N1, N2, 2, k), noise (J, N1, N2, 2, 2);
+    control cost dtc/2 (u - uref)^T Cm (u - uref) with Cm (J, N1, N2, k, k), uref (J, N1, N2, k).
+    unodes (nc, k): the control grid; du (k,): its spacing; refine: golden-section sweeps per component
+    (0: plain grid). Writes out (J, N1, N2) and ustar (J, N1, N2, k).
+    """
+    J, N1, N2 = F.shape
+    nc, k = unodes.shape
+    nfeet = 4 if has_noise else 1
+    for task in prange(J * N1):
+        j = task // N1
+        i1 = task % N1
+        Fj = F[j]
+        u = np.empty(k)
+        ub = np.empty(k)
+        for i2 in range(N2):
+            best = np.inf
+            ib = 0
+            for c in range(nc):
+                for a in range(k):
+                    u[a] = unodes[c, a]
+                v = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
+                                noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2, mode)
+                if v < best:
+                    best = v
+                    ib = c
+            for a in range(k):
+                ub[a] = unodes[ib, a]
+            for sweep in range(refine):
+                for a in range(k):
+                    lo = max(ub[a] - du[a], ulo[a])
+                    hi = min(ub[a] + du[a], uhi[a])
+                    if sweep > 0:
+                        lo = max(ub[a] - 0.25 * du[a], ulo[a])
+                        hi = min(ub[a] + 0.25 * du[a], uhi[a])
+                    for b in range(k):
+                        u[b] = ub[b]
+                    p = hi - GOLDEN * (hi - lo)
+                    q = lo + GOLDEN * (hi - lo)
+                    u[a] = p
+                    fp = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
+                                     noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2, mode)
+                    u[a] = q
+                    fq = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
+                                     noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2, mode)
+                    for _ in range(24):
+                        if fp <= fq:
+                            hi = q
+                            q = p
+                            fq = fp
+                            p = hi - GOLDEN * (hi - lo)
+                            u[a] = p
+                            fp = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
+                                             noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2,
+                                             mode)
+                        else:
+                            lo = p
+                            p = q
+                            fp = fq
+                            q = lo + GOLDEN * (hi - lo)
+                            u[a] = q
+                            fq = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
+                                             noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2,
+                                             mode)
+                    if fp <= fq:
+                        cand, fc = p, fp
+                    else:
+                        cand, fc = q, fq
+                    if fc < best:
+                        best = fc
+                        ub[a] = cand
+            out[j, i1, i2] = best
+            for a in range(k):
+                ustar[j, i1, i2, a] = ub[a]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# y-blind effective step with per-y feet: min_u sum_j pi_j [ ... ]
+
+
+@njit(cache=True, parallel=True)
+def step_blind_1d(V, pi, Lt, disp, noise, x0, h, dt, mode, out, arg):
+    """``V^{k+1}(x_i) = min_u sum_j pi_j S_{u, y_j}[V](x_i)`` (1-D, tabulated, y-blind control).
+
+    V (N,); pi (N, J) the weights mu_{x_i}(y_j); Lt, disp (J, nc, N); noise (J, ncs, N).
+    """
+    J, nc, N = disp.shape
+    ncs = noise.shape[1]
+    half = 0.5 * dt
+    for i in prange(N):
+        x = x0 + i * h
+        best = np.inf
+        ib = 0
+        for c in range(nc):
+            cs = c if ncs > 1 else 0
+            acc = 0.0
+            for j in range(J):
+                w = pi[i, j]
+                if w == 0.0:
+                    continue
+                Lc = Lt[j, c]
+                xi = x + disp[j, c, i]
+                val = half * Lc[i]
+                s = noise[j, cs, i]
+                if s != 0.0:
+                    m, th = cell1(xi - s, x0, h, N, mode)
+                    val += 0.5 * (interp1(V, m, th) + half * interp1(Lc, m, th))
+                    m, th = cell1(xi + s, x0, h, N, mode)
+                    val += 0.5 * (interp1(V, m, th) + half * interp1(Lc, m, th))
+                else:
+                    m, th = cell1(xi, x0, h, N, mode)
+                    val += interp1(V, m, th) + half * interp1(Lc, m, th)
+                acc += w * val
+            if acc < best:
+                best = acc
+                ib = c
+        out[i] = best
+        arg[i] = ib
+
+
+@njit(cache=True, parallel=True)
+def average_over_y(W, pi, out):
+    """out[i] = sum_j pi[i, j] W[j, i] (W (J, Nx) y-major, pi (Nx, J))."""
+    J, N = W.shape
+    for i in prange(N):
+        acc = 0.0
+        for j in range(J):
+            acc += pi[i, j] * W[j, i]
+        out[i] = acc
+
+
+@njit(cache=True)
+def all_finite(A):
+    flat = A.ravel()
+    for i in range(flat.size):
+        if not np.isfinite(flat[i]):
+            return False
+    return True

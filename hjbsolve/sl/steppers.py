@@ -1,0 +1,229 @@
+"""Semi-Lagrangian steppers: coefficient tables prepared once per (problem, dt), one kernel call per step.
+
+A stepper advances a batch of J slow problems on the same slow grid (n = 1 or 2):
+``V^{k+1}[j] = min_u S_u[V^k[j]]`` (see :mod:`hjbsolve.sl.kernels` for the one-step operator).
+
+Characteristics (``order``):
+
+- ``order = 2`` (default): Taylor feet ``x + dt a + (dt²/2) (D_x a) a``, noise half-widths
+  ``sqrt(2 n dt) (I + (dt/2) D_x a) sigma_col`` and the trapezoidal running cost. With the control frozen over
+  the step the local error is O(dt³) in the drift and the variance, hence a global O(dt²) time error for
+  smooth problems, plus the O(dx²/dt) of the multilinear interpolation. (Two-point noise has a wrong fourth
+  moment: for diffusions with V'''' != 0 that leaves an O(dt) term of size sigma⁴ V''''/3.)
+  D_x a comes from second-order central differences of the tabulated drift (one-sided at the box edges).
+- ``order = 1``: Euler feet ``x + dt a ± sqrt(2 n dt) sigma_col`` (the plain Camilli-Falcone scheme).
+
+Minimisation over u:
+
+- :class:`TabStepper`: finite control set (any list of nodes), coefficients tabulated on
+  (batch, control, slow node). Error O(du²) per unit time for a grid of spacing du.
+- :class:`AffineStepper1D`: ``a = a0 + B u``, ``l = l0 + c (u - u_ref)²/2``, u in an interval, 1-D x: exact
+  minimisation of the piecewise-quadratic SL objective (no control discretisation error).
+- :class:`AffineStepper2D`: the same in 2-D x (any k), grid search then golden-section refinement.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..grid import Grid
+from . import kernels as K
+
+
+def _c(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def jacobian(field: np.ndarray, grid: Grid, first_axis: int) -> np.ndarray:
+    """``D_x field``: field (..., N1[, N2], n) with the grid axes starting at ``first_axis``.
+
+    Returns (..., N1[, N2], n, n) with ``J[..., d, e] = d field_d / d x_e`` (second-order differences).
+    """
+    n = grid.ndim
+    out = np.empty(field.shape + (n,))
+    for e in range(n):
+        if grid.shape[e] < 3:
+            out[..., e] = 0.0
+        else:
+            out[..., e] = np.gradient(field, grid.h[e], axis=first_axis + e, edge_order=2)
+    return out
+
+
+def _interior_window(grid: Grid, frac: float = 0.5) -> np.ndarray:
+    lo, hi = np.asarray(grid.lo), np.asarray(grid.hi)
+    c, w = (lo + hi) / 2, (hi - lo) / 2 * frac
+    return grid.interior_mask(np.stack([c - w, c + w], axis=-1))
+
+
+class TabStepper:
+    """SL step with coefficients tabulated on a finite control set.
+
+    A (J, nc, *xshape, n) drift, S (J, ncs, *xshape, n, n) or None diffusion factor sigma (ncs = 1 when it
+    does not depend on the control), L (J, nc, *xshape) running cost.
+    """
+
+    kind = "grid"
+
+    def __init__(self, grid: Grid, A, S, L, dt: float, order: int = 2, mode: int = 0):
+        self.grid, self.dt, self.order, self.mode = grid, float(dt), int(order), int(mode)
+        n = grid.ndim
+        A = np.asarray(A, float)
+        self.J, self.nc = A.shape[:2]
+        self.L = _c(L)
+        Da = jacobian(A, grid, 2) if order == 2 else np.zeros(A.shape + (n,))
+        disp = dt * A + 0.5 * dt * dt * np.einsum("...de,...e->...d", Da, A)
+        self.has_noise = S is not None and bool(np.any(np.asarray(S) != 0.0))
+        if self.has_noise:
+            S = np.asarray(S, float)
+            ncs = self.nc if (order == 2 or S.shape[1] > 1) else 1
+            S = np.broadcast_to(S, (self.J, ncs) + S.shape[2:])
+            I = np.eye(n)
+            M = I + 0.5 * dt * Da if order == 2 else np.broadcast_to(I, Da.shape)
+            M = M if ncs == self.nc else M[:, :1]
+            noise = np.sqrt(2 * n * dt) * np.einsum("...de,...er->...dr", M, S)
+        else:
+            noise = np.zeros((self.J, 1) + grid.shape + (n, n))
+        if n == 1:
+            self.disp = _c(disp[..., 0])
+            self.noise = _c(np.abs(noise[..., 0, 0]))
+        else:
+            self.disp = _c(disp)
+            self.noise = _c(noise)
+        self.arg = np.zeros((self.J,) + grid.shape, np.int32)
+        self.x0 = float(grid.lo[0]) if n == 1 else _c(grid.lo)
+        self.h = float(grid.h[0]) if n == 1 else _c(grid.h)
+
+    def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if self.grid.ndim == 1:
+            K.step_tab_1d(V, self.L, self.disp, self.noise, self.x0, self.h, self.dt, self.mode,
+                          self.has_noise, out, self.arg)
+        else:
+            K.step_tab_2d(V, self.L, self.disp, self.noise, self.x0, self.h, self.dt, self.mode,
+                          self.has_noise, out, self.arg)
+        return out
+
+    def displacement_cells(self) -> float:
+        """Largest displacement (in cells) of the optimal foot on the central half of the box."""
+        n = self.grid.ndim
+        d = self.disp if n == 1 else np.linalg.norm(self.disp / self.grid.h, axis=-1)
+        if n == 1:
+            d = np.abs(d) / self.grid.h[0]
+        sel = np.take_along_axis(d, self.arg[:, None], axis=1)[:, 0]
+        return float(sel[:, _interior_window(self.grid)].max())
+
+
+class AffineStepper1D:
+    """1-D control-affine stepper with exact minimisation (k = 1).
+
+    a0, B, l0, sig, c, uref, ulo, uhi: arrays (J, N) (or broadcastable): ``a = a0 + B u``,
+    ``sigma = sig`` (independent of u), ``l = l0 + c (u - uref)^2 / 2``, ``u in [ulo, uhi]``.
+    For order 2 the Taylor foot uses ``D_x a = a0' + B' u``; its u-quadratic part ``(dt²/2) B' B u²`` is
+    left out to keep the foot affine in u, so the scheme is second order in time when B does not depend
+    on x (B' = 0) and first order otherwise (use the grid stepper there).
+    """
+
+    kind = "exact"
+
+    def __init__(self, grid: Grid, a0, B, l0, sig, c, uref, ulo, uhi, dt: float, order: int = 2, mode: int = 0):
+        self.grid, self.dt, self.order, self.mode = grid, float(dt), int(order), int(mode)
+        N = grid.shape[0]
+        h = float(grid.h[0])
+        a0 = np.asarray(a0, float)
+        J = a0.shape[0]
+        shape = (J, N)
+        bc = lambda v: np.ascontiguousarray(np.broadcast_to(np.asarray(v, float), shape))
+        a0, B, l0 = bc(a0), bc(B), bc(l0)
+        sig = bc(sig) if sig is not None else np.zeros(shape)
+        if order == 2:
+            da0 = np.gradient(a0, h, axis=1, edge_order=2)
+            dB = np.gradient(B, h, axis=1, edge_order=2)
+        else:
+            da0 = dB = np.zeros(shape)
+        self.alpha = _c(dt * a0 + 0.5 * dt * dt * da0 * a0)
+        self.beta = _c(dt * B + 0.5 * dt * dt * (da0 * B + dB * a0))
+        self.eta = _c(np.sqrt(2 * dt) * np.abs((1 + 0.5 * dt * da0) * sig))
+        self.l0 = l0
+        self.c0 = _c(0.5 * dt * l0)
+        self.dtc = bc(dt * np.asarray(c, float))
+        self.uref, self.ulo, self.uhi = bc(uref), bc(ulo), bc(uhi)
+        self.x0, self.h = float(grid.lo[0]), h
+        self.J = J
+        self.ustar = np.zeros(shape)
+        self.B_varies = bool(np.abs(dB).max() > 1e-12 * max(1.0, np.abs(B).max())) if order == 2 else False
+
+    def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
+        F = V + self.c0
+        K.step_aff_1d(F, self.c0, self.alpha, self.beta, self.eta, self.dtc, self.uref, self.ulo, self.uhi,
+                      self.x0, self.h, self.mode, out, self.ustar)
+        return out
+
+    def displacement_cells(self) -> float:
+        d = np.abs(self.alpha + self.beta * self.ustar) / self.h
+        return float(d[:, _interior_window(self.grid)].max())
+
+
+class AffineStepper2D:
+    """2-D control-affine stepper: grid search over ``unodes`` then golden-section refinement.
+
+    a0 (J, N1, N2, 2), B (J, N1, N2, 2, k), l0 (J, N1, N2), sig (J, N1, N2, 2, 2) or None, c > 0 scalar,
+    Cm (J, N1, N2, k, k) or None (identity): cost ``l0 + c/2 (u - uref)^T Cm (u - uref)``; uref
+    (J, N1, N2, k); the box [lo, hi] (k,) with the tensor control grid ``unodes`` (nc, k) of spacing du.
+    Order 2 uses ``D_x a = D a0 + sum_q u_q D B_q`` in the foot without its u-quadratic part (second order
+    when B does not depend on x).
+    """
+
+    kind = "grid+golden"
+
+    def __init__(self, grid: Grid, a0, B, l0, sig, c, Cm, uref, lo, hi, unodes, dt: float, order: int = 2,
+                 mode: int = 0, refine: int = 2):
+        self.grid, self.dt, self.order, self.mode = grid, float(dt), int(order), int(mode)
+        a0 = np.asarray(a0, float)
+        J = a0.shape[0]
+        k = np.asarray(B).shape[-1]
+        sh = (J,) + grid.shape
+        a0 = np.broadcast_to(a0, sh + (2,))
+        B = np.broadcast_to(np.asarray(B, float), sh + (2, k))
+        if order == 2:
+            Da0 = jacobian(a0, grid, 1)                               # (..., 2, 2)
+            DB = jacobian(np.moveaxis(B, -1, -2), grid, 1)            # (..., k, 2, 2): d B[:, q] / dx
+        else:
+            Da0 = np.zeros(sh + (2, 2))
+            DB = np.zeros(sh + (k, 2, 2))
+        pts = grid.points()
+        self.base = _c(pts + dt * a0 + 0.5 * dt * dt * np.einsum("...de,...e->...d", Da0, a0))
+        corr = np.einsum("...de,...eq->...dq", Da0, B) + np.einsum("...qde,...e->...dq", DB, a0)
+        self.bet = _c(dt * B + 0.5 * dt * dt * corr)
+        self.has_noise = sig is not None and bool(np.any(np.asarray(sig) != 0.0))
+        if self.has_noise:
+            M = np.eye(2) + 0.5 * dt * Da0
+            self.noise = _c(np.sqrt(4 * dt) * np.einsum("...de,...er->...dr", M,
+                                                         np.broadcast_to(np.asarray(sig, float), sh + (2, 2))))
+        else:
+            self.noise = np.zeros(sh + (2, 2))
+        self.c0 = _c(np.broadcast_to(0.5 * dt * np.asarray(l0, float), sh))
+        self.dtc = float(dt * c)
+        self.Cm = _c(np.broadcast_to(np.eye(k) if Cm is None else np.asarray(Cm, float), sh + (k, k)))
+        self.uref = _c(np.broadcast_to(np.asarray(uref, float), sh + (k,)))
+        self.lo, self.hi = _c(np.reshape(lo, k)), _c(np.reshape(hi, k))
+        self.unodes = _c(np.reshape(unodes, (-1, k)))
+        du = []
+        for q in range(k):
+            vals = np.unique(self.unodes[:, q])
+            du.append(np.diff(vals).max() if len(vals) > 1 else 0.0)
+        self.du = _c(du)
+        self.refine = int(refine)
+        self.x0, self.h = _c(grid.lo), _c(grid.h)
+        self.J, self.k = J, k
+        self.ustar = np.zeros(sh + (k,))
+
+    def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
+        F = V + self.c0
+        K.step_aff_2d(F, self.c0, self.base, self.bet, self.noise, self.has_noise, self.Cm, self.dtc, self.uref,
+                      self.unodes, self.du, self.lo, self.hi, self.x0, self.h, self.mode, self.refine, out,
+                      self.ustar)
+        return out
+
+    def displacement_cells(self) -> float:
+        foot = self.base + np.einsum("...dq,...q->...d", self.bet, self.ustar)
+        d = np.linalg.norm((foot - self.grid.points()) / self.grid.h, axis=-1)
+        return float(d[:, _interior_window(self.grid)].max())

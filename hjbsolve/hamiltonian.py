@@ -21,62 +21,131 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def sup_over_grid(pi, a, l, trSP, p):
-    """Hbar(p_i) = sum_j pi_j max_u [-a_ju . p_i - trSP_ju - l_ju] for each row p_i.
+def sup_over_grid(pi, a, cost, p):
+    """Hbar(x_b, p_i) = sum_j pi_bj max_u [-a_bju . p_i - cost_bju] for a batch b of x nodes.
 
-    pi (ny,), a (ny, nu, n), l (ny, nu), trSP (ny, nu) = tr(sigma sigma^T P), p (np, n).
-    Returns hbar (np,) and the maximising control index (np, ny).
+    pi (nb, ny), a (nb, ny, nu, n), cost (nb, ny, nu) = l + tr(sigma sigma^T P), p (np, n).
+    Returns hbar (nb, np) and the maximising control index (nb, np, ny). Parallel over (b, i).
     """
-    ny, nu, n = a.shape
+    nb, ny, nu, n = a.shape
     npv = p.shape[0]
-    hbar = np.empty(npv)
-    arg = np.empty((npv, ny), np.int32)
-    for i in prange(npv):
+    hbar = np.empty((nb, npv))
+    arg = np.empty((nb, npv, ny), np.int32)
+    for bi in prange(nb * npv):
+        b = bi // npv
+        i = bi % npv
         acc = 0.0
         for j in range(ny):
             best = -np.inf
             ib = 0
             for k in range(nu):
-                v = -trSP[j, k] - l[j, k]
+                v = -cost[b, j, k]
                 for d in range(n):
-                    v -= a[j, k, d] * p[i, d]
+                    v -= a[b, j, k, d] * p[i, d]
                 if v > best:
                     best = v
                     ib = k
-            arg[i, j] = ib
-            acc += pi[j] * best
-        hbar[i] = acc
+            arg[b, i, j] = ib
+            acc += pi[b, j] * best
+        hbar[b, i] = acc
     return hbar, arg
 
 
 @njit(cache=True, parallel=True)
 def sup_affine_quadratic(pi, a0, B, l0, trSP, c, u_ref, lo, hi, p):
-    """Exact sup for control-affine dynamics with quadratic cost on a box (see module docstring).
+    """Exact sup for control-affine dynamics with quadratic cost on a box (see module docstring),
+    for a batch b of x nodes.
 
-    pi (ny,), a0 (ny, n), B (ny, n, k), l0 (ny,), trSP (ny,), c >= 0, u_ref/lo/hi (k,), p (np, n).
-    Returns hbar (np,) and u* (np, ny, k).
+    pi (nb, ny), a0 (nb, ny, n), B (nb, ny, n, k), l0 (nb, ny), trSP (nb, ny), c >= 0, u_ref/lo/hi (k,),
+    p (np, n). Returns hbar (nb, np) and u* (nb, np, ny, k). Parallel over (b, i).
     """
-    ny, n, k = B.shape
+    nb, ny, n, k = B.shape
     npv = p.shape[0]
-    hbar = np.empty(npv)
-    ustar = np.empty((npv, ny, k))
-    for i in prange(npv):
+    hbar = np.empty((nb, npv))
+    ustar = np.empty((nb, npv, ny, k))
+    for bi in prange(nb * npv):
+        b = bi // npv
+        i = bi % npv
         acc = 0.0
         for j in range(ny):
-            v = -trSP[j] - l0[j]
+            v = -trSP[b, j] - l0[b, j]
             for d in range(n):
-                v -= a0[j, d] * p[i, d]
+                v -= a0[b, j, d] * p[i, d]
             for q in range(k):
                 btp = 0.0
                 for d in range(n):
-                    btp += B[j, d, q] * p[i, d]
+                    btp += B[b, j, d, q] * p[i, d]
                 if c > 0.0:
                     u = u_ref[q] - btp / c
                     u = min(max(u, lo[q]), hi[q])
                 else:
                     u = lo[q] if btp > 0.0 else hi[q]
-                ustar[i, j, q] = u
+                ustar[b, i, j, q] = u
                 v -= btp * u + 0.5 * c * (u - u_ref[q]) ** 2
-            acc += pi[j] * v
-        hbar[i] = acc
+            acc += pi[b, j] * v
+        hbar[b, i] = acc
     return hbar, ustar
+
+
+@njit(cache=True, parallel=True)
+def sup_over_grid_1d(pi, a, cost, p, want_arg=True):
+    """The same as :func:`sup_over_grid` for n = 1 and increasing p, by upper envelopes.
+
+    For fixed (x_b, y_j), ``p -> max_u (-a_u p - cost_u)`` is the upper envelope of nu lines: it is
+    computed as a discrete Legendre transform (lower convex hull of the points (a_u, cost_u), then one
+    walk over the sorted slopes s = -p). Cost O(nu log nu + np) per (b, j) instead of O(nu np); the
+    result is identical (up to ties, resolved to the same value). a and cost: (nb, ny, nu).
+    ``want_arg=False`` skips the maximiser indices (returned array then has shape (nb, npv, 0)).
+    """
+    nb, ny, nu = a.shape
+    npv = p.size
+    hbar = np.zeros((nb, npv))
+    arg = np.empty((nb, npv, ny if want_arg else 0), np.int32)
+    for b in prange(nb):
+        order = np.empty(nu, np.int64)
+        hull = np.empty(nu, np.int64)
+        for j in range(ny):
+            # insertion sort of the controls by a, ties by cost (the cheaper first)
+            for k in range(nu):
+                order[k] = k
+            for k in range(1, nu):
+                t = order[k]
+                q = k - 1
+                while q >= 0 and (a[b, j, order[q]] > a[b, j, t] or
+                                  (a[b, j, order[q]] == a[b, j, t] and cost[b, j, order[q]] > cost[b, j, t])):
+                    order[q + 1] = order[q]
+                    q -= 1
+                order[q + 1] = t
+            # lower convex hull of (a, cost) in that order; equal a: keep the first (cheapest)
+            mh = 0
+            for kk in range(nu):
+                k = order[kk]
+                if mh > 0 and a[b, j, hull[mh - 1]] == a[b, j, k]:
+                    continue
+                while mh >= 2:
+                    i1 = hull[mh - 2]
+                    i2 = hull[mh - 1]
+                    if ((cost[b, j, i2] - cost[b, j, i1]) * (a[b, j, k] - a[b, j, i1])
+                            >= (cost[b, j, k] - cost[b, j, i1]) * (a[b, j, i2] - a[b, j, i1])):
+                        mh -= 1
+                    else:
+                        break
+                hull[mh] = k
+                mh += 1
+            # slopes s = -p increase as p decreases
+            h = 0
+            for ii in range(npv):
+                i = npv - 1 - ii
+                s = -p[i]
+                while h < mh - 1:
+                    k1 = hull[h]
+                    k2 = hull[h + 1]
+                    if cost[b, j, k2] - cost[b, j, k1] <= s * (a[b, j, k2] - a[b, j, k1]):
+                        h += 1
+                    else:
+                        break
+                k = hull[h]
+                hbar[b, i] += pi[b, j] * (s * a[b, j, k] - cost[b, j, k])
+                if want_arg:
+                    arg[b, i, j] = k
+    return hbar, arg

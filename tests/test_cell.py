@@ -247,3 +247,22 @@ def test_three_dimensional_fast_variable_iterative_solver():
     print("3-D OU errors (mean, E|y|^2) at 13^3, 25^3:", errs)
     (m1, g1), (m2, g2) = errs
     assert m2 < 1e-5 and g2 < 0.05 and g1 / g2 > 2.0 and m1 / m2 > 2.0, errs
+
+
+def test_upper_envelope_kernel_equals_brute_force_with_ties():
+    from hjbsolve.hamiltonian import sup_over_grid, sup_over_grid_1d
+    rng = np.random.default_rng(3)
+    nb, ny, nu = 3, 7, 9
+    a = rng.integers(-3, 4, size=(nb, ny, nu)).astype(float)       # repeated slopes
+    cost = rng.integers(-2, 3, size=(nb, ny, nu)).astype(float)    # and repeated values: ties
+    pi = rng.random((nb, ny))
+    p = np.sort(rng.uniform(-4, 4, 31))
+    p[5] = p[4]                                                     # a repeated p too
+    p = np.sort(p)
+    h1, arg1 = sup_over_grid_1d(pi, a, cost, p)
+    h2, arg2 = sup_over_grid(pi, a[..., None], cost, p[:, None])
+    assert np.abs(h1 - h2).max() < 1e-12
+    # the chosen controls attain the max
+    val = lambda arg: -np.take_along_axis(a, arg.transpose(0, 2, 1), 2) * p[None, None, :] - \
+        np.take_along_axis(cost, arg.transpose(0, 2, 1), 2)
+    assert np.abs(val(arg1) - val(arg2)).max() < 1e-12

@@ -220,12 +220,57 @@ def _bordered_solve_1d(C, R, r, dchi):
 
 
 @njit
-def _sep_eval(Kf, dKf, qstar, chi, hbar, P, h, nu, V, nb, cmask, R, C):
-    """Residual R_i = -nu Lap chi + Ghat_i - hbar and its stencil C (diag, lo_0, up_0, ...)."""
+def _sep_flux(Kf, dKf, k, pm, pp, c, sm, sp_, Km, Kp):
+    """Monotone flux of one axis for K_k convex: max of three monotone convex pieces
+    (centred K_c(p0); upwind K on slopes < -c with p+; upwind K on slopes > c with p-), where
+    c = 2 nu / h, K'(sm) = -c, K'(sp_) = c (+-inf if K' never reaches +-c), Km = K(sm),
+    Kp = K(sp_). Returns (value, derivative, piece) with piece 0 centred (derivative wrt p0),
+    1 upwind with p+ (derivative wrt p+), 2 upwind with p- (derivative wrt p-)."""
+    pc = 0.5 * (pm + pp)
+    if pc > sp_:
+        best = Kp + c * (pc - sp_)
+        db = c
+    elif pc < sm:
+        best = Km - c * (pc - sm)
+        db = -c
+    else:
+        best = Kf(k, pc)
+        db = dKf(k, pc)
+    piece = 0
+    if sm > -np.inf:
+        if pp < sm:
+            v = Kf(k, pp)
+            dv = dKf(k, pp)
+        else:
+            v = Km - c * (pp - sm)
+            dv = -c
+        if v > best:
+            best = v
+            db = dv
+            piece = 1
+    if sp_ < np.inf:
+        if pm > sp_:
+            v = Kf(k, pm)
+            dv = dKf(k, pm)
+        else:
+            v = Kp + c * (pm - sp_)
+            dv = c
+        if v > best:
+            best = v
+            db = dv
+            piece = 2
+    return best, db, piece
+
+
+@njit
+def _sep_eval(Kf, dKf, brk, chi, hbar, P, h, nu, V, nb, which, R, C):
+    """Residual R_i = -nu Lap chi + sum_k Ghat_k - hbar + V and its stencil C (diag, lo_0, up_0,
+    ...). brk[k] = (sm, sp, K(sm), K(sp)) for c = 2 nu / h; which[i, k] <- flux piece used."""
     n = chi.shape[0]
     m = P.shape[0]
     ih = 1.0 / h
     vis = nu * ih * ih
+    c = 2.0 * nu * ih
     for i in range(n):
         ci = chi[i]
         r = V[i] - hbar
@@ -239,46 +284,26 @@ def _sep_eval(Kf, dKf, qstar, chi, hbar, P, h, nu, V, nb, cmask, R, C):
             up = -vis
             pm = P[k] + (ci - cl) * ih
             pp = P[k] + (cu - ci) * ih
-            if cmask[i, k] != 0:
-                pc = 0.5 * (pm + pp)
-                r += Kf(k, pc)
-                g = 0.5 * ih * dKf(k, pc)
+            val, d, piece = _sep_flux(Kf, dKf, k, pm, pp, c, brk[k, 0], brk[k, 1], brk[k, 2],
+                                      brk[k, 3])
+            r += val
+            which[i, k] = piece
+            if piece == 0:
+                g = 0.5 * ih * d
                 lo -= g
                 up += g
+            elif piece == 1:
+                g = ih * d
+                diag -= g
+                up += g
             else:
-                qs = qstar[k]
-                a = pm if pm > qs else qs
-                b = pp if pp < qs else qs
-                ka = Kf(k, a)
-                kb = Kf(k, b)
-                if ka >= kb:
-                    r += ka
-                    if pm > qs:
-                        g = ih * dKf(k, a)
-                        diag += g
-                        lo -= g
-                else:
-                    r += kb
-                    if pp < qs:
-                        g = ih * dKf(k, b)
-                        diag -= g
-                        up += g
+                g = ih * d
+                diag += g
+                lo -= g
             C[i, 1 + 2 * k] = lo
             C[i, 2 + 2 * k] = up
         C[i, 0] = diag
         R[i] = r
-
-
-@njit
-def _sep_mask(dKf, chi, P, h, nu, nb, out):
-    """out[i, k] = 1 where the centred branch is monotone: h |K_k'(p0_k)| <= 2 nu."""
-    n = chi.shape[0]
-    m = P.shape[0]
-    ih = 1.0 / h
-    for i in range(n):
-        for k in range(m):
-            pc = P[k] + 0.5 * ih * (chi[nb[i, 2 * k + 1]] - chi[nb[i, 2 * k]])
-            out[i, k] = 1 if (nu > 0.0 and h * abs(dKf(k, pc)) <= 2.0 * nu) else 0
 
 
 @njit
@@ -292,12 +317,13 @@ def _dKq(k, s):
 
 
 @njit(cache=True)
-def _quad_eval(qstar, chi, hbar, P, h, nu, V, nb, cmask, R, C):
-    """_sep_eval specialised to K_k(s) = s^2/2 (q* = 0), written out so that it caches."""
+def _quad_eval(brk, chi, hbar, P, h, nu, V, nb, which, R, C):
+    """_sep_eval for K_k(s) = s^2/2 (brk = (-c, c, c^2/2, c^2/2)); arrays only, cached."""
     n = chi.shape[0]
     m = P.shape[0]
     ih = 1.0 / h
     vis = nu * ih * ih
+    c = 2.0 * nu * ih
     for i in range(n):
         ci = chi[i]
         r = V[i] - hbar
@@ -311,40 +337,58 @@ def _quad_eval(qstar, chi, hbar, P, h, nu, V, nb, cmask, R, C):
             up = -vis
             pm = P[k] + (ci - cl) * ih
             pp = P[k] + (cu - ci) * ih
-            if cmask[i, k] != 0:
-                pc = 0.5 * (pm + pp)
-                r += 0.5 * pc * pc
-                g = 0.5 * ih * pc
+            # centred piece: Huber function of p0 (|slope| <= c)
+            pc = 0.5 * (pm + pp)
+            if pc > c:
+                best = c * pc - 0.5 * c * c
+                db = c
+            elif pc < -c:
+                best = -c * pc - 0.5 * c * c
+                db = -c
+            else:
+                best = 0.5 * pc * pc
+                db = pc
+            piece = 0
+            # slopes < -c, argument p+
+            if pp < -c:
+                v = 0.5 * pp * pp
+                dv = pp
+            else:
+                v = -c * pp - 0.5 * c * c
+                dv = -c
+            if v > best:
+                best = v
+                db = dv
+                piece = 1
+            # slopes > c, argument p-
+            if pm > c:
+                v = 0.5 * pm * pm
+                dv = pm
+            else:
+                v = c * pm - 0.5 * c * c
+                dv = c
+            if v > best:
+                best = v
+                db = dv
+                piece = 2
+            r += best
+            which[i, k] = piece
+            if piece == 0:
+                g = 0.5 * ih * db
                 lo -= g
                 up += g
+            elif piece == 1:
+                g = ih * db
+                diag -= g
+                up += g
             else:
-                a = pm if pm > 0.0 else 0.0
-                b = pp if pp < 0.0 else 0.0
-                if a * a >= b * b:
-                    r += 0.5 * a * a
-                    g = ih * a
-                    diag += g
-                    lo -= g
-                else:
-                    r += 0.5 * b * b
-                    g = ih * b
-                    diag -= g
-                    up += g
+                g = ih * db
+                diag += g
+                lo -= g
             C[i, 1 + 2 * k] = lo
             C[i, 2 + 2 * k] = up
         C[i, 0] = diag
         R[i] = r
-
-
-@njit(cache=True)
-def _quad_mask(chi, P, h, nu, nb, out):
-    n = chi.shape[0]
-    m = P.shape[0]
-    ih = 1.0 / h
-    for i in range(n):
-        for k in range(m):
-            pc = P[k] + 0.5 * ih * (chi[nb[i, 2 * k + 1]] - chi[nb[i, 2 * k]])
-            out[i, k] = 1 if (nu > 0.0 and h * abs(pc) <= 2.0 * nu) else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -874,6 +918,27 @@ def _golden_min(fun, a, b, tol=1e-13):
     return 0.5 * (a + b)
 
 
+def _slope_point(dK, q0, c):
+    """A point s with dK(s) = c (dK nondecreasing, dK(q0) ~ 0), by bracketing + bisection;
+    +-inf if dK stays below |c| up to |s - q0| = 1e12."""
+    sgn = 1.0 if c > 0 else -1.0
+    step = 1.0
+    while sgn * dK(q0 + sgn * step) < abs(c):
+        step *= 2.0
+        if step > 1e12:
+            return sgn * np.inf
+    a, b = q0, q0 + sgn * step
+    for _ in range(200):
+        mid = 0.5 * (a + b)
+        if mid == a or mid == b:
+            break
+        if sgn * dK(mid) < abs(c):
+            a = mid
+        else:
+            b = mid
+    return 0.5 * (a + b)
+
+
 # ---------------------------------------------------------------------------------------------
 # per-grid context: tabulated data, kernels, linear solver
 # ---------------------------------------------------------------------------------------------
@@ -905,6 +970,7 @@ class _Context:
         self.nb = _neighbours(N, m)
         self._pattern = None
         self._convex_radius = -1.0
+        self._brk = {}
         kind = ham.kind
         ham.check_periodic(m)
         if kind in ("quadratic", "separable"):
@@ -942,32 +1008,72 @@ class _Context:
         self._convex_radius = radius
 
     # -- scheme ---------------------------------------------------------------------------------
-    def evaluate(self, chi, hbar, P, nu, mask, alpha, R, C):
+    def breakpoints(self, nu):
+        """Separable flux data per axis: (s-, s+, K(s-), K(s+)) with K_k'(s+-) = +-2 nu / h
+        (s+- = +-inf if K_k' never reaches +-c; s- = s+ = q*_k for nu = 0)."""
+        c = 2.0 * nu / self.h
+        key = float(c)
+        brk = self._brk.get(key)
+        if brk is not None:
+            return brk
+        brk = np.empty((self.m, 4))
+        if self.ham.kind == "quadratic":
+            brk[:, 0] = -c
+            brk[:, 1] = c
+            brk[:, 2] = 0.5 * c * c
+            brk[:, 3] = 0.5 * c * c
+        else:
+            for k in range(self.m):
+                K = lambda s, k=k: float(self.kax(k, s))
+                dK = lambda s, k=k: float(self.dkax(k, s))
+                q0 = float(self.qstar[k])
+                if c == 0.0:
+                    brk[k] = (q0, q0, K(q0), K(q0))
+                    continue
+                sm = _slope_point(dK, q0, -c)
+                sp_ = _slope_point(dK, q0, c)
+                brk[k] = (sm, sp_, K(sm) if math.isfinite(sm) else np.inf,
+                          K(sp_) if math.isfinite(sp_) else np.inf)
+        if len(self._brk) > 64:
+            self._brk.clear()
+        self._brk[key] = brk
+        return brk
+
+    def scheme(self, nu, alpha=None):
+        return _Scheme(self, nu, alpha)
+
+    def evaluate(self, chi, hbar, P, sch, R, C):
         kind = self.ham.kind
         if kind == "quadratic":
-            _quad_eval(self.qstar, chi, hbar, P, self.h, nu, self.V, self.nb, mask, R, C)
+            _quad_eval(sch.brk, chi, hbar, P, self.h, sch.nu, self.V, self.nb, sch.mask, R, C)
         elif kind == "separable":
-            _sep_eval(self.kax, self.dkax, self.qstar, chi, hbar, P, self.h, nu, self.V,
-                      self.nb, mask, R, C)
+            _sep_eval(self.kax, self.dkax, sch.brk, chi, hbar, P, self.h, sch.nu, self.V,
+                      self.nb, sch.mask, R, C)
         elif kind == "general":
-            _gen_eval(self.ham.G, self.Y, chi, hbar, P, self.h, nu, alpha, self.nb, mask, R, C)
+            _gen_eval(self.ham.G, self.Y, chi, hbar, P, self.h, sch.nu, sch.alpha, self.nb,
+                      sch.mask, R, C)
         else:
-            _ctrl_eval(self.F, self.L, chi, hbar, P, self.h, nu, self.nb, R, C, self.pol)
+            _ctrl_eval(self.F, self.L, chi, hbar, P, self.h, sch.nu, self.nb, R, C, self.pol)
 
-    def centred_mask(self, chi, P, nu):
-        """Peclet mask at chi (uint8 (n, m)); for 'general' also the needed LF alpha."""
+    def general_mask(self, chi, P, nu):
+        """'general': Peclet mask at chi (uint8 (n, m)) and amax_k = max_i |G_qk(y_i, p0_i)|."""
         out = np.zeros((self.n, self.m), np.uint8)
         amax = np.zeros(self.m)
-        kind = self.ham.kind
-        if kind == "quadratic":
-            if nu > 0:
-                _quad_mask(chi, P, self.h, nu, self.nb, out)
-        elif kind == "separable":
-            if nu > 0:
-                _sep_mask(self.dkax, chi, P, self.h, nu, self.nb, out)
-        elif kind == "general":
-            _gen_mask(self.ham.G, self.Y, chi, P, self.h, nu, self.nb, out, amax)
+        _gen_mask(self.ham.G, self.Y, chi, P, self.h, nu, self.nb, out, amax)
         return out, amax
+
+    def centred_fraction(self, sch):
+        """Share of (node, axis) pairs using the centred (second-order) branch after the last
+        evaluate()."""
+        if sch.nu <= 0.0:
+            return 0.0
+        kind = self.ham.kind
+        if kind in ("quadratic", "separable"):
+            return float(np.mean(sch.mask == 0))
+        if kind == "general":
+            return float(np.mean(sch.mask))
+        f = self.F[np.arange(self.n), self.pol]
+        return float(np.mean(np.abs(f) <= 2.0 * sch.nu / self.h))
 
     # -- linear algebra -------------------------------------------------------------------------
     def solve(self, C, R):
@@ -1095,6 +1201,17 @@ class ErgodicResult:
     stages: list = field(default_factory=list)
 
 
+class _Scheme:
+    """Scheme data of one nu-stage: separable -> flux breakpoints (and ``mask`` receives the
+    flux piece per node/axis, 0 = centred); general -> centred mask (input) and LF alpha."""
+
+    def __init__(self, ctx, nu, alpha=None):
+        self.nu = float(nu)
+        self.mask = np.zeros((ctx.n, ctx.m), np.uint8)
+        self.alpha = np.zeros(ctx.m) if alpha is None else np.array(alpha, dtype=float)
+        self.brk = ctx.breakpoints(nu) if ctx.ham.kind in ("quadratic", "separable") else None
+
+
 class _State:
     def __init__(self, ctx, P):
         self.ctx = ctx
@@ -1102,7 +1219,6 @@ class _State:
         self.hist = []
         self.iterations = 0
         self.stages = []
-        self.notes = []
 
 
 def _residual_floor(C, R, chi, hbar):
@@ -1112,8 +1228,9 @@ def _residual_floor(C, R, chi, hbar):
                           + abs(hbar) + 1.0)
 
 
-def _newton(st, nu, mask, alpha, chi, hbar, tol, maxiter, reg):
-    """Newton on (chi, hbar) for a fixed centred mask. Returns (chi, hbar, status, res)."""
+def _newton(st, sch, chi, hbar, tol, maxiter, reg):
+    """Newton (= policy iteration) on (chi, hbar) for one scheme. Returns (chi, hbar, status,
+    res). The residual history (initial residual, then one entry per iteration) goes to st."""
     ctx, P = st.ctx, st.P
     n, w = ctx.n, 1 + 2 * ctx.m
     R = np.empty(n)
@@ -1121,8 +1238,9 @@ def _newton(st, nu, mask, alpha, chi, hbar, tol, maxiter, reg):
     Rt = np.empty(n)
     Ct = np.empty((n, w))
     chi = chi.copy()
-    ctx.evaluate(chi, hbar, P, nu, mask, alpha, R, C)
+    ctx.evaluate(chi, hbar, P, sch, R, C)
     res = float(np.max(np.abs(R)))
+    st.hist.append(res)
     if not math.isfinite(res):
         return chi, hbar, "non-finite residual", res
     recent = [res]
@@ -1142,13 +1260,15 @@ def _newton(st, nu, mask, alpha, chi, hbar, tol, maxiter, reg):
             return chi, hbar, f"singular Newton system ({exc})", res
         ref = max(recent[-5:])
         lam = 1.0
+        # full (policy-iteration) steps are accepted unless the residual explodes; afterwards a
+        # non-monotone Armijo test on the max-norm over the last 5 iterates
+        growth = 1e3 if it < 2 else 1.0
         while True:
             chit = chi + lam * dchi
             chit -= chit[0]
             ht = hbar + lam * dH
-            ctx.evaluate(chit, ht, P, nu, mask, alpha, Rt, Ct)
+            ctx.evaluate(chit, ht, P, sch, Rt, Ct)
             rest = float(np.max(np.abs(Rt)))
-            growth = 1e3 if it < 2 else 1.0
             if math.isfinite(rest) and rest <= growth * (1.0 - 1e-4 * lam) * ref:
                 break
             lam *= 0.5
@@ -1170,51 +1290,53 @@ def _gradient_scale(st):
     n, w = ctx.n, 1 + 2 * ctx.m
     R = np.empty(n)
     C = np.empty((n, w))
-    mask = np.zeros((n, ctx.m), np.uint8)
-    alpha = np.ones(ctx.m)
-    ctx.evaluate(np.zeros(n), 0.0, st.P, 0.0, mask, alpha * 0.0, R, C)
+    ctx.evaluate(np.zeros(n), 0.0, st.P, ctx.scheme(0.0), R, C)
     osc = float(np.max(R) - np.min(R))
     return 1.0 + ctx.h * float(np.max(np.abs(C[:, 1:]))) + math.sqrt(2.0 * max(osc, 0.0))
 
 
 def _solve_fixed_nu(st, nu, chi, hbar, tol, maxiter, alpha):
-    """Solve at one nu: Peclet-mask outer loop (nu > 0) and LF-alpha loop ('general')."""
+    """Solve at one nu. 'general': outer loop on the Peclet mask (decided at the solution;
+    nodes leaving the centred set are frozen after two rounds) and on the LF alpha."""
     ctx = st.ctx
     kind = ctx.ham.kind
-    reg = 0.0
-    if nu == 0.0 and kind != "general":
-        reg = 1e-9 * st.Q / ctx.h
-    mask, amax = ctx.centred_mask(chi, st.P, nu)
-    if kind == "general":
-        alpha = np.maximum(alpha, 1.25 * amax + 1e-3 * st.Q)
+    reg = 1e-9 * st.Q / ctx.h if (nu == 0.0 and kind != "general") else 0.0
+    sch = ctx.scheme(nu, alpha)
+    if kind != "general":
+        chi, hbar, status, res = _newton(st, sch, chi, hbar, tol, maxiter, reg)
+        return chi, hbar, status, res, sch
+    mask, amax = ctx.general_mask(chi, st.P, nu)
+    sch.mask = mask
+    sch.alpha = np.maximum(sch.alpha, 1.25 * amax + 1e-3 * st.Q)
     status, res = "ok", float("nan")
     for outer in range(40):
-        chi, hbar, status, res = _newton(st, nu, mask, alpha, chi, hbar, tol, maxiter, reg)
+        chi, hbar, status, res = _newton(st, sch, chi, hbar, tol, maxiter, reg)
         if status != "ok":
-            return chi, hbar, status, res, mask, alpha
-        new, amax = ctx.centred_mask(chi, st.P, nu)
+            return chi, hbar, status, res, sch
+        new, amax = ctx.general_mask(chi, st.P, nu)
         again = False
-        if kind == "general" and np.any((mask[:, 0] == 0)) and np.any(amax > alpha):
-            alpha = np.maximum(alpha, 1.25 * amax)
+        if np.any(sch.mask[:, 0] == 0) and np.any(amax > sch.alpha):
+            sch.alpha = np.maximum(sch.alpha, 1.25 * amax)
             again = True
-        viol = (mask == 1) & (new == 0)
-        gain = (mask == 0) & (new == 1)
+        viol = (sch.mask == 1) & (new == 0)
+        gain = (sch.mask == 0) & (new == 1)
         if viol.any():
             again = True
-            mask = new if outer < 2 else (mask & new)
+            sch.mask = new if outer < 2 else (sch.mask & new)
         elif gain.any() and outer < 2:
             again = True
-            mask = new
+            sch.mask = new
         if not again:
-            return chi, hbar, status, res, mask, alpha
-    return chi, hbar, "Peclet switch did not settle", res, mask, alpha
+            return chi, hbar, status, res, sch
+    return chi, hbar, "Peclet switch did not settle", res, sch
 
 
 def _solve(ctx, P, nu, tol, maxiter, chi0=None, hbar0=None, alpha0=None):
     st = _State(ctx, P)
     st.Q = _gradient_scale(st)
     n = ctx.n
-    alpha = np.zeros(ctx.m) if alpha0 is None else alpha0
+    general = ctx.ham.kind == "general"
+    alpha = np.zeros(ctx.m) if alpha0 is None else np.asarray(alpha0, dtype=float)
     warm = chi0 is not None
     chi = np.zeros(n) if chi0 is None else np.asarray(chi0, dtype=float).ravel().copy()
     if chi.shape != (n,):
@@ -1223,43 +1345,42 @@ def _solve(ctx, P, nu, tol, maxiter, chi0=None, hbar0=None, alpha0=None):
     if hbar0 is None:
         R = np.empty(n)
         C = np.empty((n, 1 + 2 * ctx.m))
-        ctx.evaluate(chi, 0.0, P, nu, np.zeros((n, ctx.m), np.uint8), alpha, R, C)
+        ctx.evaluate(chi, 0.0, P, ctx.scheme(nu, alpha), R, C)
         hbar = float(np.mean(R))
     else:
         hbar = float(hbar0)
     nu_cont = 0.25 * st.Q
     failures = []
-    direct = warm or nu >= 0.25 * nu_cont
-    if direct:
+    if warm or nu >= 0.25 * nu_cont:
         st.stages.append(nu)
         out = _solve_fixed_nu(st, nu, chi, hbar, tol, maxiter, alpha)
         if out[2] == "ok":
             return st, out
         failures.append(f"nu={nu:.3g} (direct{', warm start' if warm else ''}): {out[2]}")
-    # continuation in nu from the viscous problem (fallback branch + viscosity)
+    # continuation in nu from the viscous problem (the same monotone scheme at nu_j; for
+    # 'general' Lax-Friedrichs + viscosity)
     nus = []
     nu_j = nu_cont
     nu_stop = max(2.0 * nu, 1e-3 * ctx.h * st.Q)
     while nu_j > nu_stop:
         nus.append(nu_j)
         nu_j /= 4.0
-    chi_c, hbar_c = (chi, hbar)
-    zeros = np.zeros((n, ctx.m), np.uint8)
+    chi_c, hbar_c = chi, hbar
     for nu_j in nus:
         st.stages.append(nu_j)
-        reg = 0.0
-        a_j = alpha
-        if ctx.ham.kind == "general":
-            _, amax = ctx.centred_mask(chi_c, P, nu_j)
-            a_j = np.maximum(alpha, 1.25 * amax + 1e-3 * st.Q)
-        chi_n, hbar_n, status, res = _newton(st, nu_j, zeros, a_j, chi_c, hbar_c,
-                                             max(tol, 1e-9), maxiter, reg)
+        sch = ctx.scheme(nu_j, alpha)
+        if general:
+            _, amax = ctx.general_mask(chi_c, P, nu_j)
+            sch.alpha = np.maximum(alpha, 1.25 * amax + 1e-3 * st.Q)
+        chi_n, hbar_n, status, res = _newton(st, sch, chi_c, hbar_c, max(tol, 1e-9), maxiter,
+                                             0.0)
         if status != "ok":
             failures.append(f"continuation stage nu={nu_j:.3g}: {status}")
             raise NumericalError(_failure_message(st, nu, failures))
         chi_c, hbar_c = chi_n, hbar_n
-        if ctx.ham.kind == "general":
-            alpha = np.maximum(alpha, a_j)
+        if general:
+            _, amax = ctx.general_mask(chi_c, P, nu_j)
+            alpha = np.maximum(sch.alpha, 1.25 * amax)
     st.stages.append(nu)
     out = _solve_fixed_nu(st, nu, chi_c, hbar_c, tol, maxiter, alpha)
     if out[2] == "ok":
@@ -1321,11 +1442,15 @@ def solve_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-12, maxiter=100, chi
 
 def _solve_one(ctx, P, nu, tol, maxiter, chi0, hbar0, alpha0=None):
     st, out = _solve(ctx, P, nu, tol, maxiter, chi0, hbar0, alpha0)
-    chi, hbar, status, res, mask, alpha = out
+    chi, hbar, status, res, sch = out
     if not math.isfinite(hbar) or not np.all(np.isfinite(chi)):
         raise NumericalError(_failure_message(st, nu, ["non-finite solution"]))
     y = ctx.y[0].copy() if ctx.m == 1 else np.stack(ctx.y)
-    cf = float(np.mean(mask)) if nu > 0 else 0.0
+    R = np.empty(ctx.n)
+    C = np.empty((ctx.n, 1 + 2 * ctx.m))
+    ctx.evaluate(chi, hbar, P, sch, R, C)
+    cf = ctx.centred_fraction(sch)
+    alpha = sch.alpha
     r = ErgodicResult(hbar=float(hbar), chi=chi.reshape((ctx.N,) * ctx.m), y=y,
                       iterations=st.iterations, residual_history=list(st.hist), P=P.copy(),
                       N=ctx.N, nu=nu, residual=float(res), centred_fraction=cf,
@@ -1375,8 +1500,8 @@ def long_time_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-9, max_steps=2_0
     with Hbar = 0) explicitly with dt = cfl / max_i dF_i/du_i until osc(F(u)) <= tol.
 
     By discrete comparison, min_i F_i(u) <= Hbar_h <= max_i F_i(u) at every step, so the
-    returned bracket (lo, hi) contains the discrete ergodic constant. The Peclet mask (nu > 0)
-    is taken from the current iterate every 1000 steps. Returns (hbar_mid, lo, hi, steps).
+    returned bracket (lo, hi) contains the discrete ergodic constant. For 'general' G the
+    Peclet mask and the LF alpha are taken from the current iterate every 1000 steps. Returns (hbar_mid, lo, hi, steps).
     Needs ~1/(spectral gap * dt) steps: about 10^6 at N = 400, use small N only."""
     if m is None:
         m = np.atleast_1d(np.asarray(P)).size
@@ -1386,16 +1511,19 @@ def long_time_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-9, max_steps=2_0
     u = np.zeros(n) if chi0 is None else np.asarray(chi0, dtype=float).ravel().copy()
     R = np.empty(n)
     C = np.empty((n, 1 + 2 * ctx.m))
-    mask, amax = ctx.centred_mask(u, Pv, nu)
-    alpha = 1.5 * amax + 1e-3
+    sch = ctx.scheme(nu)
+    general = ctx.ham.kind == "general"
+    if general:
+        sch.mask, amax = ctx.general_mask(u, Pv, nu)
+        sch.alpha = 1.5 * amax + 1e-3
     lo, hi = -np.inf, np.inf
     st = _State(ctx, Pv)
     dt_cap = cfl * ctx.h / _gradient_scale(st)
     for step in range(int(max_steps)):
-        if step % 1000 == 0 and step > 0:
-            mask, amax = ctx.centred_mask(u, Pv, nu)
-            alpha = np.maximum(alpha, 1.5 * amax)
-        ctx.evaluate(u, 0.0, Pv, nu, mask, alpha, R, C)
+        if general and step % 1000 == 0 and step > 0:
+            sch.mask, amax = ctx.general_mask(u, Pv, nu)
+            sch.alpha = np.maximum(sch.alpha, 1.5 * amax)
+        ctx.evaluate(u, 0.0, Pv, sch, R, C)
         lo, hi = float(np.min(R)), float(np.max(R))
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise NumericalError(f"long-time marching blew up at step {step}")

@@ -114,14 +114,20 @@ class Generator:
     def __init__(self, grid: Grid, src, dst, coef, w):
         self.grid = grid
         self.src, self.dst, self.coef, self.w = src, dst, coef, w
-        fwd, bwd = _rates(coef, w)
-        n = grid.size
-        rows = np.concatenate([src, dst])
-        cols = np.concatenate([dst, src])
-        vals = np.concatenate([fwd, bwd])
-        off = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
-        self.exit_rate = np.asarray(off.sum(axis=1)).ravel()
-        self.Q = (off - sp.diags(self.exit_rate)).tocsr()
+        self._Q = None
+
+    @property
+    def Q(self) -> sp.csr_matrix:
+        """The generator matrix (assembled on first use: reversible chains never need it)."""
+        if self._Q is None:
+            fwd, bwd = _rates(self.coef, self.w)
+            n = self.grid.size
+            rows = np.concatenate([self.src, self.dst])
+            cols = np.concatenate([self.dst, self.src])
+            off = sp.csr_matrix((np.concatenate([fwd, bwd]), (rows, cols)), shape=(n, n))
+            exit_rate = np.asarray(off.sum(axis=1)).ravel()
+            self._Q = (off - sp.diags(exit_rate)).tocsr()
+        return self._Q
 
     @property
     def size(self) -> int:

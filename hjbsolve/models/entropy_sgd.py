@@ -74,7 +74,10 @@ def build(p: dict, u_nodes: int = 21) -> Model:
             return gradient_step(x, y)[..., None]
 
     def l0(x, y):
-        return lam * loss.f(x) + 0.0 * y[..., 0]
+        lead = np.broadcast_shapes(x.shape[:-1], y.shape[:-1])
+        if lam == 0.0:
+            return np.zeros(lead)
+        return np.broadcast_to(lam * loss.f(x), lead)
 
     def a(x, y, u):
         return a0(x, y) + np.einsum("...ij,...j->...i", B(x, y), u)

@@ -141,18 +141,35 @@ class AffineStepper1D:
             da0 = dB = np.zeros(shape)
         self.alpha = _c(dt * a0 + 0.5 * dt * dt * da0 * a0)
         self.beta = _c(dt * B + 0.5 * dt * dt * (da0 * B + dB * a0))
+        self.da0, self.B, self.sig = da0, B, sig
+        self.has_noise = bool(np.any(sig != 0.0))
         self.eta = _c(np.sqrt(2 * dt) * np.abs((1 + 0.5 * dt * da0) * sig))
-        self.l0 = l0
-        self.c0 = _c(0.5 * dt * l0)
+        self.half_l0 = _c(0.5 * dt * l0)
+        self.c0 = self.half_l0.copy()
         self.dtc = bc(dt * np.asarray(c, float))
         self.uref, self.ulo, self.uhi = bc(uref), bc(ulo), bc(uhi)
         self.x0, self.h = float(grid.lo[0]), h
         self.J = J
         self.ustar = np.zeros(shape)
+        self.started = False
         self.B_varies = bool(np.abs(dB).max() > 1e-12 * max(1.0, np.abs(B).max())) if order == 2 else False
 
+    def _closed_loop(self) -> None:
+        """Noise half-width and running cost of the affine feedback ``u + K (xi - x)`` within the step.
+
+        K = D_x u* is taken from the previous step's minimiser. Without it (control frozen over the step)
+        the scheme misses the feedback's damping of the noise and its control cost: an O(dt) error of size
+        ``c K² sigma² T / 2`` (e.g. ``sigma² b² P² T / (2 r)`` in LQ problems).
+        """
+        Kg = np.gradient(self.ustar, self.h, axis=1, edge_order=2)
+        self.eta = _c(np.sqrt(2 * self.dt) * np.abs((1 + 0.5 * self.dt * (self.da0 + self.B * Kg)) * self.sig))
+        self.c0 = _c(self.half_l0 + 0.25 * self.dtc * (Kg * self.eta) ** 2)
+
     def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
-        F = V + self.c0
+        if self.order == 2 and self.has_noise and self.started:
+            self._closed_loop()
+        self.started = True
+        F = V + self.half_l0
         K.step_aff_1d(F, self.c0, self.alpha, self.beta, self.eta, self.dtc, self.uref, self.ulo, self.uhi,
                       self.x0, self.h, self.mode, out, self.ustar)
         return out

@@ -1,0 +1,390 @@
+"""From a :class:`~hjbsolve.model.Model` to SL steppers: coefficient tables on the slow grid.
+
+- :func:`per_y_stepper`: the slow step at frozen fast nodes y_j (batch J = number of y nodes): the slow
+  half of the V^eps splitting, and the per-y ("fan") effective scheme.
+- :func:`averaged_stepper`: the effective problem as an ordinary control problem with averaged
+  coefficients (one foot per control, no fan):
+    * y-blind: control u constant in y, ``abar(x, u) = sum_j pi_j a(x, y_j, u)``, likewise sigma sigma^T, l;
+    * extended: the controls are the maximisers ``alpha_p(y) = argmax_u H(x, y, p)`` of the Hamiltonian,
+      parametrised by p in R^n (a fine grid): ``abar(x, p) = sum_j pi_j a(x, y_j, alpha_p(y_j))``.
+      Since ``-abar(x, p').p - lbar(x, p') <= Hbar(x, p)`` with equality at p' = p, the min over p realises
+      ``Hbar`` (sup inside the average) exactly, with an O(dp²) deficit for a p grid of spacing dp.
+      Requires sigma independent of u.
+    * control-affine models whose B does not depend on y: the maximiser ``clip(u_ref - B^T p / c)`` does not
+      depend on y, so the extended and the y-blind problems coincide: one averaged affine problem,
+      minimised exactly (1-D) or by grid + golden section (2-D).
+- :func:`fast_generators`: the discrete fast generators Q_x (exactly as in the cell stage) and their laws.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..cell.generator import fast_generator
+from ..cell.invariant import invariant_measure
+from ..errors import NumericalError
+from ..grid import Grid
+from ..model import Model
+from .steppers import AffineStepper1D, AffineStepper2D, TabStepper
+
+
+def _finite(name: str, arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr, float)
+    if not np.all(np.isfinite(arr)):
+        raise NumericalError(f"coefficient {name} is not finite on the grid (value stage)")
+    return arr
+
+
+def fast_generators(model: Model, xgrid: Grid, ygrid: Grid):
+    """Generators Q_x and invariant laws pi (Nx, Ny) for every slow node, as in the cell stage."""
+    xs, ys = xgrid.flat_points(), ygrid.flat_points()
+    gens, pis = [], np.empty((len(xs), len(ys)))
+    for i, x in enumerate(xs):
+        xb = np.broadcast_to(x, (len(ys), model.n))
+        D = np.diagonal(model.fast_diffusion(xb, ys), axis1=-2, axis2=-1)
+        if model.potential is not None:
+            U = model.potential(xb, ys)
+            gen = fast_generator(ygrid, D, potential=U)
+            pis[i] = invariant_measure(gen, potential=U)
+        else:
+            gen = fast_generator(ygrid, D, drift=model.b(xb, ys))
+            pis[i] = invariant_measure(gen)
+        gens.append(gen)
+    return gens, pis
+
+
+def control_nodes(model: Model, u_nodes=None) -> np.ndarray:
+    if u_nodes is not None:
+        u = np.asarray(u_nodes, float)
+        return u[:, None] if u.ndim == 1 else u
+    return model.controls.nodes()
+
+
+def _ys(model: Model, ys) -> np.ndarray:
+    return np.zeros((1, 0)) if ys is None or model.m == 0 else np.asarray(ys, float).reshape(-1, model.m)
+
+
+def tab_tables(model: Model, xgrid: Grid, ys, u: np.ndarray):
+    """A (J, nc, *xshape, n), S (J, ncs, *xshape, n, n), L (J, nc, *xshape) on the nodes."""
+    xs = xgrid.flat_points()
+    ys = _ys(model, ys)
+    J, nc, N, n = len(ys), len(u), len(xs), model.n
+    X = xs[None, None]
+    Y = ys[:, None, None]
+    U = u[None, :, None]
+    A = np.broadcast_to(_finite("a", model.a(X, Y, U)), (J, nc, N, n))
+    L = np.broadcast_to(_finite("l", model.l(X, Y, U)), (J, nc, N))
+    S = np.broadcast_to(_finite("sigma", model.sigma(X, Y, U)), (J, nc, N, n, n))
+    if np.all(S == S[:, :1]):
+        S = S[:, :1]
+    shp = xgrid.shape
+    return (A.reshape((J, nc) + shp + (n,)), S.reshape((J, S.shape[1]) + shp + (n, n)), L.reshape((J, nc) + shp))
+
+
+def affine_tables(model: Model, xgrid: Grid, ys):
+    """a0 (J, N, n), B (J, N, n, k), l0 (J, N), sigma (J, N, n, n) at u_ref (N = flat slow nodes)."""
+    aff = model.affine
+    xs = xgrid.flat_points()
+    ys = _ys(model, ys)
+    J, N, n, k = len(ys), len(xs), model.n, model.k
+    X, Y = xs[None], ys[:, None]
+    a0 = np.broadcast_to(_finite("a0", aff.a0(X, Y)), (J, N, n))
+    B = np.broadcast_to(_finite("B", aff.B(X, Y)), (J, N, n, k))
+    l0 = np.broadcast_to(_finite("l0", aff.l0(X, Y)), (J, N))
+    uref = np.broadcast_to(np.asarray(aff.u_ref, float), (J, N, k))
+    S = np.broadcast_to(_finite("sigma", model.sigma(X, Y, uref)), (J, N, n, n))
+    return a0, B, l0, S
+
+
+def _use_exact_1d(model: Model, xgrid: Grid, B: np.ndarray, order: int) -> bool:
+    if order != 2:
+        return True
+    dB = np.gradient(B[..., 0, 0], xgrid.h[0], axis=1)
+    return bool(np.abs(dB).max() <= 1e-12 * max(1.0, np.abs(B).max()))
+
+
+def _affine_stepper(model: Model, xgrid: Grid, a0, B, l0, S, dt, order, mode, minimize, u_nodes, refine):
+    """Affine stepper on a batch; a0 (J, N, n) ... flat slow nodes."""
+    aff = model.affine
+    J, n, k = a0.shape[0], model.n, model.k
+    lo, hi = np.asarray(model.controls.lo, float), np.asarray(model.controls.hi, float)
+    if n == 1:
+        return AffineStepper1D(xgrid, a0[..., 0], B[..., 0, 0], l0, S[..., 0, 0], aff.c, aff.u_ref[0], lo[0], hi[0],
+                               dt, order=order, mode=mode)
+    shp = (J,) + xgrid.shape
+    return AffineStepper2D(xgrid, a0.reshape(shp + (n,)), B.reshape(shp + (n, k)), l0.reshape(shp),
+                           S.reshape(shp + (n, n)), aff.c, None, np.asarray(aff.u_ref, float), lo, hi,
+                           control_nodes(model, u_nodes), dt, order=order, mode=mode,
+                           refine=refine if minimize != "grid" else 0)
+
+
+def minimisation_kind(model: Model, xgrid: Grid, minimize: str = "auto", order: int = 2) -> str:
+    """'exact' (1-D affine), 'refined' (2-D affine: grid + golden section) or 'grid' (tabulated)."""
+    if minimize not in ("auto", "exact", "grid", "refined"):
+        raise ValueError("minimize must be 'auto', 'exact', 'refined' or 'grid'")
+    aff = model.affine
+    if minimize == "grid" and model.n == 1:
+        return "grid"
+    if aff is None or model.k == 0 or aff.c <= 0 and model.n == 2:
+        return "grid"
+    if model.n == 1 and model.k == 1:
+        if minimize == "exact":
+            return "exact"
+        a0, B, l0, S = affine_tables(model, xgrid, None if model.m == 0 else np.zeros((1, model.m)))
+        return "exact" if _use_exact_1d(model, xgrid, B, order) else "grid"
+    if model.n == 2:
+        return "refined" if minimize != "grid" else "grid-affine"
+    return "grid"
+
+
+def per_y_stepper(model: Model, xgrid: Grid, ys, dt: float, order: int = 2, mode: int = 0, minimize: str = "auto",
+                  u_nodes=None, refine: int = 2):
+    """Stepper for the slow step at every fast node y_j (ys (J, m); None for m = 0)."""
+    kind = minimisation_kind(model, xgrid, minimize, order)
+    if kind in ("exact", "refined", "grid-affine"):
+        a0, B, l0, S = affine_tables(model, xgrid, ys)
+        if kind == "exact" and not _use_exact_1d(model, xgrid, B, order) and minimize == "auto":
+            kind = "grid"
+        else:
+            return _affine_stepper(model, xgrid, a0, B, l0, S, dt, order, mode, minimize, u_nodes, refine)
+    u = control_nodes(model, u_nodes)
+    A, S, L = tab_tables(model, xgrid, ys, u)
+    st = TabStepper(xgrid, A, S, L, dt, order=order, mode=mode)
+    st.u_nodes = u
+    return st
+
+
+# ----------------------------------------------------------------------------------------------------------
+# averaged (eps = 0) problems
+
+
+def _sqrt_spd(M: np.ndarray) -> np.ndarray:
+    """A factor S with S S^T = M for symmetric non-negative M (..., n, n) (eigen-decomposition)."""
+    w, Q = np.linalg.eigh(M)
+    return Q * np.sqrt(np.maximum(w, 0.0))[..., None, :]
+
+
+def y_independent(arr: np.ndarray, tol: float = 1e-12) -> bool:
+    """True if arr (J, ...) is the same for every fast node j."""
+    return bool(np.all(np.abs(arr - arr[:1]) <= tol * max(1.0, float(np.abs(arr).max()))))
+
+
+@njit(cache=True, parallel=True)
+def pfamily_affine(a0, B, l0, c, uref, lo, hi, pi, pgrid, Abar, Lbar):
+    """Averaged drift and cost of the extended control alpha_p(y) = clip(uref - B(x,y)^T p / c) (c > 0).
+
+    a0 (J, N, n), B (J, N, n, k), l0 (J, N), pi (N, J), pgrid (np, n) -> Abar (np, N, n), Lbar (np, N).
+    """
+    J, N, n, k = B.shape
+    npv = pgrid.shape[0]
+    for i in prange(N):
+        for q in range(npv):
+            for d in range(n):
+                Abar[q, i, d] = 0.0
+            lacc = 0.0
+            for j in range(J):
+                w = pi[i, j]
+                if w == 0.0:
+                    continue
+                cost = l0[j, i]
+                for d in range(n):
+                    Abar[q, i, d] += w * a0[j, i, d]
+                for r in range(k):
+                    btp = 0.0
+                    for d in range(n):
+                        btp += B[j, i, d, r] * pgrid[q, d]
+                    u = min(max(uref[r] - btp / c, lo[r]), hi[r])
+                    cost += 0.5 * c * (u - uref[r]) ** 2
+                    for d in range(n):
+                        Abar[q, i, d] += w * B[j, i, d, r] * u
+                lacc += w * cost
+            Lbar[q, i] = lacc
+
+
+@njit(cache=True, parallel=True)
+def pfamily_grid(A, L, pi, pgrid, Abar, Lbar):
+    """The same with alpha_p(y_j) = argmax over the control grid of -a.p - l.
+
+    A (J, nc, N, n), L (J, nc, N), pi (N, J), pgrid (np, n) -> Abar (np, N, n), Lbar (np, N).
+    """
+    J, nc, N, n = A.shape
+    npv = pgrid.shape[0]
+    for i in prange(N):
+        for q in range(npv):
+            for d in range(n):
+                Abar[q, i, d] = 0.0
+            lacc = 0.0
+            for j in range(J):
+                w = pi[i, j]
+                if w == 0.0:
+                    continue
+                best = -np.inf
+                cb = 0
+                for c in range(nc):
+                    v = -L[j, c, i]
+                    for d in range(n):
+                        v -= A[j, c, i, d] * pgrid[q, d]
+                    if v > best:
+                        best = v
+                        cb = c
+                for d in range(n):
+                    Abar[q, i, d] += w * A[j, cb, i, d]
+                lacc += w * L[j, cb, i]
+            Lbar[q, i] = lacc
+
+
+def extended_feedback(model: Model, xgrid: Grid, ys, p: np.ndarray, u_nodes=None) -> np.ndarray:
+    """alpha_p(y) at every (x_i, y_j) for one p per slow node: p (N, n) -> (N, J, k)."""
+    xs = xgrid.flat_points()
+    ys = _ys(model, ys)
+    N, J, n, k = len(xs), len(ys), model.n, model.k
+    if model.affine is not None and model.affine.c > 0:
+        aff = model.affine
+        B = np.broadcast_to(aff.B(xs[:, None], ys[None]), (N, J, n, k))
+        u = np.asarray(aff.u_ref) - np.einsum("ijdr,id->ijr", B, p) / aff.c
+        return np.clip(u, model.controls.lo, model.controls.hi)
+    u = control_nodes(model, u_nodes)
+    out = np.empty((N, J, k))
+    for j, y in enumerate(ys):
+        X, Y, U = xs[:, None], y[None, None], u[None]
+        H = -np.einsum("icd,id->ic", np.broadcast_to(model.a(X, Y, U), (N, len(u), n)), p) - model.l(X, Y, U)
+        out[:, j] = u[np.argmax(H, axis=1)]
+    return out
+
+
+class AveragedProblem:
+    """The effective problem as an ordinary control problem with averaged coefficients (see module doc).
+
+    ``variant``: 'extended' (sup inside the average) or 'y_blind'. ``stepper`` is rebuilt by
+    :meth:`widen` when the optimal p reaches the edge of the p grid.
+    """
+
+    def __init__(self, model: Model, xgrid: Grid, ys, pi: np.ndarray, dt: float, variant: str = "extended",
+                 order: int = 2, mode: int = 0, minimize: str = "auto", u_nodes=None, refine: int = 2,
+                 p_range=None, n_p=None):
+        self.model, self.xgrid, self.ys, self.pi = model, xgrid, _ys(model, ys), np.ascontiguousarray(pi)
+        self.dt, self.variant, self.order, self.mode = dt, variant, order, mode
+        self.minimize, self.u_nodes, self.refine = minimize, u_nodes, refine
+        n = model.n
+        N = xgrid.size
+        self.kind = None
+        pw = self.pi.T  # (J, N)
+        if model.affine is not None and model.k > 0:
+            a0, B, l0, S = affine_tables(model, xgrid, self.ys)
+            self._aff = (a0, B, l0, S)
+            SS = np.einsum("jndr,jner->jnde", S, S)
+            self.Sbar = _sqrt_spd(np.einsum("jn,jnde->nde", pw, SS))
+            if variant == "y_blind" or y_independent(B):
+                a0b = np.einsum("jn,jnd->nd", pw, a0)[None]
+                l0b = np.einsum("jn,jn->n", pw, l0)[None]
+                self.stepper = _affine_stepper(model, xgrid, a0b, B[:1], l0b, self.Sbar[None], dt, order, mode,
+                                               minimize, u_nodes, refine)
+                self.kind = "averaged-affine"
+                return
+        else:
+            self._aff = None
+        u = control_nodes(model, u_nodes)
+        self.u = u
+        A, S, L = tab_tables(model, xgrid, self.ys, u)
+        J, nc = A.shape[:2]
+        A = A.reshape(J, nc, N, n)
+        L = L.reshape(J, nc, N)
+        S = S.reshape(J, S.shape[1], N, n, n)
+        if variant == "y_blind" or model.k == 0:
+            Abar = np.einsum("jn,jcnd->cnd", pw, A)
+            Lbar = np.einsum("jn,jcn->cn", pw, L)
+            SS = np.einsum("jcndr,jcner->jcnde", S, S)
+            Sbar = _sqrt_spd(np.einsum("jn,jcnde->cnde", pw, SS))
+            shp = xgrid.shape
+            self.stepper = TabStepper(xgrid, Abar.reshape((1, nc) + shp + (n,)),
+                                      Sbar.reshape((1, Sbar.shape[0]) + shp + (n, n)),
+                                      Lbar.reshape((1, nc) + shp), dt, order=order, mode=mode)
+            self.kind = "averaged-grid"
+            return
+        if S.shape[1] > 1:
+            raise NotImplementedError("the extended averaged scheme needs sigma independent of u: use "
+                                      "effective_scheme='per_y'")
+        self._tab = (A, L)
+        SS = np.einsum("jndr,jner->jnde", S[:, 0], S[:, 0])
+        self.Sbar = _sqrt_spd(np.einsum("jn,jnde->nde", pw, SS))
+        self.n_p = n_p or (401 if n == 1 else 41)
+        self.p_range = p_range
+        self.kind = "averaged-p-family"
+
+    def initial_p_range(self, V0: np.ndarray) -> None:
+        """p box from the gradient of the initial datum, widened (rebuilt later if too small)."""
+        if self.kind != "averaged-p-family" or self.p_range is not None:
+            if self.kind == "averaged-p-family":
+                self._build()
+            return
+        grads = np.gradient(V0.reshape(self.xgrid.shape), *self.xgrid.h, edge_order=2)
+        grads = [grads] if self.model.n == 1 else grads
+        rng = []
+        for gd in grads:
+            lo, hi = float(gd.min()), float(gd.max())
+            c, w = 0.5 * (lo + hi), 0.5 * (hi - lo)
+            rng.append((c - 1.5 * w - 1.0, c + 1.5 * w + 1.0))
+        self.p_range = np.array(rng)
+        self._build()
+
+    def _build(self) -> None:
+        n, N = self.model.n, self.xgrid.size
+        pr = np.asarray(self.p_range, float).reshape(n, 2)
+        axes = [np.linspace(a, b, self.n_p) for a, b in pr]
+        self.p_axes = axes
+        pgrid = np.ascontiguousarray(np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, n))
+        self.pgrid = pgrid
+        Abar = np.empty((len(pgrid), N, n))
+        Lbar = np.empty((len(pgrid), N))
+        if self._aff is not None and self.model.affine.c > 0:
+            a0, B, l0, _ = self._aff
+            aff = self.model.affine
+            pfamily_affine(np.ascontiguousarray(a0), np.ascontiguousarray(B), np.ascontiguousarray(l0),
+                           float(aff.c), np.asarray(aff.u_ref, float), np.asarray(self.model.controls.lo, float),
+                           np.asarray(self.model.controls.hi, float), self.pi, pgrid, Abar, Lbar)
+        else:
+            if self._aff is not None:   # affine with c = 0: tabulate it
+                self._aff = None
+            if not hasattr(self, "_tab"):
+                u = control_nodes(self.model, self.u_nodes)
+                A, S, L = tab_tables(self.model, self.xgrid, self.ys, u)
+                J, nc = A.shape[:2]
+                self._tab = (A.reshape(J, nc, N, n), L.reshape(J, nc, N))
+            A, L = self._tab
+            pfamily_grid(np.ascontiguousarray(A), np.ascontiguousarray(L), self.pi, pgrid, Abar, Lbar)
+        shp = self.xgrid.shape
+        self.stepper = TabStepper(self.xgrid, Abar.reshape((1, len(pgrid)) + shp + (n,)),
+                                  self.Sbar.reshape((1, 1) + shp + (n, n)), Lbar.reshape((1, len(pgrid)) + shp),
+                                  self.dt, order=self.order, mode=self.mode)
+
+    def needs_widening(self) -> bool:
+        """True if the optimal p sits on the edge of the p grid somewhere in the central half of the box."""
+        if self.kind != "averaged-p-family":
+            return False
+        from .steppers import _interior_window
+        idx = np.stack(np.unravel_index(self.stepper.arg[0], (self.n_p,) * self.model.n), axis=-1)
+        edge = np.any((idx == 0) | (idx == self.n_p - 1), axis=-1)
+        return bool(edge[_interior_window(self.xgrid)].any())
+
+    def widen(self) -> None:
+        pr = np.asarray(self.p_range, float).reshape(self.model.n, 2)
+        c, w = pr.mean(axis=1), 0.5 * (pr[:, 1] - pr[:, 0])
+        self.p_range = np.stack([c - 2 * w, c + 2 * w], axis=-1)
+        self._build()
+
+    def feedback(self) -> np.ndarray:
+        """Optimal extended control on (x, y) at the last step: (*xshape, J, k)."""
+        st = self.stepper
+        N, J, k = self.xgrid.size, len(self.ys), self.model.k
+        shp = self.xgrid.shape
+        if self.kind == "averaged-affine":
+            us = st.ustar.reshape(N, k) if hasattr(st, "ustar") else None
+            if us is None:
+                us = st.u_nodes[st.arg.reshape(N)]
+            return np.broadcast_to(us[:, None, :], (N, J, k)).reshape(shp + (J, k))
+        if self.kind == "averaged-grid":
+            us = self.u[st.arg.reshape(N)]
+            return np.broadcast_to(us[:, None, :], (N, J, k)).reshape(shp + (J, k))
+        p = self.pgrid[st.arg.reshape(N)]
+        return extended_feedback(self.model, self.xgrid, self.ys, p, self.u_nodes).reshape(shp + (J, k))

@@ -1,0 +1,366 @@
+"""Value functions V^eps(t, x, y) and V(t, x) by monotone semi-Lagrangian (SL) schemes.
+
+Convention (MATH.md, sup convention): t is the time *remaining*, V is the inf of the expected cost,
+
+    ∂_t V^eps + H(x, y, D_x V, D_xx V) - (1/eps) L^x V = 0,   V^eps(0) = g        (eps > 0)
+    ∂_t V + Hbar(x, D V, D² V) = 0,                           V(0) = gbar          (eps = 0)
+    ∂_t V + H(x, D V, D² V) = 0,                              V(0) = g             (m = 0, plain HJB)
+
+Schemes (details in :mod:`hjbsolve.sl.kernels` and :mod:`hjbsolve.sl.steppers`):
+
+* Slow step (every case): ``V^{k+1}(x) = min_u [ dt/2 l(x, u) + sum_f w_f (V^k + dt/2 l(., u))(xi_f) ]``,
+  feet ``xi_f = x + dt a + dt²/2 (D_x a) a ± sqrt(2 n dt)(I + dt/2 D_x a) sigma_col`` (Kushner/Camilli-Falcone
+  stencil, Taylor second-order characteristics, trapezoidal running cost; order=1: Euler feet), multilinear
+  interpolation (monotone). Affine controls in 1-D: exact minimisation of the piecewise-quadratic objective,
+  and the noise width/cost of the affine feedback within the step (second order for LQ-type problems);
+  2-D: grid + golden-section refinement; otherwise the min over a finite control set.
+* eps > 0: Lie splitting, slow step at every fixed fast node y_j, then the fast part implicitly,
+  ``(I - (dt/eps) Q_x) V^{k+1}(x, .) = W(x, .)`` with the cell stage's generator Q_x (tridiagonal GTH solve in
+  1-D y, sparse LU per x for m = 2, factorised once). Monotone, stable and equally expensive for every eps;
+  first order in dt (splitting). As eps -> 0 the fast solve tends to the pi-average: the scheme becomes the
+  per-y effective scheme below exactly (asymptotic preserving).
+* eps = 0, ``effective_scheme="per_y"``: the slow step at every y_j then the pi-average,
+  ``V^{k+1}(x_i) = sum_j pi_j min_u S_{u, y_j}[V^k](x_i)`` (min inside the average: extended controls), or
+  ``min_u sum_j pi_j S_{u, y_j}[V^k]`` (y-blind). The fan of per-y feet adds a spurious diffusion
+  ``(dt/2) Var_pi(a) D²V`` per unit time: first order in dt whatever the feet.
+* eps = 0, ``effective_scheme="averaged"`` (default): the effective problem as an ordinary control problem
+  with averaged coefficients, one foot per control (no fan), second order in time. Extended controls enter
+  through the family of maximisers ``alpha_p(y) = argmax_u H(x, y, p)`` parametrised by p (min over p
+  realises Hbar exactly; see :mod:`hjbsolve.sl.build`).
+
+Truncated domains: the slow box is the grid's; feet outside it see the interpolant extended linearly
+(``extrapolation="linear"``, default) or the foot clamped to the box (``"clamp"``: homogeneous Neumann).
+Report errors on an interior window: the box edge pollutes a layer whose width grows with the foot spread.
+
+Time step: dt is adjusted to T / round(T / dt). After the first step the largest displacement of the
+optimal feet on the central half of the box is measured; if it exceeds ``max_cells`` grid cells the time
+error dominates what the grid can resolve (the SL error is O(dt^q + dx²/dt)), and a warning recommends
+``dt * max_cells / displacement``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import store
+from .cell.invariant import boundary_mass
+from .errors import NumericalError
+from .grid import Grid
+from .model import Model
+from .progress import progress
+from .result import axis_names
+from .sl import kernels as K
+from .sl.build import AveragedProblem, fast_generators, per_y_stepper
+from .sl.fast import FastSolver
+
+#: mass of mu_x on a face of the y box above which the value stage warns
+Y_MASS_WARN = 1e-6
+EXTRAPOLATIONS = {"linear": 0, "clamp": 1, "neumann": 1}
+
+
+class TimeStepWarning(UserWarning):
+    """dt is too large for the accuracy the grid can give."""
+
+
+class YBoxWarning(UserWarning):
+    """The y box cuts off a visible part of the fast invariant law."""
+
+
+@dataclass
+class ValueResult:
+    """Output of :func:`value_function`.
+
+    V: (len(t_out), *xshape[, *yshape]); feedback: optimal control at the final time (*xshape[, *yshape], k)
+    (for eps = 0 the extended feedback on (x, y)); V_blind/feedback_blind: the y-blind value (eps = 0, when
+    asked). Failed runs raise :class:`~hjbsolve.errors.NumericalError` whose ``partial`` attribute holds the
+    ValueResult finished so far.
+    """
+
+    eps: float
+    t_out: np.ndarray
+    V: np.ndarray
+    xgrid: Grid
+    ygrid: Grid | None
+    feedback: np.ndarray | None = None
+    V_blind: np.ndarray | None = None
+    feedback_blind: np.ndarray | None = None
+    timings: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+    def to_group(self) -> store.Group:
+        """A :class:`hjbsolve.store.Group` (coordinates t, x | x1 x2, [y | y1 y2], attributes of the scheme)."""
+        xd = axis_names("x", self.xgrid.ndim)
+        yd = axis_names("y", self.ygrid.ndim) if (self.ygrid is not None and self.V.ndim > 1 + self.xgrid.ndim) else []
+        Var = store.Variable
+        coords = {"t": Var(np.asarray(self.t_out, float), ("t",), {"long_name": "time remaining"})}
+        for nm, ax in zip(xd, self.xgrid.axes):
+            coords[nm] = Var(ax, (nm,), {"long_name": f"slow state {nm}"})
+        if yd:
+            for nm, ax in zip(yd, self.ygrid.axes):
+                coords[nm] = Var(ax, (nm,), {"long_name": f"fast state {nm}"})
+        name = "V^eps(t,x,y)" if yd else "V(t,x)"
+        variables = {"V": Var(self.V, ("t", *xd, *yd), {"long_name": f"value function {name}",
+                                                         "convention": "inf of the expected cost; t = time remaining"})}
+        fd = list(yd) if yd else (axis_names("y", self.ygrid.ndim) if self.ygrid is not None else [])
+        if self.feedback is not None:
+            dims = ("control",) if self.feedback.ndim == self.xgrid.ndim + len(fd) + 1 else ()
+            variables["feedback"] = Var(self.feedback, (*xd, *fd, *dims),
+                                        {"long_name": "optimal control at the final time (extended feedback on (x, y))"})
+            if fd and not yd:
+                for nm, ax in zip(fd, self.ygrid.axes):
+                    coords[nm] = Var(ax, (nm,), {"long_name": f"fast state {nm}"})
+        if self.V_blind is not None:
+            variables["V_blind"] = Var(self.V_blind, ("t", *xd), {"long_name": "value with y-blind controls"})
+        if self.feedback_blind is not None:
+            variables["feedback_blind"] = Var(self.feedback_blind, (*xd, "control"),
+                                              {"long_name": "optimal y-blind control at the final time"})
+        attrs = {"eps": float(self.eps), **{k: v for k, v in self.attrs.items() if v is not None},
+                 **{f"time_{k}_s": float(v) for k, v in self.timings.items()}}
+        return store.Group(coords=coords, variables=variables, attrs=attrs)
+
+
+def _mass_warning(pi: np.ndarray, ygrid: Grid) -> dict:
+    worst = {}
+    for row in pi:
+        for side, mass in boundary_mass(row, ygrid.shape).items():
+            worst[side] = max(worst.get(side, 0.0), mass)
+    for side, mass in worst.items():
+        if mass > Y_MASS_WARN:
+            warnings.warn(f"the y box {ygrid.describe()} cuts off mass {mass:.1e} of mu_x on its {side} side "
+                          f"(more than {Y_MASS_WARN:g}): enlarge it on that side", YBoxWarning, stacklevel=3)
+    return worst
+
+
+def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt: float = 0.01,
+                   output_times=None, xgrid: Grid | None = None, ygrid: Grid | None = None,
+                   variant: str = "extended", effective_scheme: str = "averaged", blind: bool = False,
+                   order: int = 2, extrapolation: str = "linear", minimize: str = "auto", u_nodes=None,
+                   max_cells: float = 10.0, p_range=None, n_p: int | None = None, refine: int = 2) -> "ValueResult":
+    """Solve the value-function problem of ``model`` (see module docstring for equations and schemes).
+
+    Parameters
+    ----------
+    model : the model (m = 0 for a plain HJB problem, see :mod:`hjbsolve.sl.problem`).
+    cell : a :class:`~hjbsolve.effective.CellResult` on the same grids (its mu and gbar are reused), or None.
+    eps : > 0 solves V^eps on (x, y); 0 solves the effective problem on x.
+    T, dt, output_times : horizon, time step (adjusted to T / round(T / dt)), times to store
+        (default T * [0, 1/4, 1/2, 3/4, 1]; each rounded to the nearest step).
+    xgrid, ygrid : grids (default: the cell's).
+    variant : 'extended' (min inside the pi-average) or 'y_blind' (eps = 0).
+    effective_scheme : 'averaged' (second order, no fan) or 'per_y' (the eps -> 0 limit of the V^eps scheme).
+    blind : eps = 0: also compute the y-blind value (``V_blind``).
+    order : 2 (Taylor feet + trapezoidal cost) or 1 (Euler feet).
+    extrapolation : 'linear' (default) or 'clamp' / 'neumann' for feet outside the slow box.
+    minimize : 'auto' | 'exact' | 'refined' | 'grid' (see :func:`hjbsolve.sl.build.minimisation_kind`).
+    u_nodes : control nodes (nc, k) for the grid min (default: the model's control grid).
+    max_cells : displacement (in cells per step) above which the dt warning is issued.
+    p_range, n_p : p box ((n, 2)) and nodes per axis of the extended averaged scheme (default from the data).
+    """
+    t_start = time.perf_counter()
+    eps = float(eps)
+    if eps < 0:
+        raise ValueError("eps must be >= 0")
+    if variant not in ("extended", "y_blind"):
+        raise ValueError("variant must be 'extended' or 'y_blind'")
+    if effective_scheme not in ("averaged", "per_y"):
+        raise ValueError("effective_scheme must be 'averaged' or 'per_y'")
+    if extrapolation not in EXTRAPOLATIONS:
+        raise ValueError(f"extrapolation must be one of {sorted(EXTRAPOLATIONS)}")
+    mode = EXTRAPOLATIONS[extrapolation]
+    plain = model.m == 0
+    xgrid = xgrid or (cell.xgrid if cell is not None else None)
+    if xgrid is None:
+        raise ValueError("give xgrid (or a cell result)")
+    if not plain:
+        ygrid = ygrid or (cell.ygrid if cell is not None else None)
+        if ygrid is None:
+            raise ValueError("give ygrid (or a cell result)")
+    else:
+        ygrid = None
+    n = model.n
+    nsteps = max(1, int(round(T / dt)))
+    dt = T / nsteps
+    if output_times is None:
+        output_times = T * np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    out_steps = sorted({min(nsteps, max(0, int(round(t / dt)))) for t in np.atleast_1d(output_times)})
+    t_out = np.array([k * dt for k in out_steps])
+    xs = xgrid.flat_points()
+    xshape = xgrid.shape
+    timings = {}
+    attrs = {"scheme": "", "order_time": "", "dt": dt, "T": float(T), "nsteps": nsteps,
+             "extrapolation": f"{extrapolation}: feet outside the slow box see the "
+                              + ("interpolant extended linearly" if mode == 0 else "foot clamped onto the box (Neumann)"),
+             "x_box": np.array([xgrid.lo, xgrid.hi]).T.ravel()}
+    if ygrid is not None:
+        attrs["y_box"] = np.array([ygrid.lo, ygrid.hi]).T.ravel()
+
+    # fast laws and generators
+    gens = None
+    ys = None
+    pi = None
+    same = False
+    if not plain:
+        ys = ygrid.flat_points()
+        same = cell is not None and cell.xgrid == xgrid and cell.ygrid == ygrid
+        if eps > 0 or not same:
+            gens, pi = fast_generators(model, xgrid, ygrid)
+        if same:
+            pi = np.ascontiguousarray(cell.mu.reshape(xgrid.size, ygrid.size))
+        _mass_warning(pi, ygrid)
+    timings["setup"] = time.perf_counter() - t_start
+
+    def run(kind: str):
+        """kind: 'plain', 'eps', 'per_y', 'per_y_blind', 'averaged' -> (V_out list, feedback)."""
+        t0 = time.perf_counter()
+        ext_var = "y_blind" if kind in ("per_y_blind", "averaged_blind") else "extended"
+        fast = None
+        avg = None
+        if kind == "plain":
+            st = per_y_stepper(model, xgrid, None, dt, order, mode, minimize, u_nodes, refine)
+            V = np.ascontiguousarray(model.g(xs, np.zeros((len(xs), 0))).reshape((1,) + xshape), float)
+        elif kind == "eps":
+            st = per_y_stepper(model, xgrid, ys, dt, order, mode, minimize, u_nodes, refine)
+            fast = FastSolver(gens, dt / eps)
+            V = np.ascontiguousarray(np.broadcast_to(model.g(xs[None], ys[:, None]), (len(ys), len(xs)))
+                                     .reshape((len(ys),) + xshape), float)
+        else:
+            if same and cell.gbar is not None:
+                gb = np.asarray(cell.gbar, float).reshape(xgrid.size)
+            else:
+                gb = np.einsum("ij,ji->i", pi, np.broadcast_to(model.g(xs[None], ys[:, None]), (len(ys), len(xs))))
+            V = np.ascontiguousarray(gb.reshape((1,) + xshape))
+            if kind.startswith("per_y"):
+                st = per_y_stepper(model, xgrid, ys, dt, order, mode,
+                                   "grid" if kind == "per_y_blind" else minimize, u_nodes, refine)
+                if kind == "per_y_blind" and n != 1:
+                    raise NotImplementedError("the per-y y-blind scheme is implemented for n = 1")
+            else:
+                avg = AveragedProblem(model, xgrid, ys, pi, dt, variant=ext_var, order=order, mode=mode,
+                                      minimize=minimize, u_nodes=u_nodes, refine=refine, p_range=p_range, n_p=n_p)
+                avg.initial_p_range(V)
+                st = avg.stepper
+        timings[f"{kind}_setup"] = time.perf_counter() - t0
+        outs = [V.copy()] if 0 in out_steps else []
+        buf = np.empty_like(V)
+        J = len(ys) if ys is not None else 1
+        W = np.empty((J,) + xshape) if kind in ("eps", "per_y") else None
+        t1 = time.perf_counter()
+        for k in progress(range(1, nsteps + 1), desc=f"value {kind} eps={eps:g}", total=nsteps, unit="step"):
+            ts = time.perf_counter()
+            if kind == "eps":
+                st.step(V, W)
+                fast.solve(W.reshape(J, -1), buf.reshape(J, -1))
+            elif kind == "per_y":
+                Vb = np.ascontiguousarray(np.broadcast_to(V, (J,) + xshape))
+                st.step(Vb, W)
+                K.average_over_y(W.reshape(J, -1), pi, buf.reshape(-1))
+            elif kind == "per_y_blind":
+                K.step_blind_1d(V[0], pi, st.L, st.disp, st.noise, st.x0, st.h, st.dt, st.mode, buf[0], st.arg[0])
+            else:
+                st.step(V, buf)
+                if avg is not None and avg.needs_widening():
+                    for _ in range(6):
+                        avg.widen()
+                        st = avg.stepper
+                        st.step(V, buf)
+                        if not avg.needs_widening():
+                            break
+            if not K.all_finite(buf):
+                part = finish(outs, kind, None, partial=True)
+                err = NumericalError(f"non-finite value in the value stage ({kind} scheme), eps = {eps:g}, "
+                                     f"step {k} of {nsteps} (t = {k * dt:g})")
+                err.partial = part
+                raise err
+            V, buf = buf, V
+            if k == 1:
+                timings[f"{kind}_first_step"] = time.perf_counter() - ts
+                if kind != "per_y_blind":
+                    d = st.displacement_cells()
+                    if d > max_cells:
+                        warnings.warn(f"dt = {dt:g}: the optimal feet move up to {d:.1f} grid cells per step "
+                                      f"(more than {max_cells:g}); the time error dominates what the grid "
+                                      f"resolves: recommended dt <= {dt * max_cells / d:.3g}",
+                                      TimeStepWarning, stacklevel=3)
+            if k in out_steps:
+                outs.append(V.copy())
+        timings[f"{kind}_steps"] = time.perf_counter() - t1
+        timings[f"{kind}_total"] = time.perf_counter() - t0
+        return outs, feedback(kind, st, avg)
+
+    def feedback(kind, st, avg):
+        k = model.k
+        if k == 0:
+            return None
+        if avg is not None:
+            return avg.feedback()
+        if hasattr(st, "ustar"):
+            u = st.ustar[..., None] if st.ustar.ndim == 1 + n else st.ustar
+        else:
+            u = st.u_nodes[st.arg]
+        # u: (J, *xshape, k)
+        if kind == "plain":
+            return u[0]
+        if kind == "per_y_blind":
+            return u[0]
+        return np.moveaxis(u, 0, n).reshape(xshape + ygrid.shape + (k,))
+
+    def finish(outs, kind, fb, partial=False):
+        if kind in ("eps",):
+            Vs = np.array([np.moveaxis(v, 0, -1).reshape(xshape + ygrid.shape) for v in outs]) if outs else np.zeros((0,))
+        else:
+            Vs = np.array([v.reshape(xshape) for v in outs]) if outs else np.zeros((0,))
+        return ValueResult(eps=eps, t_out=t_out[:len(outs)], V=Vs, xgrid=xgrid, ygrid=ygrid, feedback=fb,
+                           timings=dict(timings), attrs=dict(attrs))
+
+    if plain:
+        kind = "plain"
+    elif eps > 0:
+        kind = "eps"
+    elif effective_scheme == "per_y":
+        kind = "per_y" if variant == "extended" else "per_y_blind"
+    else:
+        kind = "averaged" if variant == "extended" else "averaged_blind"
+    attrs.update(_describe(kind, order, eps, model))
+    outs, fb = run(kind)
+    res = finish(outs, kind, fb)
+    if blind and not plain and eps == 0 and variant == "extended":
+        bkind = "per_y_blind" if effective_scheme == "per_y" else "averaged_blind"
+        outs_b, fb_b = run(bkind)
+        res.V_blind = np.array([v.reshape(xshape) for v in outs_b])
+        if fb_b is not None:
+            fb_b = np.asarray(fb_b)
+            res.feedback_blind = fb_b[..., 0, :] if fb_b.ndim == n + 1 + ygrid.ndim else fb_b
+        res.attrs["scheme_blind"] = _describe(bkind, order, eps, model)["scheme"]
+    timings["total"] = time.perf_counter() - t_start
+    res.timings = dict(timings)
+    return res
+
+
+def _describe(kind: str, order: int, eps: float, model: Model) -> dict:
+    feet = ("Taylor second-order feet x + dt a + dt^2/2 (D_x a) a, trapezoidal running cost" if order == 2
+            else "Euler feet x + dt a")
+    stencil = "Kushner/Camilli-Falcone 2n-point noise stencil, multilinear interpolation, monotone"
+    d = {"scheme": "", "order_time": "", "splitting": "none", "convention":
+         "sup convention; t = time remaining; V = inf of the expected cost"}
+    if kind == "plain":
+        d["scheme"] = f"semi-Lagrangian DP step for dV/dt + H(x,DV,D2V) = 0: {feet}; {stencil}"
+        d["order_time"] = f"{order} (plus O(dx^2/dt) interpolation)"
+    elif kind == "eps":
+        d["scheme"] = (f"Lie splitting: slow SL step at each fixed y_j ({feet}; {stencil}), then the fast part "
+                       f"implicitly: (I - (dt/eps) Q_x) V(x,.) = W(x,.) with the cell stage's generator")
+        d["splitting"] = "Lie (slow SL step, then implicit-Euler fast step); first order, uniform in eps; AP"
+        d["order_time"] = "1 (splitting; eps -> 0 limit is the per-y effective scheme)"
+    elif kind in ("per_y", "per_y_blind"):
+        inside = "min over u inside the pi-average (extended)" if kind == "per_y" else "min over u outside (y-blind)"
+        d["scheme"] = f"per-y effective SL scheme, {inside}: {feet}; {stencil}"
+        d["order_time"] = "1 (fan of per-y feet: spurious diffusion (dt/2) Var_pi(a) D2V)"
+    else:
+        what = ("extended controls via the maximiser family alpha_p(y) = argmax_u H(x,y,p), min over p"
+                if kind == "averaged" else "y-blind controls, min over u of the averaged problem")
+        d["scheme"] = f"averaged-coefficient effective SL scheme ({what}): {feet}; {stencil}"
+        d["order_time"] = (f"{order} (plus O(dx^2/dt) interpolation, O(dp^2) or O(du^2) control grid)")
+    return d

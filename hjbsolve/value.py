@@ -221,18 +221,18 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
         avg = None
         if kind == "plain":
             st = per_y_stepper(model, xgrid, None, dt, order, mode, minimize, u_nodes, refine)
-            V = np.ascontiguousarray(model.g(xs, np.zeros((len(xs), 0))).reshape((1,) + xshape), float)
+            V = np.array(model.g(xs, np.zeros((len(xs), 0))).reshape((1,) + xshape), float, copy=True)
         elif kind == "eps":
             st = per_y_stepper(model, xgrid, ys, dt, order, mode, minimize, u_nodes, refine)
             fast = FastSolver(gens, dt / eps)
-            V = np.ascontiguousarray(np.broadcast_to(model.g(xs[None], ys[:, None]), (len(ys), len(xs)))
-                                     .reshape((len(ys),) + xshape), float)
+            V = np.array(np.broadcast_to(model.g(xs[None], ys[:, None]), (len(ys), len(xs)))
+                         .reshape((len(ys),) + xshape), float, copy=True)
         else:
             if same and cell.gbar is not None:
                 gb = np.asarray(cell.gbar, float).reshape(xgrid.size)
             else:
                 gb = np.einsum("ij,ji->i", pi, np.broadcast_to(model.g(xs[None], ys[:, None]), (len(ys), len(xs))))
-            V = np.ascontiguousarray(gb.reshape((1,) + xshape))
+            V = np.array(gb.reshape((1,) + xshape), float, copy=True)
             if kind.startswith("per_y"):
                 st = per_y_stepper(model, xgrid, ys, dt, order, mode,
                                    "grid" if kind == "per_y_blind" else minimize, u_nodes, refine)

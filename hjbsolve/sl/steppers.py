@@ -151,24 +151,29 @@ class AffineStepper1D:
         self.x0, self.h = float(grid.lo[0]), h
         self.J = J
         self.ustar = np.zeros(shape)
-        self.started = False
+        self.closed_loop = True
         self.B_varies = bool(np.abs(dB).max() > 1e-12 * max(1.0, np.abs(B).max())) if order == 2 else False
 
-    def _closed_loop(self) -> None:
+    def _closed_loop(self, V: np.ndarray) -> None:
         """Noise half-width and running cost of the affine feedback ``u + K (xi - x)`` within the step.
 
-        K = D_x u* is taken from the previous step's minimiser. Without it (control frozen over the step)
-        the scheme misses the feedback's damping of the noise and its control cost: an O(dt) error of size
-        ``c K² sigma² T / 2`` (e.g. ``sigma² b² P² T / (2 r)`` in LQ problems).
+        The gain is that of the feedback ``u*(x) = clip(u_ref - B D_xV / c)`` of the current data,
+        ``K = D_x u*`` (central differences of V; no gain where the feedback is clipped). Without it (control
+        frozen over the step) the scheme misses the feedback's damping of the noise and its control cost: an
+        O(dt) error ``c K² sigma² T / 2`` (``sigma² b² P² T / (2 r)`` in LQ problems). The feet then depend on
+        V through K: each step is a min of monotone operators whose geometry is fixed from the data.
         """
-        Kg = np.gradient(self.ustar, self.h, axis=1, edge_order=2)
+        h = self.h
+        p = np.gradient(V, h, axis=1, edge_order=2)
+        c = np.where(self.dtc > 0, self.dtc / self.dt, np.inf)
+        us = np.clip(self.uref - self.B * p / c, self.ulo, self.uhi)
+        Kg = np.gradient(us, h, axis=1, edge_order=2)
         self.eta = _c(np.sqrt(2 * self.dt) * np.abs((1 + 0.5 * self.dt * (self.da0 + self.B * Kg)) * self.sig))
         self.c0 = _c(self.half_l0 + 0.25 * self.dtc * (Kg * self.eta) ** 2)
 
     def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
-        if self.order == 2 and self.has_noise and self.started:
-            self._closed_loop()
-        self.started = True
+        if self.order == 2 and self.has_noise and self.closed_loop:
+            self._closed_loop(V)
         F = V + self.half_l0
         K.step_aff_1d(F, self.c0, self.alpha, self.beta, self.eta, self.dtc, self.uref, self.ulo, self.uhi,
                       self.x0, self.h, self.mode, out, self.ustar)

@@ -207,6 +207,8 @@ def pfamily_grid(A, L, pi, pgrid, Abar, Lbar):
     """The same with alpha_p(y_j) = argmax over the control grid of -a.p - l.
 
     A (J, nc, N, n), L (J, nc, N), pi (N, J), pgrid (np, n) -> Abar (np, N, n), Lbar (np, N).
+    n = 1: for each (x_i, y_j) the upper envelope of the lines p -> -a_c p - l_c is built once (convex-hull
+    trick, O(nc log nc)) and swept along the sorted p grid; n = 2: direct search.
     """
     J, nc, N, n = A.shape
     npv = pgrid.shape[0]
@@ -214,24 +216,61 @@ def pfamily_grid(A, L, pi, pgrid, Abar, Lbar):
         for q in range(npv):
             for d in range(n):
                 Abar[q, i, d] = 0.0
-            lacc = 0.0
-            for j in range(J):
-                w = pi[i, j]
-                if w == 0.0:
-                    continue
-                best = -np.inf
-                cb = 0
+            Lbar[q, i] = 0.0
+        slope = np.empty(nc)
+        icpt = np.empty(nc)
+        hull = np.empty(nc, np.int64)
+        for j in range(J):
+            w = pi[i, j]
+            if w == 0.0:
+                continue
+            if n == 1:
                 for c in range(nc):
-                    v = -L[j, c, i]
+                    slope[c] = -A[j, c, i, 0]
+                    icpt[c] = -L[j, c, i]
+                order = np.argsort(slope, kind="mergesort")
+                top = 0
+                for oc in range(nc):
+                    c = order[oc]
+                    if top > 0 and slope[hull[top - 1]] == slope[c]:
+                        if icpt[c] <= icpt[hull[top - 1]]:
+                            continue
+                        top -= 1
+                    while top >= 2:
+                        l1 = hull[top - 2]
+                        l2 = hull[top - 1]
+                        # l2 is useless if l3 = c overtakes l1 no later than l2 does
+                        x12 = (icpt[l1] - icpt[l2]) / (slope[l2] - slope[l1])
+                        x13 = (icpt[l1] - icpt[c]) / (slope[c] - slope[l1])
+                        if x13 <= x12:
+                            top -= 1
+                        else:
+                            break
+                    hull[top] = c
+                    top += 1
+                ptr = 0
+                for q in range(npv):
+                    pv = pgrid[q, 0]
+                    while ptr + 1 < top and (slope[hull[ptr + 1]] * pv + icpt[hull[ptr + 1]]
+                                             >= slope[hull[ptr]] * pv + icpt[hull[ptr]]):
+                        ptr += 1
+                    cb = hull[ptr]
+                    Abar[q, i, 0] += w * A[j, cb, i, 0]
+                    Lbar[q, i] += w * L[j, cb, i]
+            else:
+                for q in range(npv):
+                    best = -np.inf
+                    cb = 0
+                    for c in range(nc):
+                        v = -L[j, c, i]
+                        for d in range(n):
+                            v -= A[j, c, i, d] * pgrid[q, d]
+                        if v > best:
+                            best = v
+                            cb = c
                     for d in range(n):
-                        v -= A[j, c, i, d] * pgrid[q, d]
-                    if v > best:
-                        best = v
-                        cb = c
-                for d in range(n):
-                    Abar[q, i, d] += w * A[j, cb, i, d]
-                lacc += w * L[j, cb, i]
-            Lbar[q, i] = lacc
+                        Abar[q, i, d] += w * A[j, cb, i, d]
+                    Lbar[q, i] += w * L[j, cb, i]
 
 
 def extended_feedback(model: Model, xgrid: Grid, ys, p: np.ndarray, u_nodes=None) -> np.ndarray:

@@ -166,8 +166,14 @@ class AffineStepper1D:
         h = self.h
         p = np.gradient(V, h, axis=1, edge_order=2)
         c = np.where(self.dtc > 0, self.dtc / self.dt, np.inf)
-        us = np.clip(self.uref - self.B * p / c, self.ulo, self.uhi)
+        raw = self.uref - self.B * p / c
+        us = np.clip(raw, self.ulo, self.uhi)
         Kg = np.gradient(us, h, axis=1, edge_order=2)
+        # no gain where the feedback is clipped nearby; cap it so that |dt B K / 2| <= 1/2
+        clipped = (raw != us).astype(float)
+        near = np.maximum(clipped, np.maximum(np.roll(clipped, 1, axis=1), np.roll(clipped, -1, axis=1)))
+        cap = 1.0 / (self.dt * np.maximum(np.abs(self.B), 1e-300))
+        Kg = np.where(near > 0, 0.0, np.clip(Kg, -cap, cap))
         self.eta = _c(np.sqrt(2 * self.dt) * np.abs((1 + 0.5 * self.dt * (self.da0 + self.B * Kg)) * self.sig))
         self.c0 = _c(self.half_l0 + 0.25 * self.dtc * (Kg * self.eta) ** 2)
 
@@ -216,13 +222,16 @@ class AffineStepper2D:
         corr = np.einsum("...de,...eq->...dq", Da0, B) + np.einsum("...qde,...e->...dq", DB, a0)
         self.bet = _c(dt * B + 0.5 * dt * dt * corr)
         self.has_noise = sig is not None and bool(np.any(np.asarray(sig) != 0.0))
+        self.Da0, self.B = Da0, B
+        self.sig = np.broadcast_to(np.asarray(sig if sig is not None else 0.0, float), sh + (2, 2))
         if self.has_noise:
             M = np.eye(2) + 0.5 * dt * Da0
-            self.noise = _c(np.sqrt(4 * dt) * np.einsum("...de,...er->...dr", M,
-                                                         np.broadcast_to(np.asarray(sig, float), sh + (2, 2))))
+            self.noise = _c(np.sqrt(4 * dt) * np.einsum("...de,...er->...dr", M, self.sig))
         else:
             self.noise = np.zeros(sh + (2, 2))
-        self.c0 = _c(np.broadcast_to(0.5 * dt * np.asarray(l0, float), sh))
+        self.half_l0 = _c(np.broadcast_to(0.5 * dt * np.asarray(l0, float), sh))
+        self.c0 = self.half_l0.copy()
+        self.closed_loop = True
         self.dtc = float(dt * c)
         self.Cm = _c(np.broadcast_to(np.eye(k) if Cm is None else np.asarray(Cm, float), sh + (k, k)))
         self.uref = _c(np.broadcast_to(np.asarray(uref, float), sh + (k,)))
@@ -238,8 +247,38 @@ class AffineStepper2D:
         self.J, self.k = J, k
         self.ustar = np.zeros(sh + (k,))
 
+    def _closed_loop(self, V: np.ndarray) -> None:
+        """Closed-loop noise widths and cost within the step (see :meth:`AffineStepper1D._closed_loop`).
+
+        Gain ``K = D_x u*`` of ``u* = clip(u_ref - Cm^{-1} B^T D_xV / c)`` (central differences; zero where
+        clipped nearby; capped so that ``|dt/2 B K| <= 1/2``)."""
+        h = self.grid.h
+        p = np.stack(np.gradient(V, h[0], h[1], axis=(1, 2), edge_order=2), axis=-1)    # (J, N1, N2, 2)
+        c = self.dtc / self.dt
+        btp = np.einsum("...dq,...d->...q", self.B, p)
+        raw = self.uref - np.linalg.solve(self.Cm, btp[..., None])[..., 0] / c
+        us = np.clip(raw, self.lo, self.hi)
+        Kg = np.stack(np.gradient(us, h[0], h[1], axis=(1, 2), edge_order=2), axis=-1)  # (J, N1, N2, k, 2)
+        clipped = np.any(raw != us, axis=-1).astype(float)
+        near = clipped.copy()
+        for ax in (1, 2):
+            near = np.maximum(near, np.maximum(np.roll(clipped, 1, axis=ax), np.roll(clipped, -1, axis=ax)))
+        BK = np.einsum("...dq,...qe->...de", self.B, Kg)
+        nrm = np.abs(BK).sum(axis=-1).max(axis=-1)
+        scale = np.minimum(1.0, 1.0 / np.maximum(self.dt * nrm, 1e-300))
+        scale = np.where(near > 0, 0.0, scale)
+        Kg = Kg * scale[..., None, None]
+        BK = BK * scale[..., None, None]
+        M = np.eye(2) + 0.5 * self.dt * (self.Da0 + BK)
+        self.noise = _c(np.sqrt(4 * self.dt) * np.einsum("...de,...er->...dr", M, self.sig))
+        Kn = np.einsum("...qd,...dr->...qr", Kg, self.noise)                            # K eta_r
+        quad = np.einsum("...qr,...qs,...sr->...", Kn, self.Cm, Kn)
+        self.c0 = _c(self.half_l0 + 0.25 * self.dtc * 0.5 * quad)
+
     def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
-        F = V + self.c0
+        if self.order == 2 and self.has_noise and self.closed_loop:
+            self._closed_loop(V)
+        F = V + self.half_l0
         K.step_aff_2d(F, self.c0, self.base, self.bet, self.noise, self.has_noise, self.Cm, self.dtc, self.uref,
                       self.unodes, self.du, self.lo, self.hi, self.x0, self.h, self.mode, self.refine, out,
                       self.ustar)

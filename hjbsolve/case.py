@@ -79,6 +79,13 @@ RUN = {
     "eps": Spec("floats", [0.0], "scale separations; 0 names the effective problem", ge=0),
     "output": Spec("str", None, "output file (default results/<name>.h5)"),
     "feedback": Spec("bool", True, "store the maximising feedback u*(x, p; y)"),
+    "values": Spec("bool", True, "run the value stage (V^eps for eps > 0, V for eps = 0) after the cell stage"),
+    "output_times": Spec("floats", None, "times at which V is stored (default T * [0, 1/4, 1/2, 3/4, 1])", ge=0),
+    "blind": Spec("bool", False, "eps = 0: also compute the value with y-blind controls (V_blind)"),
+    "order": Spec("int", 2, "semi-Lagrangian characteristics: 2 (second order) or 1 (Euler)", choices=(1, 2)),
+    "extrapolation": Spec("str", "linear", "feet outside the slow box", choices=("linear", "clamp")),
+    "effective_scheme": Spec("str", "averaged", "eps = 0 scheme: averaged (2nd order) or per_y (the eps->0 "
+                             "limit of the V^eps scheme)", choices=("averaged", "per_y")),
 }
 
 LOSS_NAMES = ("quadratic", "double_well", "gaussian_mixture", "tilted_cosine", "rastrigin")

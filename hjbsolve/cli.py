@@ -92,15 +92,54 @@ def cmd_check(args) -> int:
     return 0
 
 
+def partial_path(out: str) -> str:
+    """Where a run keeps its finished stages until it is complete: results/x.h5 -> results/x.partial.h5."""
+    p = Path(out)
+    return str(p.with_name(p.stem + ".partial" + (p.suffix or ".h5")))
+
+
 def cmd_run(args, cell_only: bool = False) -> int:
+    """Run the stages; each finished stage goes to <output>.partial.h5, renamed onto <output> at the end.
+
+    An existing <output> is untouched until the whole run has succeeded; a run that fails or is
+    interrupted leaves its finished stages in the .partial.h5 file (and says so)."""
+    import os
+
     from . import store
     from .runner import run, run_cell
     case = _load(args)
     out = args.output or case.output
     store.check_writable(out)
+    partial = partial_path(out)
     t0 = time.perf_counter()
-    result = run_cell(case) if cell_only else run(case)
+    started = []
+
+    def on_cell(result):
+        result.attrs["complete"] = "no: stages still running (this is the .partial.h5 file)"
+        store.write(partial, result.to_group())
+        started.append(True)
+
+    def on_result(name, group):
+        store.update(partial, name, group)
+        log.info("wrote %s to %s", name, partial)
+
+    try:
+        if cell_only:
+            result = run_cell(case)
+        else:
+            result = run(case, on_cell=on_cell, on_result=on_result)
+    except (HJBError, KeyboardInterrupt) as e:
+        if started:
+            msg = f"{e} (finished stages kept in {partial})" if isinstance(e, HJBError) else None
+            if msg is not None:
+                raise type(e)(msg) from None
+            print(f"hjbsolve: interrupted; finished stages kept in {partial}", file=sys.stderr)
+        raise
+    result.attrs["complete"] = "yes"
+    result.timings["wall"] = time.perf_counter() - t0
     result.save(out)
+    if os.path.exists(partial):
+        os.remove(partial)
     if not args.quiet:
         print(f"wrote {out} ({time.perf_counter() - t0:.2f} s)")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -80,6 +81,43 @@ def run_cell(case: Case, model: Model | None = None) -> Result:
     return Result(case_name=case.name, case_text=case.text, family=case.family, cell=cell, timings=timings)
 
 
-def run(case: Case) -> Result:
-    """Run every stage that the case asks for and return the result (not yet saved)."""
-    return run_cell(case)
+def eps_group_name(eps: float) -> str:
+    """HDF5 group of one eps: 'eps_0.01'; 'eps_0' is the effective problem."""
+    return f"eps_{float(eps):g}"
+
+
+def run_values(case: Case, model: Model, cell, on_result: Callable | None = None) -> dict:
+    """The value stage for every eps of the case (in the order given); returns name -> store.Group.
+
+    ``on_result(name, group)`` is called as soon as each eps is finished (the CLI writes it to disk then),
+    so that a run stopped halfway keeps what it finished.
+    """
+    from .value import value_function
+    groups = {}
+    r = case.run
+    for eps in r["eps"]:
+        log.info("value stage, eps = %g", eps)
+        res = value_function(model, cell, eps=eps, T=case.time["T"], dt=case.time["dt"],
+                             output_times=r["output_times"], blind=(r["blind"] and eps == 0.0), order=r["order"],
+                             extrapolation=r["extrapolation"], effective_scheme=r["effective_scheme"],
+                             u_nodes=None if case.grid["u"]["exact"] else model.controls.nodes(),
+                             minimize="auto" if case.grid["u"]["exact"] else "grid")
+        name = eps_group_name(eps)
+        groups[name] = res.to_group()
+        if on_result is not None:
+            on_result(name, groups[name])
+    return groups
+
+
+def run(case: Case, on_cell: Callable | None = None, on_result: Callable | None = None) -> Result:
+    """Run every stage that the case asks for: cell, then (``run.values``) the value function for each
+    eps. Callbacks ``on_cell(result)`` and ``on_result(name, group)`` see each stage as it finishes."""
+    model = build_model(case)
+    result = run_cell(case, model)
+    if on_cell is not None:
+        on_cell(result)
+    if case.run["values"]:
+        t0 = time.perf_counter()
+        result.extra_groups.update(run_values(case, model, result.cell, on_result))
+        result.timings["values"] = time.perf_counter() - t0
+    return result

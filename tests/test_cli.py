@@ -247,3 +247,35 @@ def test_module_entry_point_and_default_case(tmp_path):
     p = subprocess.run([sys.executable, "-m", "hjbsolve", "run", str(tmp_path / "missing.toml")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_interrupted_run_keeps_finished_stages_and_existing_result(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the second eps: the existing result is untouched, the cell stage and the first eps
+    are in <output>.partial.h5, and no temporary file is left."""
+    import hjbsolve.value as value_mod
+    case = write(tmp_path, SMALL.replace("eps = [0.0]", "eps = [0.1, 0.0]").replace("n = 101", "n = 41"))
+    out = tmp_path / "res.h5"
+    out.write_bytes(b"an earlier result")
+    real = value_mod.value_function
+    calls = []
+
+    def interrupted(*a, **kw):
+        calls.append(kw.get("eps"))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(value_mod, "value_function", interrupted)
+    code = main(["run", str(case), "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err and "res.partial.h5" in err
+    assert out.read_bytes() == b"an earlier result"
+    partial = hjbsolve.Result.load(tmp_path / "res.partial.h5")
+    assert "eps_0.1" in partial.extra_groups and "eps_0" not in partial.extra_groups
+    assert partial.cell is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.toml", "res.h5", "res.partial.h5"]
+    # a later complete run replaces the result and removes the partial file
+    monkeypatch.setattr(value_mod, "value_function", real)
+    assert main(["run", str(case), "-o", str(out), "-q"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.toml", "res.h5"]
+    assert set(hjbsolve.Result.load(out).extra_groups) == {"eps_0.1", "eps_0"}

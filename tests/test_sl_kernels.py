@@ -75,7 +75,11 @@ def test_exact_min_1d_matches_brute_force(mode, seed):
     beta = rng.uniform(-0.3, 0.3)
     dtc = [0.0, 0.01, 0.1][seed % 3]
     uref, ulo, uhi = rng.uniform(-1, 1), -3.0, 2.5
-    val, u = exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, 0.2, dtc, uref, ulo, uhi)
+    sl = np.diff(F) / h
+    smin, smax = (min(sl.min(), 0.0), max(sl.max(), 0.0)) if mode == 1 else (sl.min(), sl.max())
+    val, u = exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, 0.2, dtc, uref, ulo, uhi, smin, smax)
+    val2, _ = exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, 0.2, dtc, uref, ulo, uhi)
+    assert np.isclose(val, val2, rtol=0, atol=1e-12)
     us = np.linspace(ulo, uhi, 200001)
 
     def interp(xi):

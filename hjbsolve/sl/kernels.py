@@ -195,15 +195,28 @@ def _piece_index(xi, x0, h, N):
 
 
 @njit(cache=True)
-def exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, c0, dtc, uref, ulo, uhi):
+def exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, c0, dtc, uref, ulo, uhi, smin=1.0, smax=-1.0):
     """Exact minimiser over [ulo, uhi] of  c0 + dtc/2 (u - uref)^2 + mean_f F_I(base_f + beta u).
 
     F_I is the piecewise-linear interpolant of the nodal values F (extended as in ``mode``); nfeet is 1
     (foot base0) or 2 (feet base0, base1, weight 1/2 each). The objective is quadratic on each piece
     between the values of u where a foot crosses a node: scan the pieces in order, minimise each one in
-    closed form (vertex clipped to the piece; both ends when dtc = 0). Returns (min, argmin).
+    closed form (vertex clipped to the piece; both ends when dtc = 0). If [smin, smax] bounds every slope
+    of F_I (smin > smax: unknown), the scan is restricted to the u where the derivative can vanish.
+    Returns (min, argmin).
     """
     w = 1.0 if nfeet == 1 else 0.5
+    if dtc > 0.0 and beta != 0.0 and smax >= smin:
+        # every local minimiser u satisfies dtc (u - uref) + beta s = 0 for some mean slope s in [smin, smax]
+        b1 = uref - beta * smax / dtc
+        b2 = uref - beta * smin / dtc
+        lo_b = min(b1, b2)
+        hi_b = max(b1, b2)
+        pad = 1e-12 * (1.0 + abs(lo_b) + abs(hi_b))
+        ulo = max(ulo, lo_b - pad)
+        uhi = min(uhi, hi_b + pad)
+        if ulo > uhi:       # cannot happen in exact arithmetic: fall back to the nearest point
+            ulo = uhi = min(max(uref, ulo), uhi)
     if beta == 0.0:
         u = min(max(uref, ulo), uhi)
         v = c0 + 0.5 * dtc * (u - uref) ** 2
@@ -283,12 +296,21 @@ def step_aff_1d(F, c0, alpha, beta, eta, dtc, uref, ulo, uhi, x0, h, mode, out, 
         i0 = (task % nb) * BLOCK
         i1 = min(i0 + BLOCK, N)
         Fj = F[j]
+        smin = np.inf
+        smax = -np.inf
+        for m in range(N - 1):
+            sl = (Fj[m + 1] - Fj[m]) / h
+            smin = min(smin, sl)
+            smax = max(smax, sl)
+        if mode == 1:
+            smin = min(smin, 0.0)
+            smax = max(smax, 0.0)
         for i in range(i0, i1):
             x = x0 + i * h + alpha[j, i]
             e = eta[j, i]
             nf = 2 if e != 0.0 else 1
             v, u = exact_min_1d(Fj, x0, h, N, mode, x - e, x + e, nf, beta[j, i], c0[j, i], dtc[j, i],
-                                uref[j, i], ulo[j, i], uhi[j, i])
+                                uref[j, i], ulo[j, i], uhi[j, i], smin, smax)
             out[j, i] = v
             ustar[j, i] = u
 

@@ -88,6 +88,16 @@ RUN = {
                              "limit of the V^eps scheme)", choices=("averaged", "per_y")),
 }
 
+STUDY = {
+    "vary": Spec("any", {}, "key = [values]: what the study varies (eps, grid, dt or any dotted case key)"),
+    "window": Spec("table", {}, "interior window where errors are measured", table={
+        "x": Spec("floats", [-1.0, 1.0], "[lo, hi] for every slow axis"),
+        "y": Spec("floats", [-1.0, 1.0], "[lo, hi] for every fast axis"),
+    }),
+    "reference": Spec("str", "auto", "what errors are measured against",
+                      choices=("auto", "exact", "limit", "finest")),
+}
+
 LOSS_NAMES = ("quadratic", "double_well", "gaussian_mixture", "tilted_cosine", "rastrigin")
 
 MODEL = {
@@ -143,6 +153,7 @@ TOP = {
     "grid": Spec("table", REQUIRED, "grids", table=GRID),
     "time": Spec("table", {}, "time stepping", table=TIME),
     "run": Spec("table", {}, "what to run and where to store it", table=RUN),
+    "study": Spec("table", {}, "convergence study defaults (hjbsolve study)", table=STUDY),
 }
 
 
@@ -157,6 +168,7 @@ class Case:
     grid: dict
     time: dict
     run: dict
+    study: dict = field(default_factory=dict)
     source: str = "<dict>"
     text: str = ""
     overrides: list = field(default_factory=list)
@@ -168,7 +180,7 @@ class Case:
     def as_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "family": self.family,
                 "model": copy.deepcopy(self.model), "grid": copy.deepcopy(self.grid),
-                "time": dict(self.time), "run": dict(self.run)}
+                "time": dict(self.time), "run": dict(self.run), "study": copy.deepcopy(self.study)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -294,7 +306,7 @@ def _validate_table(d: dict, schema: dict, src: str, prefix: str) -> dict:
                   + f"; allowed here: {allowed}")
     for k, spec in schema.items():
         full = f"{prefix}.{k}" if prefix else k
-        if k in d:
+        if k in d and d[k] is not None:          # None (from a filled-in case dict) means "not given"
             out[k] = _validate_value(d[k], spec, src, full)
         elif spec.default is REQUIRED:
             _fail(src, full, f"missing required key ({spec.doc})")
@@ -413,7 +425,8 @@ def load_case(source: str | Path | dict, overrides: list[str] | None = None) -> 
         text += "\n# command-line overrides:\n" + "".join(f"# --set {o}\n" for o in overrides)
     v = validate(raw, src)
     return Case(name=v["name"], description=v["description"], family=v["family"], model=v["model"],
-                grid=v["grid"], time=v["time"], run=v["run"], source=src, text=text, overrides=overrides)
+                grid=v["grid"], time=v["time"], run=v["run"], study=v["study"], source=src, text=text,
+                overrides=overrides)
 
 
 def _toml_value(v) -> str:
@@ -426,7 +439,7 @@ def _toml_value(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
     raise CaseError(f"cannot write {v!r} to TOML")
 
 

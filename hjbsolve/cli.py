@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", action="store_true", help="print the case schema and exit")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
+    p = sub.add_parser("study", help="convergence study: vary keys, measure errors and observed orders")
+    _common(p)
+    p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="vary a key (eps, grid, dt or any dotted case key); repeatable; default: [study] vary")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on a dask.distributed cluster at ADDRESS")
+    p.add_argument("--resume", action="store_true", help="skip runs whose file is already complete")
+    p.add_argument("--reference", choices=("auto", "exact", "limit", "finest"), default=None,
+                   help="what errors are measured against (default: [study] reference, else auto)")
     p = sub.add_parser("info", help="describe what an HDF5 result file holds")
     p.add_argument("file")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -145,6 +154,36 @@ def cmd_run(args, cell_only: bool = False) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    """Plan, run and analyse a study; print the table; write <output>.h5, .csv and the run files."""
+    from . import store
+    from .study import analyse, execute, parse_vary, plan
+    case = _load(args)
+    vary_texts = list(args.vary)
+    if not vary_texts:
+        vary_texts = [f"{k}={','.join(map(str, v if isinstance(v, list) else [v]))}"
+                      for k, v in case.study["vary"].items()]
+    if not vary_texts:
+        raise HJBError(f"{case.source}: nothing to vary: give --vary KEY=V1,V2 or a [study] vary table")
+    out = args.output or f"results/{case.name}.study.h5"
+    store.check_writable(out)
+    folder = str(Path(out).with_suffix("")) + "_runs"
+    vary = parse_vary(vary_texts, case.as_dict())
+    runs = plan(case, vary, folder)
+    if args.jobs < 1:
+        raise HJBError(f"-j {args.jobs}: give at least one job")
+    log.info("%d runs in %s", len(runs), folder)
+    execute(runs, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume)
+    res = analyse(case, runs, vary, case.study["window"], args.reference or case.study["reference"])
+    store.write(out, res.to_group(case.text))
+    csv_path = str(Path(out).with_suffix(".csv"))
+    res.write_csv(csv_path)
+    print(res.table())
+    if not args.quiet:
+        print(f"wrote {out}, {csv_path} and {len(runs)} run files in {folder}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from . import store
     print(store.describe(args.file))
@@ -161,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "cell":
             return cmd_run(args, cell_only=True)
+        if args.command == "study":
+            return cmd_study(args)
         if args.command == "info":
             return cmd_info(args)
     except HJBError as e:

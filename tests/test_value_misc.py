@@ -1,0 +1,111 @@
+"""Value stage: truncated boxes, failures, warnings, stored results."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from hjbsolve import store
+from hjbsolve.effective import cell_stage
+from hjbsolve.errors import NumericalError
+from hjbsolve.grid import Grid
+from hjbsolve.models import lq
+from hjbsolve.sl import ControlProblem, box_controls, solve_hjb
+from hjbsolve.value import TimeStepWarning, YBoxWarning, value_function
+
+PARAMS = dict(a11=0.5, a12=1.0, a21=1.0, a22=-2.0, b=1.0, sigma=0.3, tau=0.5, r=1.0, q=1.0, s=0.5, g0=1.0,
+              u_box=[-10.0, 10.0])
+
+
+def _cell(L, h=0.02, ny=61, ybox=None, params=PARAMS):
+    model = lq.build(params)
+    xg = Grid.from_box([-L, L], int(round(2 * L / h)) + 1)
+    box = ybox if ybox is not None else model.y_box_hint(Grid.from_box([-4, 4], 9).flat_points())
+    yg = Grid.from_box(box, ny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model, cell_stage(model, xg, yg)
+
+
+def _window(res, lo=-1.0, hi=1.0):
+    x = res.xgrid.axes[0]
+    sel = (x >= lo - 1e-12) & (x <= hi + 1e-12)
+    return res.V[-1][sel] if res.V.ndim == 2 else res.V[-1][sel]
+
+
+@pytest.mark.parametrize("extrapolation, tol", [("linear", 2e-4), ("clamp", 2e-3)])
+def test_box_enlargement_effective(extrapolation, tol):
+    """Box [-2, 2] -> [-4, 4] at the same spacing: the values on |x| <= 1 move by less than tol."""
+    out = []
+    for L in (2.0, 4.0):
+        model, cell = _cell(L)
+        out.append(_window(value_function(model, cell, 0.0, 1.0, 0.05, extrapolation=extrapolation)))
+    assert np.abs(out[0] - out[1]).max() < tol
+
+
+def test_box_enlargement_veps():
+    """V^eps (eps = 0.05): x box [-2, 2] -> [-3, 3], same y box and spacings: window values move < 2e-4."""
+    out = []
+    for L in (2.0, 3.0):
+        model, cell = _cell(L, h=0.04, ny=41)
+        res = value_function(model, cell, 0.05, 1.0, 0.04)
+        out.append(_window(res))
+    assert np.abs(out[0] - out[1]).max() < 2e-4
+
+
+def test_nan_detection_keeps_partial_results():
+    """A running cost that overflows after a few steps: NumericalError naming stage, eps and step."""
+    prob = ControlProblem(n=1, a=lambda x, u: u + 0 * x, l=lambda x, u: 1e308 + 0 * x[..., 0] + 0 * u[..., 0],
+                          g=lambda x: 0 * x[..., 0], controls=box_controls(-1, 1, 3))
+    with pytest.raises(NumericalError) as info:
+        solve_hjb(prob, Grid.from_box([-3, 3], 61), T=3.0, dt=0.5, output_times=[0.0, 0.5, 3.0])
+    msg = str(info.value)
+    assert "eps = 0" in msg and "step" in msg and "plain" in msg
+    part = info.value.partial
+    assert part.V.shape[0] >= 2 and np.all(np.isfinite(part.V))
+
+
+def test_dt_warning_recommends_a_step():
+    model, cell = _cell(3.0, h=0.0125, ny=41)
+    with pytest.warns(TimeStepWarning, match="recommended dt"):
+        value_function(model, cell, 0.0, 1.0, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TimeStepWarning)
+        value_function(model, cell, 0.0, 1.0, 0.05)
+
+
+def test_y_box_warning_names_the_side():
+    p = dict(PARAMS, a21=2.0)         # mu_x centred at x: the box [-1, 3] cuts the low side for x < 0
+    model, cell = _cell(2.0, h=0.1, ny=41, ybox=[-1.0, 3.0], params=p)
+    with pytest.warns(YBoxWarning, match="low side"):
+        value_function(model, cell, 0.0, 0.2, 0.1)
+
+
+def test_to_group_round_trip(tmp_path):
+    model, cell = _cell(2.0, h=0.1, ny=21)
+    res = value_function(model, cell, 0.1, 0.5, 0.05)
+    grp = res.to_group()
+    assert grp.variables["V"].dims == ("t", "x", "y")
+    assert grp.variables["feedback"].dims == ("x", "y", "control")
+    for key in ("scheme", "order_time", "dt", "splitting", "extrapolation", "eps"):
+        assert key in grp.attrs
+    path = tmp_path / "v.h5"
+    store.write(path, store.Group(groups={"eps_0.1": grp}))
+    back = store.read(path).groups["eps_0.1"]
+    assert np.allclose(back.variables["V"].data, res.V)
+    assert np.allclose(back.coords["t"].data, res.t_out)
+    r0 = value_function(model, cell, 0.0, 0.5, 0.05, blind=True)
+    g0 = r0.to_group()
+    assert g0.variables["V"].dims == ("t", "x")
+    assert g0.variables["feedback"].dims == ("x", "y", "control")
+    assert g0.variables["V_blind"].dims == ("t", "x")
+    store.write(tmp_path / "v0.h5", g0)
+
+
+def test_output_times_and_timings():
+    model, cell = _cell(2.0, h=0.1, ny=21)
+    res = value_function(model, cell, 0.0, 1.0, 0.1, output_times=[0.0, 0.33, 1.0])
+    assert np.allclose(res.t_out, [0.0, 0.3, 1.0])
+    assert res.V.shape == (3, 41)
+    assert np.allclose(res.V[0], cell.gbar)
+    assert "averaged_steps" in res.timings and "total" in res.timings

@@ -1,0 +1,1153 @@
+"""Publication-quality figures from stored hjbsolve HDF5 files.
+
+    KINDS                                   kind -> one-line description
+    available_kinds(path) -> list[str]      the kinds the file at ``path`` supports
+    plot_file(path, what=None, output=None, **options) -> matplotlib.figure.Figure
+
+Conventions shown on the axes are the package's (MATH.md): the Hamiltonian is the *sup* convention
+``H = sup_u {-a.p - tr(sigma sigma^T P) - l}``, ``p = D_x V``, ``t`` is the time *remaining* and V is the
+inf of the expected cost.
+
+Layouts and kinds
+-----------------
+Cell files (root group of a run: ``mu``, ``ybar``, ``abar``, ``gbar``, ``hbar``, ``lbar``, ``feedback``)
+    ``hbar``      Hbar(x, p) against p = D_x V, one curve per slow node picked (n = 1).
+    ``hbar_map``  heat map of Hbar over (p, x) (n = 1); over (p1, p2) at one x (n = 2).
+    ``mu``        invariant densities mu_x(y) / h_y of the fast process, one curve per x (m = 1);
+                  filled contours over (y1, y2) at one x (m = 2).
+    ``drift``     averaged slow drift abar(x) at the reference control and <y>_x - x (n = 1; quiver plots
+                  for n = 2).  For Entropy-SGD with the reference control equal to the free dynamics
+                  (control "none", steering with u_ref = 0, learning rate with u_ref = 1) abar is labelled
+                  ``-grad f_gamma(x)``.
+    ``lbar``      effective Lagrangian Lbar(x, q) against q, one curve per x (n = 1; a map over (q1, q2)
+                  at one x for n = 2).
+    ``feedback``  extended control u*(x, p; y) as a heat map over (y, p) at one x (m = 1), over (y1, y2)
+                  at one (x, p) for m = 2.
+Value groups (sub-groups ``eps_<eps>``: ``V(t, x.., [y..])``, ``V_blind``, ``feedback``)
+    ``value``           V(t, x) at every stored time (effective problem, eps = 0) or V^eps(T, x, y) at a
+                        few fast nodes y (eps > 0); a heat map over (x1, x2) at t = T for n = 2.
+    ``value_eps``       V^eps(T, x, y0) for every eps > 0 with the effective V(T, x) dashed (y0 = the fast
+                        node nearest 0), and a second panel with the differences V^eps - V.
+    ``value_feedback``  the stored optimal feedback u*(x, y) at the final time as a heat map over (x, y)
+                        (a curve u*(x) when the feedback does not depend on y).
+    ``blind``           V (solid) against the y-blind value V_blind (dashed) at the stored times, and the
+                        gap V_blind - V >= 0 in a second panel.
+Study files (root attributes ``study_name``, ``parameter``, ``reference``, ``fit_order_*``; variables
+``param``, ``err_max``, ``err_l2``, ``order_max`` over ``run``)
+    ``convergence``  log-log errors in the max and l2 norms against the parameter, with a dashed fitted
+                     line per norm and the fitted slope (± spread) in the legend.
+    ``table``        the error table (parameter, err_max, order, err_l2, order, and a fit row).
+Ergodic files (root attribute ``family = "periodic"``: ``hbar(P..)``, ``chi(P.., y..)``, ``hbar_exact``)
+    ``hbar``  Hbar(P) (markers and line), the exact Hbar dashed when stored (a map over (P1, P2) for
+              two-dimensional P, exact values as dashed contours).
+    ``chi``   correctors chi(y) for a few P (m = 1); filled contours over (y1, y2) at one P (m = 2).
+
+A file holding a cell root and value groups supports the kinds of both.  ``what=None`` picks the first
+available of convergence, value, hbar, hbar_map, mu, chi, ... .
+
+Options (keyword arguments of :func:`plot_file`)
+------------------------------------------------
+``<dim>=value``   a coordinate name of the data (``x``, ``x1``, ``y``, ``y2``, ``p``, ``P``, ``q``, ``t``):
+                  fix that dimension at the node nearest ``value``.  For the dimension along which a kind
+                  draws one curve per node (x for hbar/mu/lbar, y for value, P for chi) a list of values
+                  picks the curves.  Defaults: central slow node, the node nearest 0 for y, p, P, q, the
+                  final time t = T.
+``eps=``          the value group to use (value, value_feedback, blind); default: eps = 0 when stored,
+                  else the smallest eps.
+``component=``    the control (or drift) component for vector quantities; default 0.
+``n_curves=``     how many curves to draw when they are not picked explicitly (default 5).
+``title=``        replaces the automatic title.
+
+Figures are ``matplotlib.figure.Figure`` objects on the Agg canvas (headless), about 6.4 x 4.2 in, fonts
+>= 9 pt, constrained (tight) layout.  ``output`` ending in .png (200 dpi), .pdf or .svg is written atomically
+(temporary file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:      # headless by default; never switch a backend already in use
+    matplotlib.use("Agg")
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
+
+from . import store
+from .errors import HJBError
+
+__all__ = ["KINDS", "available_kinds", "plot_file", "PlotError"]
+
+KINDS: dict[str, str] = {
+    "hbar": "effective Hamiltonian: Hbar(x, p) vs p for a few x (cell file), or Hbar(P) (periodic cell problem)",
+    "hbar_map": "heat map of Hbar(x, p) over (p, x) (n = 1) or over (p1, p2) at one x (n = 2)",
+    "mu": "invariant densities mu_x(y)/h_y of the fast process for a few x (m = 1), contours at one x (m = 2)",
+    "drift": "averaged slow drift abar(x) (-grad f_gamma for Entropy-SGD) and <y>_x - x",
+    "lbar": "effective Lagrangian Lbar(x, q) vs q for a few x",
+    "feedback": "extended control u*(x, p; y): heat map over (y, p) at one x",
+    "chi": "correctors chi(y) of the periodic cell problem for a few P (m = 1), contours at one P (m = 2)",
+    "value": "value function V(t, x) at the stored times (eps = 0) or V^eps(T, x, y) at a few y",
+    "value_eps": "V^eps(T, x, y0) for every eps with the effective V(T, x), and the differences V^eps - V",
+    "value_feedback": "stored optimal feedback u*(x, y) at the final time (heat map over (x, y))",
+    "blind": "value V with extended controls vs the y-blind value V_blind, and the gap V_blind - V",
+    "convergence": "log-log errors (max and l2 norms) vs the study parameter with fitted slopes",
+    "table": "the error table of a convergence study (parameter, errors, observed orders)",
+}
+
+DEFAULT_ORDER = ("convergence", "value", "hbar", "hbar_map", "mu", "chi", "drift", "lbar", "feedback",
+                 "table", "value_eps", "value_feedback", "blind")
+
+FIGSIZE = (6.4, 4.2)
+FIGSIZE_TWO = (6.4, 5.6)          # two stacked panels
+PNG_DPI = 200
+FORMATS = ("png", "pdf", "svg")
+STYLE = {
+    "font.size": 10, "axes.labelsize": 10, "axes.titlesize": 10, "legend.fontsize": 9,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "lines.linewidth": 1.6, "lines.markersize": 5,
+    "axes.grid": True, "grid.alpha": 0.3, "legend.framealpha": 0.85, "image.cmap": "viridis",
+}
+HAM_LABEL = "Hbar(x, p)  [sup convention]"
+VALUE_LABEL = "[inf of expected cost; t = time remaining]"
+_COMPONENT_DIMS = ("control", "slow", "fast")
+_OPTION_NAMES = ("eps", "component", "n_curves", "title")
+_PARAM_LABELS = {"eps": "eps (scale separation)", "dx": "dx (slow grid spacing)",
+                 "dy": "dy (fast grid spacing)", "dt": "dt (time step)", "dp": "dp (costate grid spacing)",
+                 "h": "h (grid spacing)", "nu": "nu (viscosity)"}
+
+
+class PlotError(HJBError):
+    """A file cannot be plotted as asked (kind not supported, bad option, bad output name)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# loading and layout detection
+
+
+@dataclass
+class _File:
+    path: str
+    root: store.Group
+    values: list = field(default_factory=list)     # [(eps, name, group)], eps descending, 0 last
+
+    @property
+    def attrs(self) -> dict:
+        return self.root.attrs
+
+    def var(self, name):
+        return self.root.variables.get(name)
+
+
+def _load(path) -> _File:
+    text = os.fspath(path)
+    root = store.read(text)         # StoreError (an HJBError) when missing / unreadable
+    f = _File(text, root)
+    for name, g in root.groups.items():
+        v = g.variables.get("V")
+        if v is None or not v.dims or v.dims[0] != "t":
+            continue
+        eps = g.attrs.get("eps")
+        if eps is None and name.startswith("eps_"):
+            try:
+                eps = float(name[4:])
+            except ValueError:
+                eps = None
+        if eps is None:
+            continue
+        f.values.append((float(eps), name, g))
+    f.values.sort(key=lambda e: -e[0])
+    return f
+
+
+def _dims_with(dims, letter: str) -> list[str]:
+    """The dimensions named ``letter`` or ``letter<k>`` (x -> x | x1 x2 ...)."""
+    return [d for d in dims if d == letter or (d.startswith(letter) and d[len(letter):].isdigit())]
+
+
+def _is_periodic(f: _File) -> bool:
+    if f.attrs.get("family") == "periodic":
+        return True
+    h = f.var("hbar")
+    return h is not None and bool(h.dims) and all(_dims_with([d], "P") for d in h.dims)
+
+
+def _is_study(f: _File) -> bool:
+    return "study_name" in f.attrs or ("param" in f.root.variables and
+                                       ("err_max" in f.root.variables or "err_l2" in f.root.variables))
+
+
+def _has_y(g: store.Group, var: store.Variable) -> bool:
+    return bool(_dims_with(var.dims, "y"))
+
+
+# --------------------------------------------------------------------------------------------------
+# which kinds a file supports: each check returns None (supported) or the reason it is not
+
+
+def _check_hbar(f):
+    if _is_periodic(f):
+        h = f.var("hbar")
+        if h is None:
+            return "this periodic cell-problem file has no hbar variable"
+        return None if len(h.dims) in (1, 2) else f"Hbar(P) plots need 1 or 2 P dimensions, not {len(h.dims)}"
+    h = f.var("hbar")
+    if h is None:
+        return "this file has no Hbar table (hbar)"
+    n = len(_dims_with(h.dims, "x"))
+    if n != 1:
+        return f"Hbar(p) curves need n = 1 (this file has n = {n}: use hbar_map)"
+    if not _dims_with(h.dims, "p"):
+        return "the hbar variable has no p dimension"
+    return None
+
+
+def _check_hbar_map(f):
+    h = f.var("hbar")
+    if h is None or _is_periodic(f):
+        return "this file has no Hbar(x, p) table (hbar over x and p)"
+    n = len(_dims_with(h.dims, "x"))
+    if n not in (1, 2) or len(_dims_with(h.dims, "p")) != n:
+        return f"Hbar maps need n = 1 or 2 with one p per slow axis (dims {h.dims})"
+    return None
+
+
+def _check_mu(f):
+    v = f.var("mu")
+    if v is None:
+        return "this file has no invariant law (mu)"
+    m = len(_dims_with(v.dims, "y"))
+    if m not in (1, 2) or not _dims_with(v.dims, "x"):
+        return f"mu plots need m = 1 or 2 fast axes and a slow axis (dims {v.dims})"
+    return None
+
+
+def _check_drift(f):
+    v = f.var("abar")
+    if v is None:
+        return "this file has no averaged drift (abar)"
+    n = len(_dims_with(v.dims, "x"))
+    return None if n in (1, 2) else f"drift plots need n = 1 or 2 (this file has n = {n})"
+
+
+def _check_lbar(f):
+    v = f.var("lbar")
+    if v is None:
+        return "this file has no effective Lagrangian (lbar)"
+    n = len(_dims_with(v.dims, "x"))
+    if n not in (1, 2) or len(_dims_with(v.dims, "q")) != n:
+        return f"Lbar plots need n = 1 or 2 with one q per slow axis (dims {v.dims})"
+    return None
+
+
+def _check_feedback(f):
+    v = f.var("feedback")
+    if v is None:
+        return "this file has no stored feedback u*(x, p; y)"
+    if v.data.size == 0:
+        return "the stored feedback is empty (no control)"
+    if not _dims_with(v.dims, "y") or not _dims_with(v.dims, "p") or len(_dims_with(v.dims, "y")) > 2:
+        return f"feedback maps need p and 1 or 2 fast axes (dims {v.dims})"
+    return None
+
+
+def _check_chi(f):
+    v = f.var("chi")
+    if v is None or not _is_periodic(f):
+        return "this file has no correctors chi(P, y) of a periodic cell problem"
+    m = len(_dims_with(v.dims, "y"))
+    return None if m in (1, 2) else f"corrector plots need m = 1 or 2 (this file has m = {m})"
+
+
+def _check_value(f):
+    if not f.values:
+        return "this file has no value groups"
+    return None
+
+
+def _check_value_eps(f):
+    if not f.values:
+        return "this file has no value groups"
+    if not [e for e, _, g in f.values if e > 0 and _has_y(g, g.variables["V"])]:
+        return "this file has no value group with eps > 0 on (x, y)"
+    return None
+
+
+def _check_value_feedback(f):
+    if not f.values:
+        return "this file has no value groups"
+    if not [g for _, _, g in f.values if "feedback" in g.variables and g.variables["feedback"].data.size]:
+        return "no value group stores a feedback"
+    return None
+
+
+def _check_blind(f):
+    if not f.values:
+        return "this file has no value groups"
+    if not [g for _, _, g in f.values if "V_blind" in g.variables]:
+        return "no value group stores a y-blind value V_blind"
+    return None
+
+
+def _check_convergence(f):
+    if not _is_study(f):
+        return "this file is not a convergence study"
+    if "param" not in f.root.variables:
+        return "this study has no param variable"
+    if "err_max" not in f.root.variables and "err_l2" not in f.root.variables:
+        return "this study has no errors (err_max, err_l2)"
+    return None
+
+
+_CHECKS = {
+    "hbar": _check_hbar, "hbar_map": _check_hbar_map, "mu": _check_mu, "drift": _check_drift,
+    "lbar": _check_lbar, "feedback": _check_feedback, "chi": _check_chi, "value": _check_value,
+    "value_eps": _check_value_eps, "value_feedback": _check_value_feedback, "blind": _check_blind,
+    "convergence": _check_convergence, "table": _check_convergence,
+}
+
+
+def _available(f: _File) -> list[str]:
+    return [k for k in KINDS if _CHECKS[k](f) is None]
+
+
+def available_kinds(path) -> list[str]:
+    """The kinds (keys of :data:`KINDS`, in that order) that the file at ``path`` can be plotted as."""
+    return _available(_load(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# data selection helpers
+
+
+def _fmt(v) -> str:
+    v = float(v)
+    return f"{v:.3g}" if v != 0 else "0"
+
+
+def _coord(g: store.Group, dim: str, size: int) -> np.ndarray:
+    c = g.coords.get(dim)
+    if c is not None and c.data.shape == (size,) and c.data.dtype.kind in "iuf":
+        vals = np.array(c.data, float)
+        top = float(np.max(np.abs(vals))) if vals.size else 0.0
+        vals[np.abs(vals) < 1e-12 * top] = 0.0          # round-off nodes such as -4.4e-16 print as 0
+        return vals
+    return np.arange(size, dtype=float)
+
+
+def _nearest(values: np.ndarray, target) -> int:
+    try:
+        t = float(target)
+    except (TypeError, ValueError):
+        raise PlotError(f"expected a number, got {target!r}") from None
+    return int(np.argmin(np.abs(values - t)))
+
+
+def _default_index(dim: str, values: np.ndarray) -> int:
+    if dim == "t":
+        return len(values) - 1
+    if _dims_with([dim], "x"):
+        return len(values) // 2
+    if any(_dims_with([dim], s) for s in ("y", "p", "P", "q")):
+        return _nearest(values, 0.0)
+    return 0
+
+
+def _scalar_option(dim, value):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.asarray(value).ravel()
+        if arr.size != 1:
+            raise PlotError(f"option {dim}= takes one value here (the plot is drawn at one {dim}), got {value!r}")
+        return arr[0]
+    return value
+
+
+def _slice(g: store.Group, var: store.Variable, keep, opts: dict, defaults: dict | None = None):
+    """``var`` with every dimension outside ``keep`` fixed at one node; returns (array over keep, chosen).
+
+    A fixed dimension takes the node nearest ``opts[dim]``, else ``defaults[dim]`` (an index), else the
+    dimension's default (:func:`_default_index`).  Component dimensions (control, slow, fast) take
+    ``opts['component']``.  ``chosen`` maps each fixed dimension to (value, size).
+    """
+    idx, chosen = [], {}
+    for ax, dim in enumerate(var.dims):
+        if dim in keep:
+            idx.append(slice(None))
+            continue
+        size = var.data.shape[ax]
+        vals = _coord(g, dim, size)
+        if dim in _COMPONENT_DIMS:
+            i = int(opts.get("component", 0) or 0)
+            if not 0 <= i < size:
+                raise PlotError(f"option component={i} is out of range: {dim} has {size} components")
+        elif dim in opts and opts[dim] is not None:
+            i = _nearest(vals, _scalar_option(dim, opts[dim]))
+        elif defaults and dim in defaults:
+            i = int(defaults[dim])
+        else:
+            i = _default_index(dim, vals)
+        idx.append(i)
+        chosen[dim] = (vals[i], size)
+    arr = np.asarray(var.data[tuple(idx)], float)
+    rest = [d for d in var.dims if d in keep]
+    missing = [d for d in keep if d not in rest]
+    if missing:
+        raise PlotError(f"variable has no dimension {missing[0]!r} (dims {var.dims})")
+    return np.transpose(arr, [rest.index(d) for d in keep]), chosen
+
+
+def _where(chosen: dict, skip=()) -> str:
+    parts = []
+    for dim, (val, size) in chosen.items():
+        if dim in skip:
+            continue
+        if dim in _COMPONENT_DIMS:
+            if size > 1:
+                parts.append(f"{dim} component {int(val)}")
+        elif size > 1 or dim == "t":
+            parts.append(f"{dim} = {_fmt(val)}")
+    return ", ".join(parts)
+
+
+def _curve_indices(vals: np.ndarray, opt, count: int, frac=(0.0, 1.0)) -> list[int]:
+    """Nodes of the curves: nearest to the values in ``opt``, else ``count`` evenly spaced in ``frac``."""
+    if opt is not None:
+        out = []
+        for t in np.atleast_1d(np.asarray(opt, dtype=object)).ravel():
+            i = _nearest(vals, t)
+            if i not in out:
+                out.append(i)
+        return out
+    n = len(vals)
+    lo, hi = frac[0] * (n - 1), frac[1] * (n - 1)
+    return [int(i) for i in np.unique(np.round(np.linspace(lo, hi, max(1, min(count, n)))).astype(int))]
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=float)
+    a[~np.isfinite(a)] = np.nan
+    return a
+
+
+def _title(ax, opts, text: str) -> None:
+    ax.set_title(opts.get("title") or text)
+
+
+def _case_name(f: _File) -> str:
+    return str(f.attrs.get("case_name") or f.attrs.get("study_name") or os.path.basename(f.path))
+
+
+def _heatmap(fig, ax, xs, ys, z, label: str, cmap=None, symmetric=False):
+    """pcolormesh of z[ix, iy] over nodes (xs, ys) with a colour bar labelled ``label``."""
+    z = np.ma.masked_invalid(np.asarray(z, float).T)
+    kw = {}
+    if symmetric and z.count():
+        lim = float(np.max(np.abs(z))) or 1.0
+        kw = {"vmin": -lim, "vmax": lim}
+    mesh = ax.pcolormesh(xs, ys, z, shading="nearest", cmap=cmap, **kw)
+    cb = fig.colorbar(mesh, ax=ax)
+    cb.set_label(label)
+    ax.grid(False)
+    return mesh
+
+
+def _contour(fig, ax, xs, ys, z, label: str):
+    z = np.ma.masked_invalid(np.asarray(z, float).T)
+    if z.count() < 4 or not np.ptp(z.compressed()):
+        return _heatmap(fig, ax, xs, ys, z.T, label)
+    cs = ax.contourf(xs, ys, z, levels=14)
+    cb = fig.colorbar(cs, ax=ax)
+    cb.set_label(label)
+    ax.grid(False)
+    return cs
+
+
+def _legend(ax, **kw):
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# cell files
+
+
+def _entropy_free_drift(f: _File) -> bool:
+    """True when abar (the drift at the reference control) is Chaudhari's -grad f_gamma."""
+    if f.attrs.get("family") != "entropy_sgd":
+        return False
+    text = f.attrs.get("case_text") or ""
+    try:
+        raw = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, TypeError):
+        return False
+    model = dict(raw.get("model") or {})
+    for line in text.splitlines():        # command-line overrides are recorded as comments
+        line = line.strip()
+        if line.startswith("# --set model.") and "=" in line:
+            key, val = line[len("# --set model."):].split("=", 1)
+            try:
+                model[key.strip()] = tomllib.loads(f"v = {val.strip()}")["v"]
+            except tomllib.TOMLDecodeError:
+                model[key.strip()] = val.strip()
+    control = model.get("control", "none")
+    u_ref = model.get("u_ref")
+    if control == "none":
+        return True
+    try:
+        ref = None if u_ref is None else np.asarray(u_ref, float)
+    except (TypeError, ValueError):
+        return False
+    if control == "steering":
+        return ref is None or bool(np.all(ref == 0))
+    if control == "learning_rate":
+        return ref is None or bool(np.all(ref == 1))
+    return False
+
+
+def _plot_hbar(f, fig, opts):
+    if _is_periodic(f):
+        return _plot_hbar_periodic(f, fig, opts)
+    g, v = f.root, f.var("hbar")
+    xd, pd = _dims_with(v.dims, "x")[0], _dims_with(v.dims, "p")[0]
+    xs, ps = _coord(g, xd, v.data.shape[v.dims.index(xd)]), _coord(g, pd, v.data.shape[v.dims.index(pd)])
+    ax = fig.add_subplot()
+    chosen = {}
+    for i in _curve_indices(xs, opts.get(xd), opts["n_curves"]):
+        h, chosen = _slice(g, v, [pd], {**opts, xd: xs[i]})
+        ax.plot(ps, _finite(h), label=f"{xd} = {_fmt(xs[i])}")
+    ax.set_xlabel(f"{pd} = D_x V  (costate)")
+    ax.set_ylabel(HAM_LABEL)
+    where = _where(chosen, skip=(xd,))
+    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _legend(ax, title="slow state")
+
+
+def _plot_hbar_map(f, fig, opts):
+    g, v = f.root, f.var("hbar")
+    xd, pd = _dims_with(v.dims, "x"), _dims_with(v.dims, "p")
+    ax = fig.add_subplot()
+    if len(xd) == 1:
+        z, chosen = _slice(g, v, [pd[0], xd[0]], opts)
+        xs = _coord(g, pd[0], z.shape[0])
+        ys = _coord(g, xd[0], z.shape[1])
+        _heatmap(fig, ax, xs, ys, z, HAM_LABEL)
+        ax.set_xlabel(f"{pd[0]} = D_x V  (costate)")
+        ax.set_ylabel(f"{xd[0]}  (slow state)")
+    else:
+        z, chosen = _slice(g, v, pd, opts)
+        xs, ys = _coord(g, pd[0], z.shape[0]), _coord(g, pd[1], z.shape[1])
+        _heatmap(fig, ax, xs, ys, z, "Hbar(x, p1, p2)  [sup convention]")
+        ax.set_xlabel(f"{pd[0]}  (costate, D_x1 V)")
+        ax.set_ylabel(f"{pd[1]}  (costate, D_x2 V)")
+    where = _where(chosen)
+    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""))
+
+
+def _plot_mu(f, fig, opts):
+    g, v = f.root, f.var("mu")
+    xd, yd = _dims_with(v.dims, "x"), _dims_with(v.dims, "y")
+    widths = []
+    for d in yd:
+        c = _coord(g, d, v.data.shape[v.dims.index(d)])
+        widths.append(float(c[1] - c[0]) if c.size > 1 else 1.0)
+    vol = float(np.prod(widths))
+    ax = fig.add_subplot()
+    if len(yd) == 1:
+        xs = _coord(g, xd[0], v.data.shape[v.dims.index(xd[0])])
+        ys = _coord(g, yd[0], v.data.shape[v.dims.index(yd[0])])
+        chosen = {}
+        for i in _curve_indices(xs, opts.get(xd[0]), opts["n_curves"]):
+            d, chosen = _slice(g, v, yd, {**opts, xd[0]: xs[i]})
+            ax.plot(ys, d / vol, label=f"{xd[0]} = {_fmt(xs[i])}")
+        ax.set_xlabel(f"{yd[0]}  (fast state)")
+        ax.set_ylabel(f"density mu_x({yd[0]})  [mu / h_y]")
+        _legend(ax, title="slow state")
+        where = _where(chosen, skip=(xd[0],))
+    else:
+        d, chosen = _slice(g, v, yd, opts)
+        ys0 = _coord(g, yd[0], d.shape[0])
+        ys1 = _coord(g, yd[1], d.shape[1])
+        _contour(fig, ax, ys0, ys1, d / vol, "density mu_x(y)  [mu / (h_y1 h_y2)]")
+        ax.set_xlabel(f"{yd[0]}  (fast state)")
+        ax.set_ylabel(f"{yd[1]}  (fast state)")
+        where = _where(chosen)
+    _title(ax, opts, f"Invariant law of the fast process, {_case_name(f)}" + (f"\n{where}" if where else ""))
+
+
+def _plot_drift(f, fig, opts):
+    g, a = f.root, f.var("abar")
+    yb = f.var("ybar")
+    xd = _dims_with(a.dims, "x")
+    free = _entropy_free_drift(f)
+    alabel = "abar(x) = -grad f_gamma(x)" if free else "abar(x)  (reference control)"
+    if len(xd) == 1:
+        ax = fig.add_subplot()
+        xs = _coord(g, xd[0], a.data.shape[a.dims.index(xd[0])])
+        ncomp = a.data.shape[a.dims.index("slow")] if "slow" in a.dims else 1
+        for k in range(ncomp):
+            z, _ = _slice(g, a, xd, {**opts, "component": k})
+            ax.plot(xs, z, label=alabel if ncomp == 1 else f"{alabel}, component {k}")
+        if yb is not None and "fast" in yb.dims and yb.data.shape[yb.dims.index("fast")] == 1:
+            z, _ = _slice(g, yb, xd, {**opts, "component": 0})
+            ax.plot(xs, z - xs, "--", label="<y>_x - x  (replica mean minus x)")
+        ax.set_xlabel(f"{xd[0]}  (slow state)")
+        ax.set_ylabel("averaged slow drift")
+        _legend(ax)
+        _title(ax, opts, f"Averaged dynamics, {_case_name(f)}")
+        return
+    x0 = _coord(g, xd[0], a.data.shape[a.dims.index(xd[0])])
+    x1 = _coord(g, xd[1], a.data.shape[a.dims.index(xd[1])])
+    fields = [("abar", a, "abar(x) = -grad f_gamma(x)" if free else "abar(x)", False)]
+    if yb is not None and "fast" in yb.dims and yb.data.shape[yb.dims.index("fast")] == 2:
+        fields.append(("ybar", yb, "<y>_x - x", True))
+    X0, X1 = np.meshgrid(x0, x1, indexing="ij")
+    s0, s1 = max(1, len(x0) // 20), max(1, len(x1) // 20)
+    axes = fig.subplots(1, len(fields), squeeze=False)[0]
+    for ax, (_, var, label, minus_x) in zip(axes, fields):
+        u, _ = _slice(g, var, xd, {**opts, "component": 0})
+        w, _ = _slice(g, var, xd, {**opts, "component": 1})
+        if minus_x:
+            u, w = u - X0, w - X1
+        speed = np.hypot(u, w)
+        top = float(np.nanmax(speed)) if np.isfinite(speed).any() else 0.0
+        spacing = min(abs(x0[s0] - x0[0]) if len(x0) > s0 else 1.0, abs(x1[s1] - x1[0]) if len(x1) > s1 else 1.0)
+        scale = top / (0.9 * spacing) if top > 0 and spacing > 0 else None     # longest arrow ~ one spacing
+        q = ax.quiver(X0[::s0, ::s1], X1[::s0, ::s1], u[::s0, ::s1], w[::s0, ::s1], speed[::s0, ::s1],
+                      angles="xy", scale_units="xy", scale=scale, width=0.006)
+        fig.colorbar(q, ax=ax, orientation="horizontal").set_label(f"|{label}|")
+        ax.set_xlabel(f"{xd[0]}  (slow state)")
+        ax.set_ylabel(f"{xd[1]}  (slow state)")
+    if opts.get("title"):
+        fig.suptitle(opts["title"])
+    else:
+        fig.suptitle(f"Averaged dynamics, {_case_name(f)}")
+
+
+def _plot_lbar(f, fig, opts):
+    g, v = f.root, f.var("lbar")
+    xd, qd = _dims_with(v.dims, "x"), _dims_with(v.dims, "q")
+    ax = fig.add_subplot()
+    label = "Lbar(x, q) = sup_p {-q.p - Hbar(x, p)}"
+    if len(xd) == 1:
+        xs = _coord(g, xd[0], v.data.shape[v.dims.index(xd[0])])
+        qs = _coord(g, qd[0], v.data.shape[v.dims.index(qd[0])])
+        chosen = {}
+        for i in _curve_indices(xs, opts.get(xd[0]), opts["n_curves"]):
+            z, chosen = _slice(g, v, qd, {**opts, xd[0]: xs[i]})
+            ax.plot(qs, _finite(z), label=f"{xd[0]} = {_fmt(xs[i])}")
+        ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
+        ax.set_ylabel(label)
+        _legend(ax, title="slow state")
+        where = _where(chosen, skip=(xd[0],))
+    else:
+        z, chosen = _slice(g, v, qd, opts)
+        _heatmap(fig, ax, _coord(g, qd[0], z.shape[0]), _coord(g, qd[1], z.shape[1]), _finite(z), label)
+        ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
+        ax.set_ylabel(f"{qd[1]}  (averaged velocity)")
+        where = _where(chosen)
+    _title(ax, opts, f"Effective Lagrangian, {_case_name(f)}" + (f"\n{where}" if where else ""))
+
+
+def _plot_feedback(f, fig, opts):
+    g, v = f.root, f.var("feedback")
+    yd, pd = _dims_with(v.dims, "y"), _dims_with(v.dims, "p")
+    ax = fig.add_subplot()
+    if len(yd) == 1:
+        keep = [yd[0], pd[0]]
+        defaults = None
+    else:
+        keep = yd
+        defaults = {}
+        for d in pd:       # at p = 0 the maximiser is often trivial: default to p near p_max / 2
+            ps = _coord(g, d, v.data.shape[v.dims.index(d)])
+            defaults[d] = _nearest(ps, 0.5 * np.nanmax(ps))
+    z, chosen = _slice(g, v, keep, opts, defaults)
+    xs, ys = _coord(g, keep[0], z.shape[0]), _coord(g, keep[1], z.shape[1])
+    _heatmap(fig, ax, xs, ys, z, "u*(x, p; y)  (maximiser of the sup, extended control)")
+    ax.set_xlabel(f"{keep[0]}  (fast state)")
+    ax.set_ylabel(f"{keep[1]} = D_x V  (costate)" if keep[1] in pd else f"{keep[1]}  (fast state)")
+    where = _where(chosen)
+    _title(ax, opts, f"Extended feedback, {_case_name(f)}" + (f"\n{where}" if where else ""))
+
+
+# --------------------------------------------------------------------------------------------------
+# periodic (ergodic) cell problems
+
+
+def _plot_hbar_periodic(f, fig, opts):
+    g, v = f.root, f.var("hbar")
+    ex = f.var("hbar_exact")
+    ax = fig.add_subplot()
+    label = "Hbar(P)  [-nu Lap chi + G(y, P + D chi) = Hbar]"
+    if len(v.dims) == 1:
+        Ps = _coord(g, v.dims[0], v.data.shape[0])
+        ax.plot(Ps, _finite(v.data), "o-", ms=3.5, label="computed")
+        if ex is not None and ex.data.shape == v.data.shape:
+            ax.plot(Ps, _finite(ex.data), "k--", label="exact")
+        ax.set_xlabel(f"{v.dims[0]}  (cell-problem slope)")
+        ax.set_ylabel(label)
+        _legend(ax)
+    else:
+        P0, P1 = (_coord(g, d, n) for d, n in zip(v.dims, v.data.shape))
+        _heatmap(fig, ax, P0, P1, v.data, label)
+        if ex is not None and ex.data.shape == v.data.shape and np.ptp(np.nan_to_num(ex.data)) > 0:
+            ax.contour(P0, P1, np.asarray(ex.data, float).T, levels=8, colors="k", linestyles="--",
+                       linewidths=0.9)
+        ax.set_xlabel(f"{v.dims[0]}")
+        ax.set_ylabel(f"{v.dims[1]}")
+    _title(ax, opts, f"Effective Hamiltonian of the periodic cell problem, {_case_name(f)}"
+           + ("\n(exact: dashed)" if ex is not None and len(v.dims) == 2 else ""))
+
+
+def _plot_chi(f, fig, opts):
+    g, v = f.root, f.var("chi")
+    Pd, yd = _dims_with(v.dims, "P"), _dims_with(v.dims, "y")
+    ax = fig.add_subplot()
+    label = "chi(y)  [corrector, chi(y_0) = 0]"
+    if len(yd) == 1:
+        ys = _coord(g, yd[0], v.data.shape[v.dims.index(yd[0])])
+        chosen = {}
+        if Pd:
+            Ps = _coord(g, Pd[0], v.data.shape[v.dims.index(Pd[0])])
+            for i in _curve_indices(Ps, opts.get(Pd[0]), opts["n_curves"]):
+                z, chosen = _slice(g, v, yd, {**opts, Pd[0]: Ps[i]})
+                ax.plot(ys, _finite(z), label=f"{Pd[0]} = {_fmt(Ps[i])}")
+        else:
+            z, chosen = _slice(g, v, yd, opts)
+            ax.plot(ys, _finite(z), label="chi")
+        ax.set_xlabel(f"{yd[0]}  (fast state, period 1)")
+        ax.set_ylabel(label)
+        _legend(ax)
+        where = _where(chosen, skip=tuple(Pd[:1]))
+    else:
+        z, chosen = _slice(g, v, yd, opts)
+        _contour(fig, ax, _coord(g, yd[0], z.shape[0]), _coord(g, yd[1], z.shape[1]), z, label)
+        ax.set_xlabel(f"{yd[0]}  (fast state)")
+        ax.set_ylabel(f"{yd[1]}  (fast state)")
+        ax.set_aspect("equal", adjustable="box")
+        where = _where(chosen)
+    _title(ax, opts, f"Correctors of the periodic cell problem, {_case_name(f)}" + (f"\n{where}" if where else ""))
+
+
+# --------------------------------------------------------------------------------------------------
+# value groups
+
+
+def _eps_label(eps: float) -> str:
+    return "eps = 0 (effective)" if eps == 0 else f"eps = {eps:g}"
+
+
+def _pick_group(f: _File, opts, need=None):
+    """(eps, name, group) chosen by ``opts['eps']`` among value groups passing ``need``."""
+    groups = [e for e in f.values if need is None or need(e[2])]
+    if not groups:
+        raise PlotError(f"{f.path}: no value group has the data for this plot")
+    if opts.get("eps") is not None:
+        want = float(_scalar_option("eps", opts["eps"]))
+        for e in groups:
+            if math.isclose(e[0], want, rel_tol=1e-9, abs_tol=1e-300):
+                return e
+        have = ", ".join(f"{e[0]:g}" for e in groups)
+        raise PlotError(f"{f.path}: no value group with eps = {want:g} for this plot; eps available: {have}")
+    zero = [e for e in groups if e[0] == 0]
+    return zero[0] if zero else groups[-1]
+
+
+def _plot_value(f, fig, opts):
+    eps, _, g = _pick_group(f, opts)
+    v = g.variables["V"]
+    xd, yd = _dims_with(v.dims, "x"), _dims_with(v.dims, "y")
+    ax = fig.add_subplot()
+    name = "V^eps" if yd else "V"
+    if len(xd) == 1:
+        xs = _coord(g, xd[0], v.data.shape[v.dims.index(xd[0])])
+        chosen = {}
+        if yd:
+            ys = _coord(g, yd[0], v.data.shape[v.dims.index(yd[0])])
+            for i in _curve_indices(ys, opts.get(yd[0]), opts["n_curves"], frac=(0.2, 0.8)):
+                z, chosen = _slice(g, v, xd, {**opts, yd[0]: ys[i]})
+                ax.plot(xs, _finite(z), label=f"{yd[0]} = {_fmt(ys[i])}")
+            ax.set_ylabel(f"V^eps(T, x, y)  {VALUE_LABEL}")
+            where = _where(chosen, skip=(yd[0],))
+            legend_title = "fast state"
+        else:
+            ts = _coord(g, "t", v.data.shape[0])
+            for i in _curve_indices(ts, opts.get("t"), len(ts)):
+                z, chosen = _slice(g, v, xd, {**opts, "t": ts[i]})
+                ax.plot(xs, _finite(z), label=f"t = {_fmt(ts[i])}")
+            ax.set_ylabel(f"V(t, x)  {VALUE_LABEL}")
+            where = _where(chosen, skip=("t",))
+            legend_title = "time remaining"
+        ax.set_xlabel(f"{xd[0]}  (slow state)")
+        _legend(ax, title=legend_title)
+    else:
+        z, chosen = _slice(g, v, xd[:2], opts)
+        _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, xd[1], z.shape[1]), _finite(z),
+                 f"{name}  {VALUE_LABEL}")
+        ax.set_xlabel(f"{xd[0]}  (slow state)")
+        ax.set_ylabel(f"{xd[1]}  (slow state)")
+        where = _where(chosen)
+    _title(ax, opts, f"Value function, {_eps_label(eps)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
+
+
+def _final(g, v, opts):
+    """Index of the time used for 'final time' plots (option t=, default the last stored time)."""
+    ts = _coord(g, "t", v.data.shape[0])
+    i = _nearest(ts, _scalar_option("t", opts["t"])) if opts.get("t") is not None else len(ts) - 1
+    return i, ts[i]
+
+
+def _plot_value_eps(f, fig, opts):
+    withy = [e for e in f.values if e[0] > 0 and _has_y(e[2], e[2].variables["V"])]
+    zero = [e for e in f.values if e[0] == 0]
+    axes = fig.subplots(2 if zero else 1, 1, sharex=True, squeeze=False)[:, 0]
+    ax = axes[0]
+    xname, where, Ts = None, "", set()
+    ref = None
+    if zero:
+        g0 = zero[0][2]
+        v0 = g0.variables["V"]
+        xd0 = _dims_with(v0.dims, "x")
+        _, T = _final(g0, v0, opts)
+        z0, _ = _slice(g0, v0, xd0[:1], {**opts, "t": T})
+        x0 = _coord(g0, xd0[0], z0.shape[0])
+        ref = (x0, _finite(z0))
+        Ts.add(float(T))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, max(1, len(withy))))
+    for c, (eps, _, g) in zip(colors, withy):
+        v = g.variables["V"]
+        xd, yd = _dims_with(v.dims, "x"), _dims_with(v.dims, "y")
+        xname = xd[0]
+        _, T = _final(g, v, opts)
+        Ts.add(float(T))
+        z, chosen = _slice(g, v, xd[:1], {**opts, "t": T})
+        xs = _coord(g, xd[0], z.shape[0])
+        ax.plot(xs, _finite(z), color=c, label=_eps_label(eps))
+        where = _where(chosen, skip=("t",))
+        if ref is not None:
+            axes[1].plot(xs, _finite(z) - np.interp(xs, ref[0], ref[1], left=np.nan, right=np.nan),
+                         color=c, label=_eps_label(eps))
+    if ref is not None:
+        ax.plot(ref[0], ref[1], "k--", label=_eps_label(0.0))
+        axes[1].set_ylabel("V^eps - V")
+        axes[1].set_xlabel(f"{xname}  (slow state)")
+        _legend(axes[1], ncols=2)
+    else:
+        ax.set_xlabel(f"{xname}  (slow state)")
+    ax.set_ylabel(f"V^eps(T, x, y0)  {VALUE_LABEL}" if ref is None else "V^eps(T, x, y0)")
+    _legend(ax)
+    tt = ", ".join(_fmt(t) for t in sorted(Ts))
+    _title(ax, opts, f"Convergence eps -> 0 of the value, {_case_name(f)}\nT = {tt}"
+           + (f", {where}" if where else "") + ("  (no eps = 0 group)" if ref is None else f"  {VALUE_LABEL}"))
+
+
+def _plot_value_feedback(f, fig, opts):
+    eps, _, g = _pick_group(f, {**opts, "eps": opts.get("eps")},
+                            need=lambda g: "feedback" in g.variables and g.variables["feedback"].data.size > 0)
+    if opts.get("eps") is None:           # default: the smallest eps > 0 with a y-dependent feedback
+        pos = [e for e in f.values if e[0] > 0 and "feedback" in e[2].variables
+               and e[2].variables["feedback"].data.size > 0]
+        if pos:
+            eps, _, g = pos[-1]
+    v = g.variables["feedback"]
+    xd, yd = _dims_with(v.dims, "x"), _dims_with(v.dims, "y")
+    ax = fig.add_subplot()
+    label = "u*(x, y)  (optimal feedback at the final time)"
+    if yd:
+        z, chosen = _slice(g, v, [xd[0], yd[0]], opts)
+        _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, yd[0], z.shape[1]), z, label)
+        ax.set_ylabel(f"{yd[0]}  (fast state)")
+    elif len(xd) == 1:
+        z, chosen = _slice(g, v, xd, opts)
+        ax.plot(_coord(g, xd[0], z.shape[0]), z, label="u*(x)")
+        ax.set_ylabel("u*(x)  (optimal feedback at the final time)")
+        _legend(ax)
+    else:
+        z, chosen = _slice(g, v, xd[:2], opts)
+        _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, xd[1], z.shape[1]), z, "u*(x)")
+        ax.set_ylabel(f"{xd[1]}  (slow state)")
+    ax.set_xlabel(f"{xd[0]}  (slow state)")
+    where = _where(chosen)
+    _title(ax, opts, f"Optimal feedback, {_eps_label(eps)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
+
+
+def _plot_blind(f, fig, opts):
+    eps, _, g = _pick_group(f, opts, need=lambda g: "V_blind" in g.variables)
+    v, vb = g.variables["V"], g.variables["V_blind"]
+    xd = _dims_with(vb.dims, "x")
+    ts = _coord(g, "t", vb.data.shape[0])
+    ax, ax2 = fig.subplots(2, 1, sharex=True)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, len(ts)))
+    chosen = {}
+    for i, c in zip(_curve_indices(ts, opts.get("t"), len(ts)), colors):
+        o = {**opts, "t": ts[i]}
+        zb, chosen = _slice(g, vb, xd[:1], o)
+        z, _ = _slice(g, v, xd[:1], o)
+        xs = _coord(g, xd[0], z.shape[0])
+        ax.plot(xs, _finite(z), color=c, label=f"t = {_fmt(ts[i])}")
+        ax.plot(xs, _finite(zb), "--", color=c)
+        ax2.plot(xs, _finite(zb - z), color=c, label=f"t = {_fmt(ts[i])}")
+    ax.set_ylabel("V (solid), V_blind (dashed)")
+    ax2.set_ylabel("V_blind - V  (>= 0)")
+    ax2.set_xlabel(f"{xd[0]}  (slow state)")
+    _legend(ax, title="time remaining", ncols=2)
+    where = _where(chosen, skip=("t",))
+    _title(ax, opts, f"Extended vs y-blind controls, {_eps_label(eps)}, {_case_name(f)}\n"
+           + (f"{where}  " if where else "") + VALUE_LABEL)
+
+
+# --------------------------------------------------------------------------------------------------
+# studies
+
+
+def _study_columns(f: _File):
+    v = f.root.variables
+    param = np.asarray(v["param"].data, float).ravel()
+    cols = {}
+    for norm in ("max", "l2"):
+        e = v.get(f"err_{norm}")
+        if e is None:
+            continue
+        err = np.asarray(e.data, float).ravel()
+        o = v.get(f"order_{norm}")
+        if o is not None and np.asarray(o.data).size == err.size:
+            order = np.asarray(o.data, float).ravel()
+        else:
+            order = _pairwise_orders(param, err)
+        cols[norm] = (err, order)
+    return param, cols
+
+
+def _pairwise_orders(param, err) -> np.ndarray:
+    out = np.full(err.shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(1, err.size):
+            num = np.log(err[i] / err[i - 1])
+            den = np.log(param[i] / param[i - 1])
+            out[i] = num / den if den != 0 else np.nan
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _fit(param, err, stored_order, stored_spread):
+    """(slope, spread, intercept, mask): stored slope when finite, else least squares in log-log."""
+    ok = np.isfinite(param) & np.isfinite(err) & (param > 0) & (err > 0)
+    lh, le = np.log(param[ok]), np.log(err[ok])
+    slope, spread = stored_order, stored_spread
+    if slope is None or not np.isfinite(slope):
+        if ok.sum() < 2 or np.ptp(lh) == 0:
+            return None, None, None, ok
+        A = np.stack([lh, np.ones_like(lh)], 1)
+        coef, *_ = np.linalg.lstsq(A, le, rcond=None)
+        slope = float(coef[0])
+        if ok.sum() > 2:
+            res = le - A @ coef
+            s2 = float(res @ res) / (ok.sum() - 2)
+            spread = math.sqrt(s2 / float(np.sum((lh - lh.mean()) ** 2)))
+        else:
+            spread = None
+    if ok.sum() == 0:
+        return slope, spread, None, ok
+    intercept = float(np.mean(le - slope * lh))
+    return float(slope), spread, intercept, ok
+
+
+def _attr_float(attrs, key):
+    try:
+        v = attrs.get(key)
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _slope_text(slope, spread) -> str:
+    if slope is None:
+        return "no fit"
+    s = f"slope {slope:.2f}"
+    if spread is not None and np.isfinite(spread):
+        s += f" ± {spread:.2f}"
+    return s
+
+
+_NORM_NAMES = {"max": "max norm", "l2": "l2 norm"}
+
+
+def _param_name(f):
+    return str(f.attrs.get("parameter") or "param")
+
+
+def _plot_convergence(f, fig, opts):
+    param, cols = _study_columns(f)
+    ax = fig.add_subplot()
+    handles, labels = [], []
+    for (norm, (err, _)), marker, color in zip(cols.items(), ("o", "s"), ("C0", "C3")):
+        slope, spread, icpt, ok = _fit(param, err, _attr_float(f.attrs, f"fit_order_{norm}"),
+                                       _attr_float(f.attrs, f"fit_order_{norm}_spread"))
+        if not ok.any():
+            continue
+        (pts,) = ax.loglog(param[ok], err[ok], marker, color=color, ls="none", ms=6)
+        label = f"{_NORM_NAMES[norm]}, {_slope_text(slope, spread)}"
+        if slope is not None and icpt is not None:
+            h = np.geomspace(param[ok].min(), param[ok].max(), 50)
+            (line,) = ax.loglog(h, np.exp(icpt) * h ** slope, "--", color=color, lw=1.2)
+            handles.append((pts, line))
+        else:
+            handles.append(pts)
+        labels.append(label)
+    if handles:
+        ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=1)}, title="error (markers), fit (dashed)")
+    name = _param_name(f)
+    ax.set_xlabel(_PARAM_LABELS.get(name, name))
+    ref = str(f.attrs.get("reference") or "unknown")
+    ax.set_ylabel(f"error  [reference: {ref}]")
+    ax.grid(True, which="both", alpha=0.25)
+    _title(ax, opts, f"Convergence study {f.attrs.get('study_name', _case_name(f))}")
+
+
+def _cell(v, fmt):
+    return "–" if v is None or not np.isfinite(v) else format(v, fmt)
+
+
+def _plot_table(f, fig, opts):
+    param, cols = _study_columns(f)
+    name = _param_name(f)
+    header = [name]
+    for norm in ("max", "l2"):
+        if norm in cols:
+            header += [f"err_{norm}", "order"]
+    rows = []
+    for i in range(param.size):
+        row = [_cell(param[i], ".4g")]
+        for norm in ("max", "l2"):
+            if norm in cols:
+                err, order = cols[norm]
+                row += [_cell(err[i], ".3e"), _cell(order[i], ".2f")]
+        rows.append(row)
+    fitrow = ["fit"]
+    for norm in ("max", "l2"):
+        if norm in cols:
+            slope, spread, _, _ = _fit(param, cols[norm][0], _attr_float(f.attrs, f"fit_order_{norm}"),
+                                       _attr_float(f.attrs, f"fit_order_{norm}_spread"))
+            fitrow += ["", _slope_text(slope, spread).replace("slope ", "") if slope is not None else "–"]
+    rows.append(fitrow)
+    ax = fig.add_subplot()
+    ax.axis("off")
+    tab = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="center")
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(9)
+    tab.scale(1.0, 1.3)
+    for (r, _c), cell in tab.get_celld().items():
+        if r == 0:
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("#e6e6e6")
+    ref = str(f.attrs.get("reference") or "unknown")
+    _title(ax, opts, f"Convergence study {f.attrs.get('study_name', _case_name(f))}  (reference: {ref})")
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+
+
+_PLOTTERS = {
+    "hbar": _plot_hbar, "hbar_map": _plot_hbar_map, "mu": _plot_mu, "drift": _plot_drift, "lbar": _plot_lbar,
+    "feedback": _plot_feedback, "chi": _plot_chi, "value": _plot_value, "value_eps": _plot_value_eps,
+    "value_feedback": _plot_value_feedback, "blind": _plot_blind, "convergence": _plot_convergence,
+    "table": _plot_table,
+}
+
+
+def _check_options(f: _File, options: dict) -> dict:
+    dims = set()
+
+    def collect(g):
+        dims.update(g.coords)
+        for v in g.variables.values():
+            dims.update(v.dims)
+        for sub in g.groups.values():
+            collect(sub)
+
+    collect(f.root)
+    for key in options:
+        if key not in _OPTION_NAMES and key not in dims:
+            known = ", ".join(sorted(d for d in dims if d not in _COMPONENT_DIMS)) or "none"
+            raise PlotError(f"{f.path}: unknown plot option {key!r}; options: eps, component, n_curves, title, "
+                            f"or a coordinate name of this file ({known})")
+    out = dict(options)
+    try:
+        out["n_curves"] = int(options.get("n_curves", 5))
+    except (TypeError, ValueError):
+        raise PlotError(f"{f.path}: option n_curves must be an integer, got {options['n_curves']!r}") from None
+    if out["n_curves"] < 1:
+        raise PlotError(f"{f.path}: option n_curves must be >= 1")
+    return out
+
+
+def _save(fig: Figure, output) -> None:
+    text = os.fspath(output)
+    ext = os.path.splitext(text)[1].lower().lstrip(".")
+    if ext not in FORMATS:
+        raise PlotError(f"cannot write {text}: unsupported figure format {ext or '(none)'!r}; "
+                        f"use .png, .pdf or .svg")
+    with store.atomic_output(text) as tmp:
+        try:
+            fig.savefig(tmp, format=ext, dpi=PNG_DPI if ext == "png" else "figure")
+        except OSError as exc:
+            raise PlotError(f"cannot write {text}: {exc.strerror or exc}") from exc
+
+
+def plot_file(path, what: str | None = None, output=None, **options) -> Figure:
+    """Plot a stored hjbsolve file; return the :class:`~matplotlib.figure.Figure` (and save it to ``output``).
+
+    ``what`` is a key of :data:`KINDS` (see the module docstring for what each kind shows); None picks a
+    default for the file (convergence for a study, value when value groups are stored, else hbar,
+    hbar_map, mu, ...).  ``output`` ending in .png (200 dpi), .pdf or .svg saves the figure atomically.
+    ``options``: ``<dim>=value`` (fix a dimension or pick the curves), ``eps=``, ``component=``,
+    ``n_curves=``, ``title=``.
+
+    Raises :class:`~hjbsolve.errors.HJBError` (one line) for a missing/unreadable file, a kind the file
+    cannot support (the message lists the kinds it does support), a bad option or output name.
+    """
+    f = _load(path)
+    avail = _available(f)
+    listing = f"kinds available: {', '.join(avail) if avail else 'none'}"
+    if what is None:
+        what = next((k for k in DEFAULT_ORDER if k in avail), None)
+        if what is None:
+            raise PlotError(f"{f.path}: nothing to plot: not a cell, value, study or periodic cell-problem file")
+    if what not in KINDS:
+        raise PlotError(f"{f.path}: unknown plot kind {what!r}; {listing}")
+    reason = _CHECKS[what](f)
+    if reason is not None:
+        raise PlotError(f"{f.path}: cannot plot {what!r}: {reason}; {listing}")
+    opts = _check_options(f, options)
+    if output is not None:
+        ext = os.path.splitext(os.fspath(output))[1].lower().lstrip(".")
+        if ext not in FORMATS:       # fail before drawing
+            raise PlotError(f"cannot write {os.fspath(output)}: unsupported figure format {ext or '(none)'!r}; "
+                            "use .png, .pdf or .svg")
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=FIGSIZE_TWO if what in ("value_eps", "blind") and _two_panels(f, what) else FIGSIZE,
+                     layout="constrained")
+        FigureCanvasAgg(fig)
+        try:
+            _PLOTTERS[what](f, fig, opts)
+        except HJBError:
+            raise
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise PlotError(f"{f.path}: cannot plot {what!r}: unexpected data layout ({type(exc).__name__}: "
+                            f"{exc})") from exc
+        if output is not None:
+            _save(fig, output)
+    return fig
+
+
+def _two_panels(f: _File, what: str) -> bool:
+    if what == "blind":
+        return True
+    return any(e[0] == 0 for e in f.values)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from .errors import CaseError
 
 REQUIRED = object()
-FAMILIES = ("entropy_sgd", "lq", "expr")
+FAMILIES = ("entropy_sgd", "lq", "expr", "periodic")
 
 
 @dataclass
@@ -68,6 +68,21 @@ GRID = {
         "n": Spec("ints", 21, "control nodes per axis (>= 1)", ge=1),
         "exact": Spec("bool", True, "use the closed-form maximiser when the family has one"),
     }),
+}
+
+PERIODIC_GRID = {
+    "y": Spec("table", REQUIRED, "torus grid: N nodes per axis, h = 1/N, y_i = (offset + i) h", table={
+        "n": Spec("ints", REQUIRED, "nodes per axis (>= 4)", ge=4),
+        "offset": Spec("float", 0.0, "shift of the nodes in units of h (0.5: no node at y = 0)"),
+    }),
+    "P": Spec("table", REQUIRED, "P values: a tensor grid (box, n) or an explicit list (values)", table={
+        "box": Spec("box", None, "[lo, hi] or per-axis list"),
+        "n": Spec("ints", None, "values per axis (>= 1)", ge=1),
+        "values": Spec("any", None, "explicit P values: numbers (m = 1) or [P1, P2] pairs (m = 2)"),
+    }),
+    "q": Spec("table", None, "velocity grid for Lbar(q) = sup_P {-q.P - Hbar(P)} (default from the slopes)",
+              table={"box": Spec("box", REQUIRED, "[lo, hi] or per-axis list"),
+                     "n": Spec("ints", REQUIRED, "values per axis (>= 3)", ge=3)}),
 }
 
 TIME = {
@@ -129,6 +144,23 @@ MODEL = {
         "q": Spec("float", 1.0, "state cost on x", ge=0), "s": Spec("float", 0.0, "state cost on y", ge=0),
         "g0": Spec("float", 1.0, "terminal cost g0 x^2/2", ge=0),
         "u_box": Spec("box", [-10.0, 10.0], "control box [u_min, u_max]"),
+    },
+    "periodic": {
+        "m": Spec("int", 1, "dimension of the torus", choices=(1, 2)),
+        "nu": Spec("float", 0.0, "viscosity nu >= 0 in -nu Δchi + G(y, P + Dchi) = Hbar", ge=0),
+        "params": Spec("params", {}, "named constants usable in the formulas"),
+        "hamiltonian": Spec("str", "quadratic", "form of G",
+                            choices=("quadratic", "separable", "general", "control")),
+        "V": Spec("formula", None, "potential V(y) (quadratic, separable); must be 1-periodic"),
+        "K": Spec("formula", None, "separable: convex kinetic part K(s), G = sum_k K(q_k) + V(y)"),
+        "G": Spec("formula", None, "general: G(y, q), convex in q (q or q1, q2 for the components)"),
+        "f": Spec("formulas", None, "control: f(y, a), one formula per axis, G = max_a {-f.q - l}"),
+        "l": Spec("formula", None, "control: running cost l(y, a)"),
+        "a_box": Spec("box", None, "control: box of the control a"),
+        "a_n": Spec("ints", 41, "control: nodes per control axis", ge=2),
+        "q_box": Spec("float", 4.0, "half-width of the q box where convexity is checked", gt=0),
+        "tol": Spec("float", 1e-12, "residual tolerance of the Newton iteration", gt=0),
+        "maxiter": Spec("int", 100, "Newton iterations per stage", ge=1),
     },
     "expr": {
         "n": Spec("int", 1, "slow dimension", choices=(1, 2, 3)),
@@ -336,6 +368,18 @@ def _check_consistency(c: dict, src: str) -> None:
         n = m = d
     elif fam == "lq":
         n = m = 1
+    elif fam == "periodic":
+        n = m = mod["m"]
+        P = grid["P"]
+        if P["values"] is None and (P["box"] is None or P["n"] is None):
+            _fail(src, "grid.P", "give either values = [...] or box = [lo, hi] and n")
+        if isinstance(grid["y"]["n"], list) and len(grid["y"]["n"]) != 1:
+            _fail(src, "grid.y.n", "one size: the same N on every axis of the torus")
+        need = {"quadratic": ("V",), "separable": ("K", "V"), "general": ("G",), "control": ("f", "l", "a_box")}
+        for key in need[mod["hamiltonian"]]:
+            if mod[key] is None:
+                _fail(src, f"model.{key}", f"required for hamiltonian = {mod['hamiltonian']!r}")
+        return _check_name(c, src)
     else:
         n, m = mod["n"], mod["m"]
     for axis, dim in (("x", n), ("y", m), ("p", n), ("q", n)):
@@ -347,6 +391,10 @@ def _check_consistency(c: dict, src: str) -> None:
             _fail(src, f"grid.{axis}.n", f"expected one size or {dim} sizes, got {nn!r}")
         if box is not None and isinstance(box[0], list) and len(box) != dim:
             _fail(src, f"grid.{axis}.box", f"expected {dim} intervals for a {dim}-D variable, got {len(box)}")
+    _check_name(c, src)
+
+
+def _check_name(c: dict, src: str) -> None:
     if not c["name"].replace("_", "").replace("-", "").replace(".", "").isalnum():
         _fail(src, "name", f"{c['name']!r}: use letters, digits, '_', '-' and '.' only")
 
@@ -355,8 +403,11 @@ def validate(raw: dict, source: str = "<dict>") -> dict:
     """Validate a raw case dict; returns a new dict with every default filled in."""
     if not isinstance(raw, dict):
         _fail(source, "", "a case must be a table")
-    top = _validate_table({k: v for k, v in raw.items() if k != "model"}, {k: s for k, s in TOP.items()
-                                                                         if k != "model"}, source, "")
+    fam = raw.get("family")
+    schema = {k: s for k, s in TOP.items() if k != "model"}
+    if fam == "periodic":
+        schema["grid"] = Spec("table", REQUIRED, "torus grid and P values", table=PERIODIC_GRID)
+    top = _validate_table({k: v for k, v in raw.items() if k != "model"}, schema, source, "")
     if "model" not in raw:
         _fail(source, "model", "missing required table [model]")
     top["model"] = _validate_value(raw["model"], Spec("table", table=MODEL[top["family"]]), source, "model")
@@ -475,4 +526,6 @@ def schema_text() -> str:
     for fam, sch in MODEL.items():
         out.append(f"model (family = {fam!r}):")
         emit(sch, 1)
+    out.append("grid (family = 'periodic'):")
+    emit(PERIODIC_GRID, 1)
     return "\n".join(out)

@@ -45,6 +45,7 @@ class Result:
     case_text: str
     family: str
     cell: CellResult | None = None
+    ergodic: object | None = None     # homogenization.ErgodicTable for periodic cases
     attrs: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     extra_groups: dict = field(default_factory=dict)   # name -> store.Group (value stage, studies, ...)
@@ -94,8 +95,38 @@ class Result:
                                "y_box": np.array([c.ygrid.lo, c.ygrid.hi]).T.ravel()})
             for side, mass in c.boundary_mass.items():
                 root.attrs[f"boundary_mass_{side.replace(' ', '_')}"] = float(mass)
+        if self.ergodic is not None:
+            self._ergodic_to(root)
         root.groups.update(self.extra_groups)
         return root
+
+    def _ergodic_to(self, root: store.Group) -> None:
+        e = self.ergodic
+        V = store.Variable
+        yd = axis_names("y", e.m)
+        Pd = axis_names("P", e.m) if e.tensor else ["P"]
+        for nm in yd:
+            root.coords[nm] = V(e.y, (nm,), {"long_name": f"torus coordinate {nm}", "units": "period = 1"})
+        if e.tensor:
+            for nm, ax in zip(Pd, e.P_axes):
+                root.coords[nm] = V(np.asarray(ax), (nm,), {"long_name": f"slow gradient {nm}"})
+        else:
+            root.coords["P"] = V(np.arange(len(e.P)), ("P",), {"long_name": "index of the P value"})
+            root.variables["P_values"] = V(e.P, ("P", "axis"), {"long_name": "P values"})
+        shape = [len(a) for a in e.P_axes] if e.tensor else [len(e.P)]
+        conv = "-nu Lap chi + G(y, P + D chi) = Hbar(P) on the unit torus; chi(node 0) = 0"
+        root.variables["hbar"] = V(e.hbar.reshape(shape), tuple(Pd), {"long_name": "effective Hamiltonian Hbar(P)",
+                                                                     "convention": conv})
+        root.variables["chi"] = V(e.chi.reshape(shape + list(e.chi.shape[1:])), (*Pd, *yd),
+                                  {"long_name": "corrector chi(P; y)"})
+        root.variables["residual"] = V(e.residual.reshape(shape), tuple(Pd), {"long_name": "final max residual"})
+        root.variables["iterations"] = V(e.iterations.reshape(shape), tuple(Pd), {"long_name": "Newton iterations"})
+        if e.lbar is not None:
+            qd = axis_names("q", e.m)
+            for nm, ax in zip(qd, e.q_axes):
+                root.coords[nm] = V(np.asarray(ax), (nm,), {"long_name": f"velocity {nm}"})
+            root.variables["lbar"] = V(e.lbar, tuple(qd), {"long_name": "Lbar(q) = sup_P {-q.P - Hbar(P)}"})
+        root.attrs.update({"nu": e.nu, "N": e.N, "offset_in_h": e.offset, "m": e.m})
 
     def save(self, path) -> None:
         """Write atomically to ``path`` (temporary file in the same folder, renamed when complete)."""

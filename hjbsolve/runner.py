@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from .case import Case
+from .errors import HJBError
 from .effective import cell_stage
 from .grid import Grid
 from .legendre import default_q_axes, effective_lagrangian
@@ -64,7 +65,10 @@ def add_effective_lagrangian(case: Case, cell) -> None:
 
 
 def run_cell(case: Case, model: Model | None = None) -> Result:
-    """The cell stage of ``case``: invariant laws, ybar, abar, gbar and Hbar tables."""
+    """The cell stage of ``case``: invariant laws, ybar, abar, gbar and Hbar tables (periodic cases:
+    the nonlinear cell problems)."""
+    if case.family == "periodic":
+        return run_periodic(case)
     t0 = time.perf_counter()
     model = model or build_model(case)
     xg = slow_grid(case, model)
@@ -109,9 +113,35 @@ def run_values(case: Case, model: Model, cell, on_result: Callable | None = None
     return groups
 
 
+def run_periodic(case: Case) -> Result:
+    """The periodic cell problems of a ``periodic`` case: Hbar(P), correctors chi, Lbar."""
+    from .homogenization import ergodic_stage
+    from .models.periodic import P_values
+    from .models.periodic import build as build_periodic
+    t0 = time.perf_counter()
+    mod, grid = case.model, case.grid
+    ham = build_periodic(mod, where=case.source)
+    P, axes = P_values(grid, mod["m"])
+    q_axes = None
+    if grid.get("q"):
+        box = grid["q"]["box"]
+        q_axes = Grid.from_box(box if isinstance(box[0], list) else [box] * mod["m"], grid["q"]["n"]).axes
+    N = grid["y"]["n"] if not isinstance(grid["y"]["n"], list) else grid["y"]["n"][0]
+    try:
+        table = ergodic_stage(ham, P, axes, grid["P"]["values"] is None, mod["m"], N, mod["nu"],
+                              offset=grid["y"]["offset"], tol=mod["tol"], maxiter=mod["maxiter"], q_axes=q_axes)
+    except HJBError as e:          # name the case: the solver's messages name the point, not the file
+        raise type(e)(f"{case.source}: model: {e}") from None
+    timings = dict(table.timings, total=time.perf_counter() - t0)
+    return Result(case_name=case.name, case_text=case.text, family=case.family, ergodic=table, timings=timings)
+
+
 def run(case: Case, on_cell: Callable | None = None, on_result: Callable | None = None) -> Result:
     """Run every stage that the case asks for: cell, then (``run.values``) the value function for each
-    eps. Callbacks ``on_cell(result)`` and ``on_result(name, group)`` see each stage as it finishes."""
+    eps. Callbacks ``on_cell(result)`` and ``on_result(name, group)`` see each stage as it finishes.
+    A ``periodic`` case has one stage: its cell problems (Hbar(P), chi, Lbar)."""
+    if case.family == "periodic":
+        return run_periodic(case)
     model = build_model(case)
     result = run_cell(case, model)
     if on_cell is not None:

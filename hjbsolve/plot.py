@@ -41,6 +41,10 @@ Ergodic files (root attribute ``family = "periodic"``: ``hbar(P..)``, ``chi(P..,
     ``hbar``  Hbar(P) (markers and line), the exact Hbar dashed when stored (a map over (P1, P2) for
               two-dimensional P, exact values as dashed contours).
     ``chi``   correctors chi(y) for a few P (m = 1); filled contours over (y1, y2) at one P (m = 2).
+    ``lbar``  Lbar(q) = sup_P {-q.P - Hbar(P)} when stored (a map for two-dimensional q).
+    An explicit (non-tensor) list of P stored as an index coordinate ``P`` with ``P_values(P, axis)`` is
+    plotted against its values (m = 1) or as a scatter in the (P_1, P_2) plane (m = 2; option ``P=`` is then
+    the index).
 
 A file holding a cell root and value groups supports the kinds of both.  ``what=None`` picks the first
 available of convergence, value, hbar, hbar_map, mu, chi, ... .
@@ -91,7 +95,7 @@ KINDS: dict[str, str] = {
     "hbar_map": "heat map of Hbar(x, p) over (p, x) (n = 1) or over (p1, p2) at one x (n = 2)",
     "mu": "invariant densities mu_x(y)/h_y of the fast process for a few x (m = 1), contours at one x (m = 2)",
     "drift": "averaged slow drift abar(x) (-grad f_gamma for Entropy-SGD) and <y>_x - x",
-    "lbar": "effective Lagrangian Lbar(x, q) vs q for a few x",
+    "lbar": "effective Lagrangian Lbar(x, q) vs q for a few x (Lbar(q) for a periodic cell problem)",
     "feedback": "extended control u*(x, p; y): heat map over (y, p) at one x",
     "chi": "correctors chi(y) of the periodic cell problem for a few P (m = 1), contours at one P (m = 2)",
     "value": "value function V(t, x) at the stored times (eps = 0) or V^eps(T, x, y) at a few y",
@@ -241,7 +245,10 @@ def _check_lbar(f):
     if v is None:
         return "this file has no effective Lagrangian (lbar)"
     n = len(_dims_with(v.dims, "x"))
-    if n not in (1, 2) or len(_dims_with(v.dims, "q")) != n:
+    nq = len(_dims_with(v.dims, "q"))
+    if n == 0 and nq in (1, 2) and nq == v.data.ndim:          # Lbar(q) of a periodic cell problem
+        return None
+    if n not in (1, 2) or nq != n:
         return f"Lbar plots need n = 1 or 2 with one q per slow axis (dims {v.dims})"
     return None
 
@@ -332,6 +339,11 @@ def _fmt(v) -> str:
 
 
 def _coord(g: store.Group, dim: str, size: int) -> np.ndarray:
+    """Node values of ``dim``: its coordinate, or ``<dim>_values(dim, axis)`` when that holds the values of an
+    index coordinate along one axis (explicit P lists of periodic cell problems), else 0..size-1."""
+    pv = g.variables.get(f"{dim}_values")
+    if pv is not None and pv.dims[:1] == (dim,) and pv.data.shape == (size, 1) and pv.data.dtype.kind in "iuf":
+        return np.asarray(pv.data[:, 0], float)
     c = g.coords.get(dim)
     if c is not None and c.data.shape == (size,) and c.data.dtype.kind in "iuf":
         vals = np.array(c.data, float)
@@ -634,6 +646,18 @@ def _plot_lbar(f, fig, opts):
     xd, qd = _dims_with(v.dims, "x"), _dims_with(v.dims, "q")
     ax = fig.add_subplot()
     label = "Lbar(x, q) = sup_p {-q.p - Hbar(x, p)}"
+    if not xd:                                    # periodic: Lbar(q) = sup_P {-q.P - Hbar(P)}
+        label = "Lbar(q) = sup_P {-q.P - Hbar(P)}"
+        if len(qd) == 1:
+            ax.plot(_coord(g, qd[0], v.data.shape[0]), _finite(v.data), label="Lbar(q)")
+            ax.set_ylabel(label)
+        else:
+            _heatmap(fig, ax, _coord(g, qd[0], v.data.shape[0]), _coord(g, qd[1], v.data.shape[1]),
+                     _finite(v.data), label)
+            ax.set_ylabel(f"{qd[1]}  (averaged velocity)")
+        ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
+        _title(ax, opts, f"Effective Lagrangian of the periodic cell problem, {_case_name(f)}")
+        return
     if len(xd) == 1:
         xs = _coord(g, xd[0], v.data.shape[v.dims.index(xd[0])])
         qs = _coord(g, qd[0], v.data.shape[v.dims.index(qd[0])])
@@ -685,7 +709,14 @@ def _plot_hbar_periodic(f, fig, opts):
     ex = f.var("hbar_exact")
     ax = fig.add_subplot()
     label = "Hbar(P)  [-nu Lap chi + G(y, P + D chi) = Hbar]"
-    if len(v.dims) == 1:
+    pv = g.variables.get(f"{v.dims[0]}_values")
+    if len(v.dims) == 1 and pv is not None and pv.data.ndim == 2 and pv.data.shape[1] == 2:
+        P = np.asarray(pv.data, float)            # explicit list of P vectors in 2-D: scatter coloured by Hbar
+        sc = ax.scatter(P[:, 0], P[:, 1], c=_finite(v.data), s=40)
+        fig.colorbar(sc, ax=ax).set_label(label)
+        ax.set_xlabel("P_1")
+        ax.set_ylabel("P_2")
+    elif len(v.dims) == 1:
         Ps = _coord(g, v.dims[0], v.data.shape[0])
         ax.plot(Ps, _finite(v.data), "o-", ms=3.5, label="computed")
         if ex is not None and ex.data.shape == v.data.shape:

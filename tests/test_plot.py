@@ -516,6 +516,38 @@ def test_periodic_hbar_and_chi(tmp_path):
     assert "y1" in ax.get_xlabel() and "P1 = 1" in ax.get_title()
 
 
+def test_periodic_lagrangian_and_explicit_P_lists(tmp_path):
+    g = periodic_group()
+    q = np.linspace(-2, 2, 9)
+    g.coords["q"] = V(q, ("q",))
+    g.variables["lbar"] = V(0.5 * q ** 2 - 0.3, ("q",))
+    path = tmp_path / "perq.h5"
+    store.write(path, g)
+    assert plot.available_kinds(path) == ["hbar", "lbar", "chi"]
+    ax = plot.plot_file(path, "lbar").axes[0]
+    assert len(ax.get_lines()) == 1 and "Lbar(q)" in ax.get_ylabel()
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), 0.5 * q ** 2 - 0.3)
+    # an explicit list of P values: index coordinate P plus P_values(P, axis)
+    Pv = np.array([-1.0, 0.25, 2.0])
+    y = np.linspace(0, 1, 10, endpoint=False)
+    g = Group(coords={"P": V(np.arange(3), ("P",)), "y": V(y, ("y",))},
+              variables={"P_values": V(Pv[:, None], ("P", "axis")), "hbar": V(Pv ** 2, ("P",)),
+                         "chi": V(np.outer(Pv, np.sin(2 * np.pi * y)), ("P", "y"))},
+              attrs={"family": "periodic", "case_name": "list"})
+    path = tmp_path / "list.h5"
+    store.write(path, g)
+    ax = plot.plot_file(path, "hbar").axes[0]
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), Pv)
+    ax = plot.plot_file(path, "chi", P=0.3).axes[0]
+    assert labels(ax) == ["P = 0.25"]
+    P2 = np.array([[0.0, 0.0], [1.0, 0.5], [-1.0, 2.0]])
+    g.variables["P_values"] = V(P2, ("P", "axis"))
+    path = tmp_path / "list2.h5"
+    store.write(path, g)
+    ax = main_axes(plot.plot_file(path, "hbar"))[0]
+    assert ax.get_xlabel() == "P_1" and len(ax.collections) == 1       # scatter coloured by Hbar
+
+
 # ------------------------------------------------------------------------------------------ output, errors
 
 

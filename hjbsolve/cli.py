@@ -58,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip runs whose file is already complete")
     p.add_argument("--reference", choices=("auto", "exact", "limit", "finest"), default=None,
                    help="what errors are measured against (default: [study] reference, else auto)")
+    p = sub.add_parser("plot", help="plot a stored result, study or cell-problem file")
+    p.add_argument("file")
+    p.add_argument("--what", metavar="KIND", help="what to plot (default: the file's main quantity); --list shows the kinds")
+    p.add_argument("--list", action="store_true", help="list the kinds this file supports and exit")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="plot option, e.g. --opt eps=0.01 --opt x=0.5 --opt n_curves=3; repeatable")
+    p.add_argument("-o", "--output", help="image file (.png, .pdf or .svg); default FILE-stem.KIND.png")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
     p = sub.add_parser("info", help="describe what an HDF5 result file holds")
     p.add_argument("file")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -184,6 +193,34 @@ def cmd_study(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    import tomllib
+
+    from .plot import KINDS, available_kinds, plot_file
+    if args.list:
+        for k in available_kinds(args.file):
+            print(f"{k:16s} {KINDS[k]}")
+        return 0
+    opts = {}
+    for text in args.opt:
+        if "=" not in text:
+            raise HJBError(f"--opt {text}: expected KEY=VALUE")
+        k, v = text.split("=", 1)
+        try:
+            opts[k.strip()] = tomllib.loads(f"v = {v.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            opts[k.strip()] = v.strip()
+    kinds = available_kinds(args.file)
+    what = args.what
+    if what is None and not kinds:
+        raise HJBError(f"{args.file}: nothing this file holds can be plotted")
+    out = args.output or str(Path(args.file).with_suffix("")) + f".{what or kinds[0]}.png"
+    plot_file(args.file, what, out, **opts)
+    if not args.quiet:
+        print(f"wrote {out}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from . import store
     print(store.describe(args.file))
@@ -202,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, cell_only=True)
         if args.command == "study":
             return cmd_study(args)
+        if args.command == "plot":
+            return cmd_plot(args)
         if args.command == "info":
             return cmd_info(args)
     except HJBError as e:

@@ -279,3 +279,18 @@ def test_interrupted_run_keeps_finished_stages_and_existing_result(tmp_path, cap
     assert main(["run", str(case), "-o", str(out), "-q"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case.toml", "res.h5"]
     assert set(hjbsolve.Result.load(out).extra_groups) == {"eps_0.1", "eps_0"}
+
+
+def test_plot_command(tmp_path, capsys):
+    case = write(tmp_path, SMALL.replace("n = 101", "n = 41"))
+    out = tmp_path / "r.h5"
+    assert main(["run", str(case), "-o", str(out), "-q"]) == 0
+    assert main(["plot", str(out), "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "hbar" in listed and "value" in listed
+    png = tmp_path / "h.png"
+    assert main(["plot", str(out), "--what", "hbar", "-o", str(png), "--opt", "n_curves=3", "-q"]) == 0
+    assert png.stat().st_size > 1000
+    assert main(["plot", str(out), "--what", "convergence"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "kinds available" in err[0]

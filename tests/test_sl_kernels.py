@@ -140,5 +140,5 @@ def test_extrapolation_modes():
     for mode, want in ((0, 1.5), (1, 1.0)):
         out = np.empty((1, N))
         arg = np.empty((1, N), np.int32)
-        step_tab_1d(V, L, disp, noise, 0.0, 0.1, 0.1, mode, False, out, arg)
+        step_tab_1d(V, L, disp, noise, 0.0, 0.1, mode, False, out, arg)
         assert np.isclose(out[0, -1], want)

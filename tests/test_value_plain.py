@@ -41,22 +41,24 @@ def test_plain_lq_exact_min_second_order():
 
 
 def test_control_discretisation_error_below_scheme_error():
-    """Deterministic 1-D LQ at (dt, nx) = (0.05, 961): the exact minimisation is never above any grid min, and the
-    grid min (spacing du) converges to it like du^2 (per unit time ~ du^2 b^2 / (8 r)); at du = 0.025 the control
-    error is below the scheme's error."""
+    """Deterministic 1-D LQ at (dt, nx) = (0.05, 961). The exact minimisation has no control error. A control
+    grid of spacing du adds ~du^2 b^2/(8 r) per unit time: successive grid refinements differ by a factor ~4,
+    and at du = 0.025 (801 nodes on [-10, 10]) the control error, estimated as (V_401 - V_801)/3, is below the
+    scheme's error (exact min vs Riccati). Grid and exact results agree up to that error."""
     P, S = lq_exact(sig=0.0)
     g = Grid.from_box([-3, 3], 961)
     x = g.axes[0]
     w = np.abs(x) <= 1
     exact_min = solve_hjb(lq_problem(sig=0.0), g, 1.0, 0.05).V[-1]
     scheme_err = np.abs(exact_min - (P * x * x / 2 + S))[w].max()
-    diffs = []
-    for nu in (201, 401, 801):
-        grid_min = solve_hjb(lq_problem(sig=0.0, nu=nu), g, 1.0, 0.05, minimize="grid").V[-1]
-        assert np.all(grid_min[w] >= exact_min[w] - 1e-12)
-        diffs.append((grid_min - exact_min)[w].max())
-    assert diffs[0] > 3 * diffs[1] > 9 * diffs[2]
-    assert diffs[2] < scheme_err
+    V = {nu: solve_hjb(lq_problem(sig=0.0, nu=nu), g, 1.0, 0.05, minimize="grid").V[-1] for nu in (201, 401, 801)}
+    d1 = (V[201] - V[401])[w]
+    d2 = (V[401] - V[801])[w]
+    assert d1.min() >= 0 and d2.min() >= 0          # a finer grid (nested nodes) never raises the min
+    assert 3.0 < d1.max() / d2.max() < 5.0
+    control_err = d2.max() / 3
+    assert control_err < scheme_err
+    assert np.abs(V[801] - exact_min)[w].max() < 2 * scheme_err
 
 
 def test_plain_lq_2d_refined_min():

@@ -3,14 +3,16 @@
 One step of the dynamic-programming scheme for ``∂_t V + H(x, DV, D²V) = 0`` (sup convention, t = time
 remaining, V = inf of the cost) reads, at a node x and for a control u,
 
-    S_u[V](x) = dt/2 l(x, u) + sum_f w_f ( V + dt/2 l(., u) )(xi_f(u)),        V^{k+1}(x) = min_u S_u[V^k](x)
+    S_u[V](x) = C_u(x) + sum_f w_f V(xi_f(u)),        V^{k+1}(x) = min_u S_u[V^k](x)
 
 with the feet (Kushner / Camilli-Falcone stencil, second-order Taylor characteristics)
 
     xi_f = x + dt a + (dt²/2) (D_x a) a  ±  sqrt(2 n dt) (I + (dt/2) D_x a) sigma_col_r,   w_f = 1/(2n)
 
-(one foot of weight 1 when sigma = 0). The running cost is the trapezoidal rule along the step, with l
-at the feet interpolated like V (the same weights). Values at the feet are multilinear interpolants of
+(one foot of weight 1 when sigma = 0). The running cost C_u is the trapezoidal rule along the step,
+``dt/2 (l(x) + E l(xi))``: tabulated kernels take it expanded to second order,
+``C = dt l + dt²/2 (D_x l . a + tr(sigma sigma^T D²_x l))`` (differences of the l table); the affine kernels
+interpolate l0 at the feet together with V. Values at the feet are multilinear interpolants of
 nodal values: non-negative weights inside the box, so the scheme is monotone; outside the box the
 interpolant is extended linearly (``mode = 0``, the default: exact for data growing linearly, keeps
 quadratic growth approximately, weights may be negative beyond the box) or by clamping the foot onto the
@@ -79,17 +81,17 @@ def interp2(F, m1, t1, m2, t2):
 
 
 @njit(cache=True, parallel=True)
-def step_tab_1d(V, Lt, disp, noise, x0, h, dt, mode, has_noise, out, arg):
+def step_tab_1d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
     """One SL step in 1-D with tabulated coefficients (see module docstring).
 
-    V (J, N); Lt (J, nc, N) running cost at the nodes; disp (J, nc, N) deterministic displacement of
-    the foot; noise (J, ncs, N) half-width of the two-point noise stencil (ncs = 1: same for every control;
-    all zero: one foot). Writes out (J, N) = min_u S_u[V] and arg (J, N) = index of the minimiser.
+    V (J, N); C (J, nc, N) running cost of the step (dt l plus its second-order trapezoidal correction,
+    prepared by the stepper); disp (J, nc, N) deterministic displacement of the foot; noise (J, ncs, N)
+    half-width of the two-point noise stencil (ncs = 1: same for every control; has_noise False: one
+    foot). Writes out (J, N) = min_u S_u[V] and arg (J, N) = index of the minimiser.
     """
     J, nc, N = disp.shape
     ncs = noise.shape[1]
     nb = (N + BLOCK - 1) // BLOCK
-    half = 0.5 * dt
     for task in prange(J * nb):
         j = task // nb
         i0 = (task % nb) * BLOCK
@@ -99,67 +101,74 @@ def step_tab_1d(V, Lt, disp, noise, x0, h, dt, mode, has_noise, out, arg):
             out[j, i] = np.inf
             arg[j, i] = 0
         for c in range(nc):
-            Lc = Lt[j, c]
-            cs = c if ncs > 1 else 0
+            Cc = C[j, c]
+            Dc = disp[j, c]
+            Sc = noise[j, c if ncs > 1 else 0]
             for i in range(i0, i1):
-                x = x0 + i * h
-                xi = x + disp[j, c, i]
-                val = half * Lc[i]
+                xi = x0 + i * h + Dc[i]
                 if has_noise:
-                    s = noise[j, cs, i]
+                    s = Sc[i]
                     m, th = cell1(xi - s, x0, h, N, mode)
-                    val += 0.5 * (interp1(Vj, m, th) + half * interp1(Lc, m, th))
+                    val = 0.5 * interp1(Vj, m, th)
                     m, th = cell1(xi + s, x0, h, N, mode)
-                    val += 0.5 * (interp1(Vj, m, th) + half * interp1(Lc, m, th))
+                    val += 0.5 * interp1(Vj, m, th)
                 else:
                     m, th = cell1(xi, x0, h, N, mode)
-                    val += interp1(Vj, m, th) + half * interp1(Lc, m, th)
+                    val = interp1(Vj, m, th)
+                val += Cc[i]
                 if val < out[j, i]:
                     out[j, i] = val
                     arg[j, i] = c
 
 
 @njit(cache=True, parallel=True)
-def step_tab_2d(V, Lt, disp, noise, x0, h, dt, mode, has_noise, out, arg):
+def step_tab_2d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
     """One SL step in 2-D with tabulated coefficients.
 
-    V (J, N1, N2); Lt (J, nc, N1, N2); disp (J, nc, N1, N2, 2); noise (J, ncs, N1, N2, 2, 2): column r of
-    noise[..., :, r] is the stencil half-width vector sqrt(4 dt) (I + dt/2 Da) sigma_col_r (4 feet, 1/4 each).
+    V (J, N1, N2); C (J, nc, N1, N2) step cost; disp (J, nc, N1, N2, 2); noise (J, ncs, N1, N2, 2, 2):
+    column r of noise[..., :, r] is the stencil half-width vector sqrt(4 dt) (I + dt/2 Da) sigma_col_r
+    (4 feet of weight 1/4).
     """
     J, nc, N1, N2, _ = disp.shape
     ncs = noise.shape[1]
-    half = 0.5 * dt
+    xa0, xb0 = x0[0], x0[1]
+    ha, hb = h[0], h[1]
     for task in prange(J * N1):
         j = task // N1
         i1 = task % N1
         Vj = V[j]
+        o = out[j, i1]
+        ag = arg[j, i1]
         for i2 in range(N2):
-            out[j, i1, i2] = np.inf
-            arg[j, i1, i2] = 0
+            o[i2] = np.inf
+            ag[i2] = 0
+        xa = xa0 + i1 * ha
         for c in range(nc):
-            Lc = Lt[j, c]
-            cs = c if ncs > 1 else 0
-            xa = x0[0] + i1 * h[0]
+            Cc = C[j, c, i1]
+            Dc = disp[j, c, i1]
+            Sc = noise[j, c if ncs > 1 else 0, i1]
             for i2 in range(N2):
-                xb = x0[1] + i2 * h[1]
-                pa = xa + disp[j, c, i1, i2, 0]
-                pb = xb + disp[j, c, i1, i2, 1]
-                val = half * Lc[i1, i2]
+                pa = xa + Dc[i2, 0]
+                pb = xb0 + i2 * hb + Dc[i2, 1]
                 if has_noise:
+                    val = 0.0
                     for r in range(2):
-                        sa = noise[j, cs, i1, i2, 0, r]
-                        sb = noise[j, cs, i1, i2, 1, r]
-                        for sg in (-1.0, 1.0):
-                            m1, t1 = cell1(pa + sg * sa, x0[0], h[0], N1, mode)
-                            m2, t2 = cell1(pb + sg * sb, x0[1], h[1], N2, mode)
-                            val += 0.25 * (interp2(Vj, m1, t1, m2, t2) + half * interp2(Lc, m1, t1, m2, t2))
+                        sa = Sc[i2, 0, r]
+                        sb = Sc[i2, 1, r]
+                        m1, t1 = cell1(pa - sa, xa0, ha, N1, mode)
+                        m2, t2 = cell1(pb - sb, xb0, hb, N2, mode)
+                        val += 0.25 * interp2(Vj, m1, t1, m2, t2)
+                        m1, t1 = cell1(pa + sa, xa0, ha, N1, mode)
+                        m2, t2 = cell1(pb + sb, xb0, hb, N2, mode)
+                        val += 0.25 * interp2(Vj, m1, t1, m2, t2)
                 else:
-                    m1, t1 = cell1(pa, x0[0], h[0], N1, mode)
-                    m2, t2 = cell1(pb, x0[1], h[1], N2, mode)
-                    val += interp2(Vj, m1, t1, m2, t2) + half * interp2(Lc, m1, t1, m2, t2)
-                if val < out[j, i1, i2]:
-                    out[j, i1, i2] = val
-                    arg[j, i1, i2] = c
+                    m1, t1 = cell1(pa, xa0, ha, N1, mode)
+                    m2, t2 = cell1(pb, xb0, hb, N2, mode)
+                    val = interp2(Vj, m1, t1, m2, t2)
+                val += Cc[i2]
+                if val < o[i2]:
+                    o[i2] = val
+                    ag[i2] = c
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -360,17 +369,68 @@ def step_aff_2d(F, c0, base, bet, noise, has_noise, Cm, dtc, uref, unodes, du, u
         Fj = F[j]
         u = np.empty(k)
         ub = np.empty(k)
+        xa0, xb0 = x0[0], x0[1]
+        ha, hb = h[0], h[1]
         for i2 in range(N2):
             best = np.inf
             ib = 0
-            for c in range(nc):
-                for a in range(k):
-                    u[a] = unodes[c, a]
-                v = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
-                                noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2, mode)
-                if v < best:
-                    best = v
-                    ib = c
+            if k <= 2:
+                # grid phase with the per-node data hoisted into scalars
+                two = k == 2
+                b0 = base[j, i1, i2, 0]
+                b1 = base[j, i1, i2, 1]
+                B00 = bet[j, i1, i2, 0, 0]
+                B10 = bet[j, i1, i2, 1, 0]
+                B01 = bet[j, i1, i2, 0, 1] if two else 0.0
+                B11 = bet[j, i1, i2, 1, 1] if two else 0.0
+                r0 = uref[j, i1, i2, 0]
+                r1 = uref[j, i1, i2, 1] if two else 0.0
+                C00 = 0.5 * dtc * Cm[j, i1, i2, 0, 0]
+                C01 = dtc * Cm[j, i1, i2, 0, 1] if two else 0.0
+                C11 = 0.5 * dtc * Cm[j, i1, i2, 1, 1] if two else 0.0
+                cc = c0[j, i1, i2]
+                s00 = noise[j, i1, i2, 0, 0]
+                s10 = noise[j, i1, i2, 1, 0]
+                s01 = noise[j, i1, i2, 0, 1]
+                s11 = noise[j, i1, i2, 1, 1]
+                for c in range(nc):
+                    u0 = unodes[c, 0]
+                    u1 = unodes[c, 1] if two else 0.0
+                    d0 = u0 - r0
+                    d1 = u1 - r1
+                    v = cc + C00 * d0 * d0 + C01 * d0 * d1 + C11 * d1 * d1
+                    pa = b0 + B00 * u0 + B01 * u1
+                    pb = b1 + B10 * u0 + B11 * u1
+                    if nfeet == 1:
+                        m1, t1 = cell1(pa, xa0, ha, N1, mode)
+                        m2, t2 = cell1(pb, xb0, hb, N2, mode)
+                        v += interp2(Fj, m1, t1, m2, t2)
+                    else:
+                        m1, t1 = cell1(pa - s00, xa0, ha, N1, mode)
+                        m2, t2 = cell1(pb - s10, xb0, hb, N2, mode)
+                        f = interp2(Fj, m1, t1, m2, t2)
+                        m1, t1 = cell1(pa + s00, xa0, ha, N1, mode)
+                        m2, t2 = cell1(pb + s10, xb0, hb, N2, mode)
+                        f += interp2(Fj, m1, t1, m2, t2)
+                        m1, t1 = cell1(pa - s01, xa0, ha, N1, mode)
+                        m2, t2 = cell1(pb - s11, xb0, hb, N2, mode)
+                        f += interp2(Fj, m1, t1, m2, t2)
+                        m1, t1 = cell1(pa + s01, xa0, ha, N1, mode)
+                        m2, t2 = cell1(pb + s11, xb0, hb, N2, mode)
+                        f += interp2(Fj, m1, t1, m2, t2)
+                        v += 0.25 * f
+                    if v < best:
+                        best = v
+                        ib = c
+            else:
+                for c in range(nc):
+                    for a in range(k):
+                        u[a] = unodes[c, a]
+                    v = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
+                                    noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2, mode)
+                    if v < best:
+                        best = v
+                        ib = c
             for a in range(k):
                 ub[a] = unodes[ib, a]
             for sweep in range(refine):
@@ -426,14 +486,13 @@ def step_aff_2d(F, c0, base, bet, noise, has_noise, Cm, dtc, uref, unodes, du, u
 
 
 @njit(cache=True, parallel=True)
-def step_blind_1d(V, pi, Lt, disp, noise, x0, h, dt, mode, out, arg):
+def step_blind_1d(V, pi, C, disp, noise, x0, h, mode, out, arg):
     """``V^{k+1}(x_i) = min_u sum_j pi_j S_{u, y_j}[V](x_i)`` (1-D, tabulated, y-blind control).
 
-    V (N,); pi (N, J) the weights mu_{x_i}(y_j); Lt, disp (J, nc, N); noise (J, ncs, N).
+    V (N,); pi (N, J) the weights mu_{x_i}(y_j); C, disp (J, nc, N); noise (J, ncs, N).
     """
     J, nc, N = disp.shape
     ncs = noise.shape[1]
-    half = 0.5 * dt
     for i in prange(N):
         x = x0 + i * h
         best = np.inf
@@ -445,19 +504,17 @@ def step_blind_1d(V, pi, Lt, disp, noise, x0, h, dt, mode, out, arg):
                 w = pi[i, j]
                 if w == 0.0:
                     continue
-                Lc = Lt[j, c]
                 xi = x + disp[j, c, i]
-                val = half * Lc[i]
                 s = noise[j, cs, i]
                 if s != 0.0:
                     m, th = cell1(xi - s, x0, h, N, mode)
-                    val += 0.5 * (interp1(V, m, th) + half * interp1(Lc, m, th))
+                    val = 0.5 * interp1(V, m, th)
                     m, th = cell1(xi + s, x0, h, N, mode)
-                    val += 0.5 * (interp1(V, m, th) + half * interp1(Lc, m, th))
+                    val += 0.5 * interp1(V, m, th)
                 else:
                     m, th = cell1(xi, x0, h, N, mode)
-                    val += interp1(V, m, th) + half * interp1(Lc, m, th)
-                acc += w * val
+                    val = interp1(V, m, th)
+                acc += w * (val + C[j, c, i])
             if acc < best:
                 best = acc
                 ib = c

@@ -6,7 +6,8 @@ A stepper advances a batch of J slow problems on the same slow grid (n = 1 or 2)
 Characteristics (``order``):
 
 - ``order = 2`` (default): Taylor feet ``x + dt a + (dt²/2) (D_x a) a``, noise half-widths
-  ``sqrt(2 n dt) (I + (dt/2) D_x a) sigma_col`` and the trapezoidal running cost. With the control frozen over
+  ``sqrt(2 n dt) (I + (dt/2) D_x a) sigma_col`` and the trapezoidal running cost
+  (``dt l + dt²/2 (D_x l . a + tr(sigma sigma^T D²l))`` for tabulated coefficients). With the control frozen over
   the step the local error is O(dt³) in the drift and the variance, hence a global O(dt²) time error for
   smooth problems, plus the O(dx²/dt) of the multilinear interpolation. (Two-point noise has a wrong fourth
   moment: for diffusions with V'''' != 0 that leaves an O(dt) term of size sigma⁴ V''''/3.)
@@ -69,10 +70,20 @@ class TabStepper:
         n = grid.ndim
         A = np.asarray(A, float)
         self.J, self.nc = A.shape[:2]
-        self.L = _c(L)
+        L = np.asarray(L, float)
         Da = jacobian(A, grid, 2) if order == 2 else np.zeros(A.shape + (n,))
         disp = dt * A + 0.5 * dt * dt * np.einsum("...de,...e->...d", Da, A)
         self.has_noise = S is not None and bool(np.any(np.asarray(S) != 0.0))
+        # step cost: trapezoidal rule dt/2 (l(x) + E l(xi)) expanded to second order
+        C = dt * L
+        if order == 2:
+            DL = jacobian(L[..., None], grid, 2)[..., 0, :]                     # (J, nc, *xs, n)
+            C = C + 0.5 * dt * dt * np.einsum("...e,...e->...", DL, A)
+            if self.has_noise:
+                D2L = jacobian(DL, grid, 2)                                       # (J, nc, *xs, n, n)
+                SS = np.einsum("...dr,...er->...de", np.asarray(S, float), np.asarray(S, float))
+                C = C + 0.5 * dt * dt * np.einsum("...de,...de->...", np.broadcast_to(SS, D2L.shape), D2L)
+        self.C = _c(C)
         if self.has_noise:
             S = np.asarray(S, float)
             ncs = self.nc if (order == 2 or S.shape[1] > 1) else 1
@@ -95,11 +106,11 @@ class TabStepper:
 
     def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self.grid.ndim == 1:
-            K.step_tab_1d(V, self.L, self.disp, self.noise, self.x0, self.h, self.dt, self.mode,
-                          self.has_noise, out, self.arg)
+            K.step_tab_1d(V, self.C, self.disp, self.noise, self.x0, self.h, self.mode, self.has_noise, out,
+                          self.arg)
         else:
-            K.step_tab_2d(V, self.L, self.disp, self.noise, self.x0, self.h, self.dt, self.mode,
-                          self.has_noise, out, self.arg)
+            K.step_tab_2d(V, self.C, self.disp, self.noise, self.x0, self.h, self.mode, self.has_noise, out,
+                          self.arg)
         return out
 
     def displacement_cells(self) -> float:

@@ -20,18 +20,32 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from numba import njit, prange
 
+from ..cell.generator import bernoulli
 from .kernels import BLOCK
 
 
+@njit(cache=True)
+def _edge_rates_1d(coef, w, up, lo):
+    for e in range(w.size):
+        up[e] = coef[e] * bernoulli(-w[e])
+        lo[e + 1] = coef[e] * bernoulli(w[e])
+
+
 def tridiagonal_rates(gen) -> tuple[np.ndarray, np.ndarray]:
-    """(up, lo) rates of a 1-D generator: up[j] = r(j -> j+1), lo[j] = r(j -> j-1) (zero at the ends)."""
+    """(up, lo) rates of a 1-D generator: up[j] = r(j -> j+1), lo[j] = r(j -> j-1) (zero at the ends).
+
+    Taken from the generator's edge data (edge j joins nodes j and j+1 in 1-D), i.e. the entries of
+    ``gen.Q`` without assembling the sparse matrix.
+    """
     n = gen.size
-    fwd = gen.Q.diagonal(1)
-    bwd = gen.Q.diagonal(-1)
     up = np.zeros(n)
     lo = np.zeros(n)
-    up[:-1] = fwd
-    lo[1:] = bwd
+    if not (np.array_equal(gen.src, np.arange(n - 1)) and np.array_equal(gen.dst, np.arange(1, n))):
+        Q = gen.Q
+        up[:-1] = Q.diagonal(1)
+        lo[1:] = Q.diagonal(-1)
+        return up, lo
+    _edge_rates_1d(np.ascontiguousarray(gen.coef, float), np.ascontiguousarray(gen.w, float), up, lo)
     return up, lo
 
 
@@ -61,24 +75,45 @@ def gth_factor(up, lo, s):
     return f, invd, g
 
 
-@njit(cache=True, parallel=True)
+#: below this many unknowns the sweeps run on one thread (a fork/join costs more than the work)
+PARALLEL_MIN = 1_000_000
+
+
 def gth_solve(f, invd, g, W, out):
     """Solve ``(I - sQ) V = W`` column by column with the factors of :func:`gth_factor` (W, out (Ny, Nx))."""
-    Ny, Nx = W.shape
+    if W.size >= PARALLEL_MIN:
+        _gth_solve_parallel(f, invd, g, W, out)
+    else:
+        _gth_solve_serial(f, invd, g, W, out)
+
+
+@njit(cache=True)
+def _gth_solve_serial(f, invd, g, W, out):
+    _gth_sweeps(f, invd, g, W, out, 0, W.shape[1])
+
+
+@njit(cache=True, parallel=True)
+def _gth_solve_parallel(f, invd, g, W, out):
+    Nx = W.shape[1]
     nb = (Nx + BLOCK - 1) // BLOCK
     for b in prange(nb):
-        i0 = b * BLOCK
-        i1 = min(i0 + BLOCK, Nx)
+        _gth_sweeps(f, invd, g, W, out, b * BLOCK, min(b * BLOCK + BLOCK, Nx))
+
+
+@njit(cache=True)
+def _gth_sweeps(f, invd, g, W, out, i0, i1):
+    """Forward and backward sweeps for the columns i0 <= i < i1 (inner loop over x: contiguous)."""
+    Ny = W.shape[0]
+    for i in range(i0, i1):
+        out[0, i] = W[0, i]
+    for j in range(1, Ny):
         for i in range(i0, i1):
-            out[0, i] = W[0, i]
-        for j in range(1, Ny):
-            for i in range(i0, i1):
-                out[j, i] = W[j, i] + f[j, i] * out[j - 1, i]
+            out[j, i] = W[j, i] + f[j, i] * out[j - 1, i]
+    for i in range(i0, i1):
+        out[Ny - 1, i] = out[Ny - 1, i] * invd[Ny - 1, i]
+    for j in range(Ny - 2, -1, -1):
         for i in range(i0, i1):
-            out[Ny - 1, i] = out[Ny - 1, i] * invd[Ny - 1, i]
-        for j in range(Ny - 2, -1, -1):
-            for i in range(i0, i1):
-                out[j, i] = out[j, i] * invd[j, i] + g[j, i] * out[j + 1, i]
+            out[j, i] = out[j, i] * invd[j, i] + g[j, i] * out[j + 1, i]
 
 
 class FastSolver:

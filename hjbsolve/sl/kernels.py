@@ -44,9 +44,11 @@ GOLDEN = 0.6180339887498949
 
 
 @njit(cache=True, inline="always")
-def cell1(xi, x0, h, N, mode):
-    """Cell index m in [0, N-2] and local coordinate theta of xi (theta outside [0, 1] extrapolates)."""
-    t = (xi - x0) / h
+def cell1(xi, x0, ih, N, mode):
+    """Cell index m in [0, N-2] and local coordinate theta of xi (theta outside [0, 1] extrapolates).
+
+    ih = 1/h (a multiplication is cheaper than a division in the inner loops)."""
+    t = (xi - x0) * ih
     if mode == 1:
         if t < 0.0:
             t = 0.0
@@ -92,6 +94,7 @@ def step_tab_1d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
     J, nc, N = disp.shape
     ncs = noise.shape[1]
     nb = (N + BLOCK - 1) // BLOCK
+    ih = 1.0 / h
     for task in prange(J * nb):
         j = task // nb
         i0 = (task % nb) * BLOCK
@@ -108,12 +111,12 @@ def step_tab_1d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
                 xi = x0 + i * h + Dc[i]
                 if has_noise:
                     s = Sc[i]
-                    m, th = cell1(xi - s, x0, h, N, mode)
+                    m, th = cell1(xi - s, x0, ih, N, mode)
                     val = 0.5 * interp1(Vj, m, th)
-                    m, th = cell1(xi + s, x0, h, N, mode)
+                    m, th = cell1(xi + s, x0, ih, N, mode)
                     val += 0.5 * interp1(Vj, m, th)
                 else:
-                    m, th = cell1(xi, x0, h, N, mode)
+                    m, th = cell1(xi, x0, ih, N, mode)
                     val = interp1(Vj, m, th)
                 val += Cc[i]
                 if val < out[j, i]:
@@ -133,6 +136,7 @@ def step_tab_2d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
     ncs = noise.shape[1]
     xa0, xb0 = x0[0], x0[1]
     ha, hb = h[0], h[1]
+    iha, ihb = 1.0 / ha, 1.0 / hb
     for task in prange(J * N1):
         j = task // N1
         i1 = task % N1
@@ -155,15 +159,15 @@ def step_tab_2d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
                     for r in range(2):
                         sa = Sc[i2, 0, r]
                         sb = Sc[i2, 1, r]
-                        m1, t1 = cell1(pa - sa, xa0, ha, N1, mode)
-                        m2, t2 = cell1(pb - sb, xb0, hb, N2, mode)
+                        m1, t1 = cell1(pa - sa, xa0, iha, N1, mode)
+                        m2, t2 = cell1(pb - sb, xb0, ihb, N2, mode)
                         val += 0.25 * interp2(Vj, m1, t1, m2, t2)
-                        m1, t1 = cell1(pa + sa, xa0, ha, N1, mode)
-                        m2, t2 = cell1(pb + sb, xb0, hb, N2, mode)
+                        m1, t1 = cell1(pa + sa, xa0, iha, N1, mode)
+                        m2, t2 = cell1(pb + sb, xb0, ihb, N2, mode)
                         val += 0.25 * interp2(Vj, m1, t1, m2, t2)
                 else:
-                    m1, t1 = cell1(pa, xa0, ha, N1, mode)
-                    m2, t2 = cell1(pb, xb0, hb, N2, mode)
+                    m1, t1 = cell1(pa, xa0, iha, N1, mode)
+                    m2, t2 = cell1(pb, xb0, ihb, N2, mode)
                     val = interp2(Vj, m1, t1, m2, t2)
                 val += Cc[i2]
                 if val < o[i2]:
@@ -324,29 +328,122 @@ def step_aff_1d(F, c0, alpha, beta, eta, dtc, uref, ulo, uhi, x0, h, mode, out, 
             ustar[j, i] = u
 
 
-@njit(cache=True, inline="always")
-def _aff2_value(Fj, Cm, c0, base, bet, noise, nfeet, u, uref, dtc, x0, h, N1, N2, mode):
+@njit(cache=True)
+def _aff2_value(Fj, Cn, c0, bn, Bn, Sn, nfeet, u, uref, dtc, x0, h, N1, N2, mode):
+    """SL objective at control u for one node (Cn (k, k), bn (2,), Bn (2, k), Sn (2, 2), uref (k,))."""
     k = u.shape[0]
     q = 0.0
     for a in range(k):
         for b in range(k):
-            q += (u[a] - uref[a]) * Cm[a, b] * (u[b] - uref[b])
+            q += (u[a] - uref[a]) * Cn[a, b] * (u[b] - uref[b])
     val = c0 + 0.5 * dtc * q
-    pa = base[0]
-    pb = base[1]
+    pa = bn[0]
+    pb = bn[1]
     for a in range(k):
-        pa += bet[0, a] * u[a]
-        pb += bet[1, a] * u[a]
+        pa += Bn[0, a] * u[a]
+        pb += Bn[1, a] * u[a]
+    iha = 1.0 / h[0]
+    ihb = 1.0 / h[1]
     if nfeet == 1:
-        m1, t1 = cell1(pa, x0[0], h[0], N1, mode)
-        m2, t2 = cell1(pb, x0[1], h[1], N2, mode)
+        m1, t1 = cell1(pa, x0[0], iha, N1, mode)
+        m2, t2 = cell1(pb, x0[1], ihb, N2, mode)
         return val + interp2(Fj, m1, t1, m2, t2)
     for r in range(2):
-        for sg in (-1.0, 1.0):
-            m1, t1 = cell1(pa + sg * noise[0, r], x0[0], h[0], N1, mode)
-            m2, t2 = cell1(pb + sg * noise[1, r], x0[1], h[1], N2, mode)
+        for sgi in range(2):
+            sg = 2.0 * sgi - 1.0
+            m1, t1 = cell1(pa + sg * Sn[0, r], x0[0], iha, N1, mode)
+            m2, t2 = cell1(pb + sg * Sn[1, r], x0[1], ihb, N2, mode)
             val += 0.25 * interp2(Fj, m1, t1, m2, t2)
     return val
+
+
+@njit(cache=True)
+def _aff2_grid(Fj, Cn, c0, bn, Bn, Sn, nfeet, uref, dtc, unodes, x0, h, N1, N2, mode):
+    """Index of the best control node and its value (k <= 2: per-node data hoisted into scalars)."""
+    nc, k = unodes.shape
+    best = np.inf
+    ib = 0
+    two = k == 2
+    b0, b1 = bn[0], bn[1]
+    B00, B10 = Bn[0, 0], Bn[1, 0]
+    B01 = Bn[0, 1] if two else 0.0
+    B11 = Bn[1, 1] if two else 0.0
+    r0 = uref[0]
+    r1 = uref[1] if two else 0.0
+    C00 = 0.5 * dtc * Cn[0, 0]
+    C01 = dtc * Cn[0, 1] if two else 0.0
+    C11 = 0.5 * dtc * Cn[1, 1] if two else 0.0
+    s00, s10, s01, s11 = Sn[0, 0], Sn[1, 0], Sn[0, 1], Sn[1, 1]
+    xa0, xb0 = x0[0], x0[1]
+    iha, ihb = 1.0 / h[0], 1.0 / h[1]
+    for c in range(nc):
+        u0 = unodes[c, 0]
+        u1 = unodes[c, 1] if two else 0.0
+        d0 = u0 - r0
+        d1 = u1 - r1
+        v = c0 + C00 * d0 * d0 + C01 * d0 * d1 + C11 * d1 * d1
+        pa = b0 + B00 * u0 + B01 * u1
+        pb = b1 + B10 * u0 + B11 * u1
+        if nfeet == 1:
+            m1, t1 = cell1(pa, xa0, iha, N1, mode)
+            m2, t2 = cell1(pb, xb0, ihb, N2, mode)
+            v += interp2(Fj, m1, t1, m2, t2)
+        else:
+            f = 0.0
+            for r in range(2):
+                sa = s00 if r == 0 else s01
+                sb = s10 if r == 0 else s11
+                m1, t1 = cell1(pa - sa, xa0, iha, N1, mode)
+                m2, t2 = cell1(pb - sb, xb0, ihb, N2, mode)
+                f += interp2(Fj, m1, t1, m2, t2)
+                m1, t1 = cell1(pa + sa, xa0, iha, N1, mode)
+                m2, t2 = cell1(pb + sb, xb0, ihb, N2, mode)
+                f += interp2(Fj, m1, t1, m2, t2)
+            v += 0.25 * f
+        if v < best:
+            best = v
+            ib = c
+    return best, ib
+
+
+@njit(cache=True)
+def _aff2_refine(Fj, Cn, c0, bn, Bn, Sn, nfeet, uref, dtc, du, ulo, uhi, x0, h, N1, N2, mode, refine, best,
+                 ub, u):
+    """Golden-section refinement of each control component around ub (in place); returns the best value."""
+    k = ub.shape[0]
+    for sweep in range(refine):
+        width = 1.0 if sweep == 0 else 0.25
+        for a in range(k):
+            lo = max(ub[a] - width * du[a], ulo[a])
+            hi = min(ub[a] + width * du[a], uhi[a])
+            for b in range(k):
+                u[b] = ub[b]
+            p = hi - GOLDEN * (hi - lo)
+            q = lo + GOLDEN * (hi - lo)
+            u[a] = p
+            fp = _aff2_value(Fj, Cn, c0, bn, Bn, Sn, nfeet, u, uref, dtc, x0, h, N1, N2, mode)
+            u[a] = q
+            fq = _aff2_value(Fj, Cn, c0, bn, Bn, Sn, nfeet, u, uref, dtc, x0, h, N1, N2, mode)
+            for _ in range(24):
+                if fp <= fq:
+                    hi = q
+                    q = p
+                    fq = fp
+                    p = hi - GOLDEN * (hi - lo)
+                    u[a] = p
+                    fp = _aff2_value(Fj, Cn, c0, bn, Bn, Sn, nfeet, u, uref, dtc, x0, h, N1, N2, mode)
+                else:
+                    lo = p
+                    p = q
+                    fp = fq
+                    q = lo + GOLDEN * (hi - lo)
+                    u[a] = q
+                    fq = _aff2_value(Fj, Cn, c0, bn, Bn, Sn, nfeet, u, uref, dtc, x0, h, N1, N2, mode)
+            cand, fc = (p, fp) if fp <= fq else (q, fq)
+            if fc < best:
+                best = fc
+                ub[a] = cand
+    return best
 
 
 @njit(cache=True, parallel=True)
@@ -354,11 +451,11 @@ def step_aff_2d(F, c0, base, bet, noise, has_noise, Cm, dtc, uref, unodes, du, u
                 refine, out, ustar):
     """One SL step in 2-D, control-affine with quadratic cost, min over a control grid then refinement.
 
-    F (J, N1, N2) = V + dt/2 l0; c0 (J, N1, N2) = dt/2 l0 at the node; feet base + bet u (± noise columns)
-    with base (J, N1, N2, 2) = x + dt a0 + dt²/2 Da0 a0, bet (J, N1, N2, 2, k), noise (J, N1, N2, 2, 2);
-    control cost dtc/2 (u - uref)^T Cm (u - uref) with Cm (J, N1, N2, k, k), uref (J, N1, N2, k).
-    unodes (nc, k): the control grid; du (k,): its spacing; refine: golden-section sweeps per component
-    (0: plain grid). Writes out (J, N1, N2) and ustar (J, N1, N2, k).
+    F (J, N1, N2) = V + dt/2 l0; c0 (J, N1, N2) = dt/2 l0 at the node (plus the closed-loop cost); feet
+    base + bet u (± noise columns) with base (J, N1, N2, 2) = x + dt a0 + dt²/2 Da0 a0, bet (J, N1, N2, 2, k),
+    noise (J, N1, N2, 2, 2); control cost dtc/2 (u - uref)^T Cm (u - uref) with Cm (J, N1, N2, k, k), uref
+    (J, N1, N2, k). unodes (nc, k): the control grid (k <= 2); du (k,): its spacing; refine: golden-section
+    sweeps per component (0: plain grid). Writes out (J, N1, N2) and ustar (J, N1, N2, k).
     """
     J, N1, N2 = F.shape
     nc, k = unodes.shape
@@ -369,113 +466,19 @@ def step_aff_2d(F, c0, base, bet, noise, has_noise, Cm, dtc, uref, unodes, du, u
         Fj = F[j]
         u = np.empty(k)
         ub = np.empty(k)
-        xa0, xb0 = x0[0], x0[1]
-        ha, hb = h[0], h[1]
         for i2 in range(N2):
-            best = np.inf
-            ib = 0
-            if k <= 2:
-                # grid phase with the per-node data hoisted into scalars
-                two = k == 2
-                b0 = base[j, i1, i2, 0]
-                b1 = base[j, i1, i2, 1]
-                B00 = bet[j, i1, i2, 0, 0]
-                B10 = bet[j, i1, i2, 1, 0]
-                B01 = bet[j, i1, i2, 0, 1] if two else 0.0
-                B11 = bet[j, i1, i2, 1, 1] if two else 0.0
-                r0 = uref[j, i1, i2, 0]
-                r1 = uref[j, i1, i2, 1] if two else 0.0
-                C00 = 0.5 * dtc * Cm[j, i1, i2, 0, 0]
-                C01 = dtc * Cm[j, i1, i2, 0, 1] if two else 0.0
-                C11 = 0.5 * dtc * Cm[j, i1, i2, 1, 1] if two else 0.0
-                cc = c0[j, i1, i2]
-                s00 = noise[j, i1, i2, 0, 0]
-                s10 = noise[j, i1, i2, 1, 0]
-                s01 = noise[j, i1, i2, 0, 1]
-                s11 = noise[j, i1, i2, 1, 1]
-                for c in range(nc):
-                    u0 = unodes[c, 0]
-                    u1 = unodes[c, 1] if two else 0.0
-                    d0 = u0 - r0
-                    d1 = u1 - r1
-                    v = cc + C00 * d0 * d0 + C01 * d0 * d1 + C11 * d1 * d1
-                    pa = b0 + B00 * u0 + B01 * u1
-                    pb = b1 + B10 * u0 + B11 * u1
-                    if nfeet == 1:
-                        m1, t1 = cell1(pa, xa0, ha, N1, mode)
-                        m2, t2 = cell1(pb, xb0, hb, N2, mode)
-                        v += interp2(Fj, m1, t1, m2, t2)
-                    else:
-                        m1, t1 = cell1(pa - s00, xa0, ha, N1, mode)
-                        m2, t2 = cell1(pb - s10, xb0, hb, N2, mode)
-                        f = interp2(Fj, m1, t1, m2, t2)
-                        m1, t1 = cell1(pa + s00, xa0, ha, N1, mode)
-                        m2, t2 = cell1(pb + s10, xb0, hb, N2, mode)
-                        f += interp2(Fj, m1, t1, m2, t2)
-                        m1, t1 = cell1(pa - s01, xa0, ha, N1, mode)
-                        m2, t2 = cell1(pb - s11, xb0, hb, N2, mode)
-                        f += interp2(Fj, m1, t1, m2, t2)
-                        m1, t1 = cell1(pa + s01, xa0, ha, N1, mode)
-                        m2, t2 = cell1(pb + s11, xb0, hb, N2, mode)
-                        f += interp2(Fj, m1, t1, m2, t2)
-                        v += 0.25 * f
-                    if v < best:
-                        best = v
-                        ib = c
-            else:
-                for c in range(nc):
-                    for a in range(k):
-                        u[a] = unodes[c, a]
-                    v = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
-                                    noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2, mode)
-                    if v < best:
-                        best = v
-                        ib = c
+            Cn = Cm[j, i1, i2]
+            bn = base[j, i1, i2]
+            Bn = bet[j, i1, i2]
+            Sn = noise[j, i1, i2]
+            un = uref[j, i1, i2]
+            cn = c0[j, i1, i2]
+            best, ib = _aff2_grid(Fj, Cn, cn, bn, Bn, Sn, nfeet, un, dtc, unodes, x0, h, N1, N2, mode)
             for a in range(k):
                 ub[a] = unodes[ib, a]
-            for sweep in range(refine):
-                for a in range(k):
-                    lo = max(ub[a] - du[a], ulo[a])
-                    hi = min(ub[a] + du[a], uhi[a])
-                    if sweep > 0:
-                        lo = max(ub[a] - 0.25 * du[a], ulo[a])
-                        hi = min(ub[a] + 0.25 * du[a], uhi[a])
-                    for b in range(k):
-                        u[b] = ub[b]
-                    p = hi - GOLDEN * (hi - lo)
-                    q = lo + GOLDEN * (hi - lo)
-                    u[a] = p
-                    fp = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
-                                     noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2, mode)
-                    u[a] = q
-                    fq = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
-                                     noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2, mode)
-                    for _ in range(24):
-                        if fp <= fq:
-                            hi = q
-                            q = p
-                            fq = fp
-                            p = hi - GOLDEN * (hi - lo)
-                            u[a] = p
-                            fp = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
-                                             noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2,
-                                             mode)
-                        else:
-                            lo = p
-                            p = q
-                            fp = fq
-                            q = lo + GOLDEN * (hi - lo)
-                            u[a] = q
-                            fq = _aff2_value(Fj, Cm[j, i1, i2], c0[j, i1, i2], base[j, i1, i2], bet[j, i1, i2],
-                                             noise[j, i1, i2], nfeet, u, uref[j, i1, i2], dtc, x0, h, N1, N2,
-                                             mode)
-                    if fp <= fq:
-                        cand, fc = p, fp
-                    else:
-                        cand, fc = q, fq
-                    if fc < best:
-                        best = fc
-                        ub[a] = cand
+            if refine > 0:
+                best = _aff2_refine(Fj, Cn, cn, bn, Bn, Sn, nfeet, un, dtc, du, ulo, uhi, x0, h, N1, N2, mode,
+                                    refine, best, ub, u)
             out[j, i1, i2] = best
             for a in range(k):
                 ustar[j, i1, i2, a] = ub[a]
@@ -493,6 +496,7 @@ def step_blind_1d(V, pi, C, disp, noise, x0, h, mode, out, arg):
     """
     J, nc, N = disp.shape
     ncs = noise.shape[1]
+    ih = 1.0 / h
     for i in prange(N):
         x = x0 + i * h
         best = np.inf
@@ -507,12 +511,12 @@ def step_blind_1d(V, pi, C, disp, noise, x0, h, mode, out, arg):
                 xi = x + disp[j, c, i]
                 s = noise[j, cs, i]
                 if s != 0.0:
-                    m, th = cell1(xi - s, x0, h, N, mode)
+                    m, th = cell1(xi - s, x0, ih, N, mode)
                     val = 0.5 * interp1(V, m, th)
-                    m, th = cell1(xi + s, x0, h, N, mode)
+                    m, th = cell1(xi + s, x0, ih, N, mode)
                     val += 0.5 * interp1(V, m, th)
                 else:
-                    m, th = cell1(xi, x0, h, N, mode)
+                    m, th = cell1(xi, x0, ih, N, mode)
                     val = interp1(V, m, th)
                 acc += w * (val + C[j, c, i])
             if acc < best:

@@ -317,7 +317,8 @@ class AveragedProblem:
             if variant == "y_blind" or y_independent(B):
                 a0b = np.einsum("jn,jnd->nd", pw, a0)[None]
                 l0b = np.einsum("jn,jn->n", pw, l0)[None]
-                self.stepper = _affine_stepper(model, xgrid, a0b, B[:1], l0b, self.Sbar[None], dt, order, mode,
+                Bb = np.einsum("jn,jndk->ndk", pw, B)[None]     # y-blind: abar(u) = a0bar + Bbar u
+                self.stepper = _affine_stepper(model, xgrid, a0b, Bb, l0b, self.Sbar[None], dt, order, mode,
                                                minimize, u_nodes, refine)
                 self.kind = "averaged-affine"
                 return
@@ -325,6 +326,12 @@ class AveragedProblem:
             self._aff = None
         u = control_nodes(model, u_nodes)
         self.u = u
+        self.n_p = n_p or (401 if n == 1 else 41)
+        self.p_range = p_range
+        if self._aff is not None and variant == "extended" and model.affine.c > 0:
+            # maximisers in closed form: no control tables needed
+            self.kind = "averaged-p-family"
+            return
         A, S, L = tab_tables(model, xgrid, self.ys, u)
         J, nc = A.shape[:2]
         A = A.reshape(J, nc, N, n)
@@ -347,8 +354,6 @@ class AveragedProblem:
         self._tab = (A, L)
         SS = np.einsum("jndr,jner->jnde", S[:, 0], S[:, 0])
         self.Sbar = _sqrt_spd(np.einsum("jn,jnde->nde", pw, SS))
-        self.n_p = n_p or (401 if n == 1 else 41)
-        self.p_range = p_range
         self.kind = "averaged-p-family"
 
     def initial_p_range(self, V0: np.ndarray) -> None:
@@ -401,10 +406,10 @@ class AveragedProblem:
         """True if the optimal p sits on the edge of the p grid somewhere in the central half of the box."""
         if self.kind != "averaged-p-family":
             return False
-        from .steppers import _interior_window
+        from .steppers import interior_window
         idx = np.stack(np.unravel_index(self.stepper.arg[0], (self.n_p,) * self.model.n), axis=-1)
         edge = np.any((idx == 0) | (idx == self.n_p - 1), axis=-1)
-        return bool(edge[_interior_window(self.xgrid)].any())
+        return bool(edge[interior_window(self.xgrid)].any())
 
     def widen(self) -> None:
         pr = np.asarray(self.p_range, float).reshape(self.model.n, 2)

@@ -50,7 +50,7 @@ def jacobian(field: np.ndarray, grid: Grid, first_axis: int) -> np.ndarray:
     return out
 
 
-def _interior_window(grid: Grid, frac: float = 0.5) -> np.ndarray:
+def interior_window(grid: Grid, frac: float = 0.5) -> np.ndarray:
     lo, hi = np.asarray(grid.lo), np.asarray(grid.hi)
     c, w = (lo + hi) / 2, (hi - lo) / 2 * frac
     return grid.interior_mask(np.stack([c - w, c + w], axis=-1))
@@ -113,14 +113,16 @@ class TabStepper:
                           self.arg)
         return out
 
-    def displacement_cells(self) -> float:
-        """Largest displacement (in cells) of the optimal foot on the central half of the box."""
+    def displacement_cells(self, rows=None) -> float:
+        """Largest displacement (in cells) of the optimal foot on the central half of the box (batch rows
+        ``rows``, a boolean mask over J; default all)."""
         n = self.grid.ndim
         d = self.disp if n == 1 else np.linalg.norm(self.disp / self.grid.h, axis=-1)
         if n == 1:
             d = np.abs(d) / self.grid.h[0]
         sel = np.take_along_axis(d, self.arg[:, None], axis=1)[:, 0]
-        return float(sel[:, _interior_window(self.grid)].max())
+        sel = sel if rows is None else sel[rows]
+        return float(sel[:, interior_window(self.grid)].max())
 
 
 class AffineStepper1D:
@@ -196,9 +198,10 @@ class AffineStepper1D:
                       self.x0, self.h, self.mode, out, self.ustar)
         return out
 
-    def displacement_cells(self) -> float:
+    def displacement_cells(self, rows=None) -> float:
         d = np.abs(self.alpha + self.beta * self.ustar) / self.h
-        return float(d[:, _interior_window(self.grid)].max())
+        d = d if rows is None else d[rows]
+        return float(d[:, interior_window(self.grid)].max())
 
 
 class AffineStepper2D:
@@ -295,7 +298,8 @@ class AffineStepper2D:
                       self.ustar)
         return out
 
-    def displacement_cells(self) -> float:
+    def displacement_cells(self, rows=None) -> float:
         foot = self.base + np.einsum("...dq,...q->...d", self.bet, self.ustar)
         d = np.linalg.norm((foot - self.grid.points()) / self.grid.h, axis=-1)
-        return float(d[:, _interior_window(self.grid)].max())
+        d = d if rows is None else d[rows]
+        return float(d[:, interior_window(self.grid)].max())

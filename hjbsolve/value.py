@@ -6,27 +6,33 @@ Convention (MATH.md, sup convention): t is the time *remaining*, V is the inf of
     ∂_t V + Hbar(x, D V, D² V) = 0,                           V(0) = gbar          (eps = 0)
     ∂_t V + H(x, D V, D² V) = 0,                              V(0) = g             (m = 0, plain HJB)
 
-Schemes (details in :mod:`hjbsolve.sl.kernels` and :mod:`hjbsolve.sl.steppers`):
+Schemes (details in :mod:`hjbsolve.sl.kernels`, :mod:`hjbsolve.sl.steppers`, :mod:`hjbsolve.sl.build`):
 
-* Slow step (every case): ``V^{k+1}(x) = min_u [ dt/2 l(x, u) + sum_f w_f (V^k + dt/2 l(., u))(xi_f) ]``,
-  feet ``xi_f = x + dt a + dt²/2 (D_x a) a ± sqrt(2 n dt)(I + dt/2 D_x a) sigma_col`` (Kushner/Camilli-Falcone
-  stencil, Taylor second-order characteristics, trapezoidal running cost; order=1: Euler feet), multilinear
-  interpolation (monotone). Affine controls in 1-D: exact minimisation of the piecewise-quadratic objective,
-  and the noise width/cost of the affine feedback within the step (second order for LQ-type problems);
-  2-D: grid + golden-section refinement; otherwise the min over a finite control set.
+* Slow step (every case): ``V^{k+1}(x) = min_u [ C_u(x) + sum_f w_f V^k(xi_f(u)) ]`` with the feet
+  ``xi_f = x + dt a + dt²/2 (D_x a) a ± sqrt(2 n dt)(I + dt/2 D_x a) sigma_col`` (Kushner/Camilli-Falcone
+  2n-point stencil, Taylor second-order characteristics; ``order=1``: Euler feet) and the trapezoidal step cost
+  ``C_u = dt/2 (l(x, u) + E l(xi, u))``; multilinear interpolation with non-negative weights: monotone.
+  Minimisation: control-affine models with quadratic cost are minimised exactly in 1-D (the objective is
+  piecewise quadratic in u along the interpolant) and by grid + golden section in 2-D, and their noise width
+  and cost include the affine feedback ``u + K (xi - x)``, K = D_x u*, within the step (without it a control
+  frozen over the step cannot react to the noise: an O(dt) error ``c K² sigma² T/2``); other models are
+  minimised over a finite control set (O(du²) per unit time), first order in time when sigma != 0 and the
+  feedback depends on x (frozen control), second order otherwise. Error: O(dt²) (resp. O(dt)) + O(dx²/dt).
 * eps > 0: Lie splitting, slow step at every fixed fast node y_j, then the fast part implicitly,
   ``(I - (dt/eps) Q_x) V^{k+1}(x, .) = W(x, .)`` with the cell stage's generator Q_x (tridiagonal GTH solve in
   1-D y, sparse LU per x for m = 2, factorised once). Monotone, stable and equally expensive for every eps;
-  first order in dt (splitting). As eps -> 0 the fast solve tends to the pi-average: the scheme becomes the
-  per-y effective scheme below exactly (asymptotic preserving).
+  first order in dt, uniformly in eps. As eps -> 0 the fast solve tends to the pi-average: the scheme becomes
+  the per-y effective scheme below exactly (asymptotic preserving).
 * eps = 0, ``effective_scheme="per_y"``: the slow step at every y_j then the pi-average,
   ``V^{k+1}(x_i) = sum_j pi_j min_u S_{u, y_j}[V^k](x_i)`` (min inside the average: extended controls), or
-  ``min_u sum_j pi_j S_{u, y_j}[V^k]`` (y-blind). The fan of per-y feet adds a spurious diffusion
-  ``(dt/2) Var_pi(a) D²V`` per unit time: first order in dt whatever the feet.
+  ``min_u sum_j pi_j S_{u, y_j}[V^k]`` (y-blind). Each step freezes y for a time dt while the true fast variable
+  has mixed: the fan of per-y feet acts as a spurious diffusion ``(dt/2) Var_pi(a*) D²V`` per unit time (a* the
+  per-y optimal drift; per-y controls can partly counteract it at a cost): first order in dt whatever the feet.
 * eps = 0, ``effective_scheme="averaged"`` (default): the effective problem as an ordinary control problem
   with averaged coefficients, one foot per control (no fan), second order in time. Extended controls enter
-  through the family of maximisers ``alpha_p(y) = argmax_u H(x, y, p)`` parametrised by p (min over p
-  realises Hbar exactly; see :mod:`hjbsolve.sl.build`).
+  through the family of maximisers ``alpha_p(y) = argmax_u H(x, y, p)`` parametrised by p: the min over p
+  realises Hbar (sup inside the average) exactly; for control-affine models whose B does not depend on y the
+  maximiser does not depend on y and the extended and y-blind problems coincide.
 
 Truncated domains: the slow box is the grid's; feet outside it see the interpolant extended linearly
 (``extrapolation="linear"``, default) or the foot clamped to the box (``"clamp"``: homogeneous Neumann).
@@ -352,12 +358,15 @@ def _describe(kind: str, order: int, eps: float, model: Model) -> dict:
          "sup convention; t = time remaining; V = inf of the expected cost"}
     if kind == "plain":
         d["scheme"] = f"semi-Lagrangian DP step for dV/dt + H(x,DV,D2V) = 0: {feet}; {stencil}"
-        d["order_time"] = f"{order} (plus O(dx^2/dt) interpolation)"
+        d["order_time"] = (f"{order} (plus O(dx^2/dt) interpolation; grid-minimised models with slow noise: 1)"
+                           if order == 2 else "1 (plus O(dx^2/dt) interpolation)")
     elif kind == "eps":
         d["scheme"] = (f"Lie splitting: slow SL step at each fixed y_j ({feet}; {stencil}), then the fast part "
-                       f"implicitly: (I - (dt/eps) Q_x) V(x,.) = W(x,.) with the cell stage's generator")
-        d["splitting"] = "Lie (slow SL step, then implicit-Euler fast step); first order, uniform in eps; AP"
-        d["order_time"] = "1 (splitting; eps -> 0 limit is the per-y effective scheme)"
+                       f"implicitly: (I - (dt/eps) Q_x) V(x,.) = W(x,.) with the cell stage's generator Q_x "
+                       f"(tridiagonal GTH elimination for 1-D y, sparse LU per x for 2-D y, factorised once)")
+        d["splitting"] = ("Lie (slow SL step at frozen y, then implicit-Euler fast step); first order in dt, "
+                          "uniformly in eps; asymptotic preserving (eps -> 0: the per-y effective scheme)")
+        d["order_time"] = "1 (splitting; plus O(dx^2/dt) interpolation and O(dy^2) generator errors)"
     elif kind in ("per_y", "per_y_blind"):
         inside = "min over u inside the pi-average (extended)" if kind == "per_y" else "min over u outside (y-blind)"
         d["scheme"] = f"per-y effective SL scheme, {inside}: {feet}; {stencil}"

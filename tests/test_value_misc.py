@@ -112,3 +112,12 @@ def test_output_times_and_timings():
     assert res.V.shape == (3, 41)
     assert np.allclose(res.V[0], cell.gbar)
     assert "averaged_steps" in res.timings and "total" in res.timings
+
+
+def test_suggest_slow_box():
+    from hjbsolve.sl.build import suggest_slow_box
+    model = lq.build(dict(PARAMS, u_box=[-1.0, 1.0]))
+    box = suggest_slow_box(model, [-1, 1], 0.5)
+    # drift on the window (y = 0): 0.5 |x| + |u| <= 1.5 -> margin 0.75 + 4 sqrt(1) 0.3 = 1.95
+    assert np.allclose(box, [[-2.95, 2.95]])
+    assert np.allclose(suggest_slow_box(model, [-1, 1], 100.0), [[-4.0, 4.0]])   # capped

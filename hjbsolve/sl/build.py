@@ -432,3 +432,30 @@ class AveragedProblem:
             return np.broadcast_to(us[:, None, :], (N, J, k)).reshape(shp + (J, k))
         p = self.pgrid[st.arg.reshape(N)]
         return extended_feedback(self.model, self.xgrid, self.ys, p, self.u_nodes).reshape(shp + (J, k))
+
+
+def suggest_slow_box(model: Model, window, T: float, ys=None, pi=None, u_nodes=None, samples: int = 21,
+                     cap: float = 3.0) -> np.ndarray:
+    """A slow box (n, 2) for reporting on ``window`` ((n, 2) or [lo, hi]) over the horizon T.
+
+    Feet that leave the box see an extrapolated V; information reaches the window from at most the distance
+    characteristics travel, ``T max|a| + 4 sqrt(2 T) max|sigma|`` (drift and noise sampled on the window, the
+    fast nodes ``ys`` (those with weight pi > 1e-8 when pi (nx?, J) is given; by default y = 0) and the
+    controls). The margin is capped at ``cap`` window half-widths: with linear extrapolation the pollution
+    decays well before that (measure it by box enlargement, see ``scripts/study_value.py box``).
+    """
+    n = model.n
+    win = np.broadcast_to(np.asarray(window, float).reshape(-1, 2), (n, 2))
+    axes = [np.linspace(a, b, samples) for a, b in win]
+    xs = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, n)
+    ys = _ys(model, ys if ys is not None else (np.zeros((1, model.m)) if model.m else None))
+    if pi is not None and model.m:
+        keep = np.asarray(pi).reshape(-1, len(ys)).max(axis=0) > 1e-8
+        ys = ys[keep]
+    u = control_nodes(model, u_nodes)
+    X, Y, U = xs[None, None], ys[:, None, None], u[None, :, None]
+    amax = np.abs(model.a(X, Y, U)).reshape(-1, n).max(axis=0)
+    smax = np.abs(model.sigma(X, Y, U)).reshape(-1, n, n).sum(axis=-1).max(axis=0)
+    half = 0.5 * (win[:, 1] - win[:, 0])
+    margin = np.minimum(T * amax + 4 * np.sqrt(2 * T) * smax, cap * half)
+    return np.stack([win[:, 0] - margin, win[:, 1] + margin], axis=-1)

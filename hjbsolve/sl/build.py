@@ -309,7 +309,9 @@ class AveragedProblem:
         N = xgrid.size
         self.kind = None
         pw = self.pi.T  # (J, N)
-        if model.affine is not None and model.k > 0:
+        use_affine = (model.affine is not None and model.k > 0
+                      and minimisation_kind(model, xgrid, minimize, order) != "grid")
+        if use_affine:
             a0, B, l0, S = affine_tables(model, xgrid, self.ys)
             self._aff = (a0, B, l0, S)
             SS = np.einsum("jndr,jner->jnde", S, S)

@@ -35,9 +35,12 @@ components constant over the grid are not interpolated. Outside the grid box eve
 linearly* (the boundary cell's multilinear interpolant, extrapolated), so drifts that are linear in the
 state (LQ, the quadratic loss) stay exact, and the others are continued with the slope of the last cell.
 
-Time step: ``ds = T / ceil(T / min(ds_user, eps / 10))``: ten steps per fast relaxation time eps (for a
-fast drift of rate lambda the Euler chain is stable for ``lambda ds / eps < 2``; its stationary fast variance
-has the relative bias ``lambda ds / (2 eps)``, pass a smaller ds to reduce it).
+Time step: ``ds = T / ceil(T / min(ds_user, eps / 10))`` (``fast_resolution = 10`` steps per unit of eps; the
+default user step is T/200). For a fast drift of rate lambda the Euler chain is stable for
+``lambda ds / eps < 2``, and its invariant law is biased by O(lambda ds / eps), uniformly in eps (the OU chain's
+stationary variance is too large by the factor ``1 / (1 - lambda ds / (2 eps))``, 5 % when lambda = 1, 25 % for
+the double well at gamma = 0.5, beta = 4 where lambda ~ 4): that bias passes into the averaged slow drift, so
+pass a smaller ds (or a larger ``fast_resolution``) when comparing with the effective system.
 
 Random numbers: one xoshiro256++ stream per path, seeded from ``(seed, path index)`` by splitmix64, normal
 deviates by the 256-layer ziggurat. Paths are independent of the thread count and of the number of paths
@@ -53,7 +56,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import literally, njit, prange, uint64
+from numba import njit, prange, uint64
 
 from . import store
 from .grid import Grid
@@ -95,7 +98,7 @@ _ZINV_R = 1.0 / _ZR
 _MASK52 = np.uint64(0x000FFFFFFFFFFFFF)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _splitmix(z):
     z = z + uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> uint64(30))) * uint64(0xBF58476D1CE4E5B9)
@@ -103,7 +106,7 @@ def _splitmix(z):
     return z ^ (z >> uint64(31))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _seed_state(seed, path, s):
     """State of the xoshiro256++ stream of path ``path`` (4 uint64 words in ``s``)."""
     z = _splitmix(uint64(seed) * uint64(0x632BE59BD9B4E019) ^ _splitmix(uint64(path)))
@@ -126,15 +129,23 @@ def _next_u64(s):
     return result
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _next_double(s):
     return (_next_u64(s) >> uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, inline="always")
-def _normal(s):
-    """A standard normal deviate (ziggurat, 256 layers; the NumPy algorithm)."""
+@njit(cache=True)
+def _normal_slow(s, idx, x, rabs):
+    """The ziggurat's rare branches (base strip tail, wedges), then fresh draws until one is accepted."""
     while True:
+        if idx == 0:
+            while True:
+                xx = -_ZINV_R * math.log1p(-_next_double(s))
+                yy = -math.log1p(-_next_double(s))
+                if yy + yy > xx * xx:
+                    return -(_ZR + xx) if ((rabs >> uint64(8)) & uint64(1)) else _ZR + xx
+        elif (_ZFI[idx - 1] - _ZFI[idx]) * _next_double(s) + _ZFI[idx] < math.exp(-0.5 * x * x):
+            return x
         r = _next_u64(s)
         idx = np.int64(r & uint64(0xFF))
         r = r >> uint64(8)
@@ -145,15 +156,23 @@ def _normal(s):
             x = -x
         if rabs < _ZKI[idx]:
             return x
-        if idx == 0:
-            while True:
-                xx = -_ZINV_R * math.log1p(-_next_double(s))
-                yy = -math.log1p(-_next_double(s))
-                if yy + yy > xx * xx:
-                    return -(_ZR + xx) if ((rabs >> uint64(8)) & uint64(1)) else _ZR + xx
-        else:
-            if (_ZFI[idx - 1] - _ZFI[idx]) * _next_double(s) + _ZFI[idx] < math.exp(-0.5 * x * x):
-                return x
+
+
+@njit(cache=True, inline="always")
+def _normal(s):
+    """A standard normal deviate: the 256-layer ziggurat (NumPy's algorithm); the fast path (about 99% of
+    the draws) inline, the rest in :func:`_normal_slow`."""
+    r = _next_u64(s)
+    idx = np.int64(r & uint64(0xFF))
+    r = r >> uint64(8)
+    sign = r & uint64(1)
+    rabs = (r >> uint64(1)) & _MASK52
+    x = rabs * _ZWI[idx]
+    if sign:
+        x = -x
+    if rabs < _ZKI[idx]:
+        return x
+    return _normal_slow(s, idx, x, rabs)
 
 
 @njit(cache=True, parallel=True)
@@ -251,12 +270,6 @@ def _one_path(p, z0, lo, inv_h, shape, strides, stat, cmap, cvals, dyn, nt, Cd, 
               n, m, k, mode, nu, off, u_nodes, c, u_ref, u_lo, u_hi,
               T, ds, nsteps, eps, rec_steps, seed, has_sig, has_tau, out_X, out_Y, out_C, out_U):
     """One Euler-Maruyama path (see :func:`_paths_kernel`), with its own random stream."""
-    literally(n)
-    literally(m)
-    literally(k)
-    literally(mode)
-    literally(has_sig)
-    literally(has_tau)
     D = n + m
     nc = 1 << D
     Cs = cmap.shape[0]
@@ -432,12 +445,6 @@ def _paths_kernel(z0, lo, inv_h, shape, stat, cmap, cvals, dyn, nt, t0_tab, inv_
     Outputs at the steps ``rec_steps``: X (N, R, n), Y (N, R, m), cumulative running cost C (N, R), control
     U (K, R, k) of the first K paths (the control at the start of the step).
     """
-    literally(n)          # compile-time dimensions and switches: one specialisation each (cached)
-    literally(m)
-    literally(k)
-    literally(mode)
-    literally(has_sig)
-    literally(has_tau)
     N = z0.shape[0]
     strides = _strides(shape)
     Cd = dyn.shape[1] // max(nt, 1)
@@ -767,13 +774,14 @@ def effective_dynamics(model: Model, xgrid: Grid, ygrid: Grid, mu: np.ndarray, T
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def time_step(T: float, eps: float, ds: float | None = None) -> tuple[float, int]:
-    """``ds = T / ceil(T / min(ds_user, eps / 10))`` (eps > 0; ``min(ds_user, T/200)`` default user step)."""
+def time_step(T: float, eps: float, ds: float | None = None, fast_resolution: float = 10.0) -> tuple[float, int]:
+    """``ds = T / ceil(T / min(ds_user, eps / fast_resolution))`` (eps > 0; default user step T/200).
+    Returns (ds, number of steps)."""
     ds = float(T / 200.0 if ds is None else ds)
     if ds <= 0:
         raise ValueError("ds must be > 0")
     if eps > 0:
-        ds = min(ds, eps / 10.0)
+        ds = min(ds, eps / float(fast_resolution))
     nsteps = int(math.ceil(T / ds - 1e-9))
     return T / nsteps, nsteps
 
@@ -884,10 +892,11 @@ class Simulation:
 
 
 def simulate(dyn: Dynamics, x0, y0=None, n_paths: int = 10000, ds: float | None = None, seed: int = 0,
-             n_record: int = 101, n_keep: int = 20) -> Simulation:
+             n_record: int = 101, n_keep: int = 20, fast_resolution: float = 10.0) -> Simulation:
     """Simulate ``n_paths`` Euler-Maruyama paths of ``dyn`` on [0, T] (module docstring).
 
-    x0: (n,) or per path (N, n); y0: (m,) or (N, m), default <y>_{x0}. ds: see :func:`time_step`.
+    x0: (n,) or per path (N, n); y0: (m,) or (N, m), default <y>_{x0}. ds: see :func:`time_step`
+    (``ds <= eps / fast_resolution``).
     Records at ``n_record`` times evenly spaced in steps (always s = 0 and s = T); controls of the first
     ``n_keep`` paths. Same seed -> bit-identical paths, whatever the thread count.
     """
@@ -904,7 +913,7 @@ def simulate(dyn: Dynamics, x0, y0=None, n_paths: int = 10000, ds: float | None 
         z0 = np.ascontiguousarray(np.concatenate([X0, Y0], axis=1))
     else:
         z0 = np.ascontiguousarray(X0)
-    ds, nsteps = time_step(dyn.T, dyn.eps, ds)
+    ds, nsteps = time_step(dyn.T, dyn.eps, ds, fast_resolution)
     R = max(2, min(int(n_record), nsteps + 1))
     rec = np.unique(np.round(np.linspace(0, nsteps, R)).astype(np.int64))
     R = len(rec)
@@ -1019,7 +1028,7 @@ def default_start(xgrid: Grid) -> np.ndarray:
 def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000, ds: float | None = None,
                   seed: int = 0, feedback: str = "optimal", n_record: int = 101, n_keep: int = 20,
                   dt: float | None = None, cell=None, model: Model | None = None,
-                  return_simulations: bool = False) -> dict:
+                  return_simulations: bool = False, fast_resolution: float = 10.0) -> dict:
     """Simulate ``case`` for every eps (default: the case's ``run.eps``); returns ``{group name: store.Group}``
     (``{eps: Simulation}`` when ``return_simulations``).
 
@@ -1041,7 +1050,8 @@ def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000,
         t0 = time.perf_counter()
         dyn = prepare(case, eps, model, cell, feedback, dt)
         t1 = time.perf_counter()
-        sim = simulate(dyn, x0, y0, n_paths=n_paths, ds=ds, seed=seed, n_record=n_record, n_keep=n_keep)
+        sim = simulate(dyn, x0, y0, n_paths=n_paths, ds=ds, seed=seed, n_record=n_record, n_keep=n_keep,
+                       fast_resolution=fast_resolution)
         sim.timings["feedback_tables"] = t1 - t0
         sim.attrs["case_name"] = case.name
         if return_simulations:
@@ -1083,3 +1093,106 @@ def simulate_file(path, eps_values=None, n_paths: int = 10000, ds: float | None 
     for name, grp in groups.items():
         store.update(target, name, grp)
     return groups
+
+
+# ------------------------------------------------------------------------------------------------------------
+# convergence in law
+
+
+#: test functions phi for the convergence in law (applied to one slow component)
+TEST_FUNCTIONS = {"x": lambda x: x, "x^2": lambda x: x * x, "tanh(x)": np.tanh, "cos(x)": np.cos}
+
+
+def law_table(sims: dict, limit: Simulation, phis=("x", "x^2", "tanh(x)"), times=None,
+              component: int = 0) -> list[dict]:
+    """E phi(X^eps_s) against E phi(Xbar_s) with Monte Carlo standard errors, for every simulation in ``sims``
+    ({eps: Simulation}) and every phi (names of :data:`TEST_FUNCTIONS` or (name, callable) pairs), at the
+    record times nearest to ``times`` (default: the final time). The samples are independent, so the
+    difference has the standard error ``sqrt(se_eps^2 + se_bar^2)``. Rows: dicts with keys eps, s, phi,
+    mean_eps, se_eps, mean_bar, se_bar, diff, se_diff."""
+    times = [limit.s[-1]] if times is None else list(np.atleast_1d(times))
+    rows = []
+    for name in phis:
+        nm, f = (name, TEST_FUNCTIONS[name]) if isinstance(name, str) else name
+        mb, sb = limit.expect(f, component)
+        for eps, sim in sorted(sims.items(), key=lambda kv: -kv[0]):
+            me, se = sim.expect(f, component)
+            for t in times:
+                i = int(np.argmin(np.abs(sim.s - t)))
+                ib = int(np.argmin(np.abs(limit.s - sim.s[i])))
+                rows.append({"eps": float(eps), "s": float(sim.s[i]), "phi": nm, "mean_eps": float(me[i]),
+                             "se_eps": float(se[i]), "mean_bar": float(mb[ib]), "se_bar": float(sb[ib]),
+                             "diff": float(me[i] - mb[ib]), "se_diff": float(math.hypot(se[i], sb[ib]))})
+    return rows
+
+
+def convergence_in_law(case, eps_values, x0=None, y0=None, phis=("x", "x^2", "tanh(x)"), times=None,
+                       n_paths: int = 10000, ds: float | None = None, seed: int = 0, feedback: str = "optimal",
+                       dt: float | None = None, fast_resolution: float = 10.0) -> list[dict]:
+    """Simulate ``case`` at every eps > 0 of ``eps_values`` and its effective system (independent seeds), and
+    tabulate E phi(X^eps) - E phi(Xbar) with standard errors (:func:`law_table`).
+
+    The Euler chain's fast invariant law is biased by O(lambda ds / eps) (lambda: the fast drift rate), a bias
+    that does not vanish as eps -> 0 at fixed ds/eps: raise ``fast_resolution`` (steps per unit eps) until
+    the table no longer changes."""
+    from .models import build_model
+    case = _load(case)
+    model = build_model(case)
+    sims = simulate_case(case, [e for e in eps_values if e > 0], x0, y0, n_paths, ds, seed, feedback, dt=dt,
+                         model=model, return_simulations=True, fast_resolution=fast_resolution)
+    lim = simulate_case(case, [0.0], x0, None, n_paths, ds, seed + 1_000_003, feedback, dt=dt, model=model,
+                        return_simulations=True)[0.0]
+    return law_table(sims, lim, phis, times)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table of :func:`law_table` rows."""
+    out = [f"{'eps':>8} {'s':>6} {'phi':>8} {'E phi(X^eps)':>14} {'E phi(Xbar)':>14} {'diff':>10} {'4 se':>9}"]
+    for r in rows:
+        out.append(f"{r['eps']:8.3g} {r['s']:6.3g} {r['phi']:>8} {r['mean_eps']:14.5f} {r['mean_bar']:14.5f} "
+                   f"{r['diff']:10.5f} {4 * r['se_diff']:9.5f}")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# exact moments of linear systems
+
+
+def linear_moments(A, Dm, m0, C0, times) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of ``dZ = A Z ds + sqrt(2 Dm) dW`` (Dm symmetric PSD): ``m' = A m``,
+    ``C' = A C + C A^T + 2 Dm``. For Hurwitz A: ``C(s) = Cinf + e^{As} (C0 - Cinf) e^{A^T s}`` with the
+    Lyapunov solution ``A Cinf + Cinf A^T + 2 Dm = 0`` (exact, and stable for stiff A); otherwise a Radau
+    solve to rtol 1e-11. Returns m (len(times), d) and C (len(times), d, d)."""
+    from scipy.linalg import expm, solve_continuous_lyapunov
+    A = np.asarray(A, float)
+    Q = 2.0 * np.asarray(Dm, float)
+    m0 = np.asarray(m0, float)
+    C0 = np.asarray(C0, float)
+    times = np.atleast_1d(np.asarray(times, float))
+    d = len(m0)
+    if np.all(np.linalg.eigvals(A).real < 0):
+        Cinf = solve_continuous_lyapunov(A, -Q)
+        ms, Cs = [], []
+        for t in times:
+            E = expm(A * t)
+            ms.append(E @ m0)
+            Cs.append(Cinf + E @ (C0 - Cinf) @ E.T)
+        return np.array(ms), np.array(Cs)
+    from scipy.integrate import solve_ivp
+
+    def rhs(_, w):
+        m, C = w[:d], w[d:].reshape(d, d)
+        return np.concatenate([A @ m, (A @ C + C @ A.T + Q).ravel()])
+
+    sol = solve_ivp(rhs, (0.0, max(float(times.max()), 1e-300)), np.concatenate([m0, C0.ravel()]), t_eval=times,
+                    method="Radau", rtol=1e-11, atol=1e-13)
+    W = sol.y.T
+    return W[:, :d], W[:, d:].reshape(-1, d, d)
+
+
+def entropy_sgd_linear(a: float, gamma: float, beta: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(A, Dm) of Chaudhari's system on the quadratic loss f = a y^2/2 (MATH.md §1, d = 1, uncontrolled):
+    ``dx = -(x - y)/gamma ds``, ``dy = -(1/eps)[a y + (y - x)/gamma] ds + sqrt(2/(beta eps)) dW``."""
+    A = np.array([[-1.0 / gamma, 1.0 / gamma], [1.0 / (eps * gamma), -(a + 1.0 / gamma) / eps]])
+    Dm = np.diag([0.0, 1.0 / (beta * eps)])
+    return A, Dm

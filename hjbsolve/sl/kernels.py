@@ -44,11 +44,9 @@ GOLDEN = 0.6180339887498949
 
 
 @njit(cache=True, inline="always")
-def cell1(xi, x0, ih, N, mode):
-    """Cell index m in [0, N-2] and local coordinate theta of xi (theta outside [0, 1] extrapolates).
-
-    ih = 1/h (a multiplication is cheaper than a division in the inner loops)."""
-    t = (xi - x0) * ih
+def celli(t, N, mode):
+    """Cell index m in [0, N-2] and local coordinate of the index-space position t = (xi - x0)/h
+    (theta outside [0, 1] extrapolates linearly; mode 1 clamps t onto [0, N-1] first)."""
     if mode == 1:
         if t < 0.0:
             t = 0.0
@@ -60,6 +58,13 @@ def cell1(xi, x0, ih, N, mode):
     elif m > N - 2:
         m = N - 2
     return m, t - m
+
+
+@njit(cache=True, inline="always")
+def cell1(xi, x0, ih, N, mode):
+    """:func:`celli` of the position xi on the axis x0 + i h (ih = 1/h: a multiplication is cheaper than a
+    division in the inner loops)."""
+    return celli((xi - x0) * ih, N, mode)
 
 
 @njit(cache=True, inline="always")
@@ -106,22 +111,27 @@ def step_tab_1d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
         for c in range(nc):
             Cc = C[j, c]
             Dc = disp[j, c]
-            Sc = noise[j, c if ncs > 1 else 0]
-            for i in range(i0, i1):
-                xi = x0 + i * h + Dc[i]
-                if has_noise:
-                    s = Sc[i]
-                    m, th = cell1(xi - s, x0, ih, N, mode)
-                    val = 0.5 * interp1(Vj, m, th)
-                    m, th = cell1(xi + s, x0, ih, N, mode)
-                    val += 0.5 * interp1(Vj, m, th)
-                else:
-                    m, th = cell1(xi, x0, ih, N, mode)
+            o = out[j]
+            ag = arg[j]
+            if has_noise:
+                Sc = noise[j, c if ncs > 1 else 0]
+                for i in range(i0, i1):
+                    t = i + Dc[i] * ih
+                    s = Sc[i] * ih
+                    m, th = celli(t - s, N, mode)
                     val = interp1(Vj, m, th)
-                val += Cc[i]
-                if val < out[j, i]:
-                    out[j, i] = val
-                    arg[j, i] = c
+                    m, th = celli(t + s, N, mode)
+                    val = Cc[i] + 0.5 * (val + interp1(Vj, m, th))
+                    if val < o[i]:
+                        o[i] = val
+                        ag[i] = c
+            else:
+                for i in range(i0, i1):
+                    m, th = celli(i + Dc[i] * ih, N, mode)
+                    val = Cc[i] + interp1(Vj, m, th)
+                    if val < o[i]:
+                        o[i] = val
+                        ag[i] = c
 
 
 @njit(cache=True, parallel=True)
@@ -130,13 +140,11 @@ def step_tab_2d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
 
     V (J, N1, N2); C (J, nc, N1, N2) step cost; disp (J, nc, N1, N2, 2); noise (J, ncs, N1, N2, 2, 2):
     column r of noise[..., :, r] is the stencil half-width vector sqrt(4 dt) (I + dt/2 Da) sigma_col_r
-    (4 feet of weight 1/4).
+    (4 feet of weight 1/4). Positions are computed in index space, t = i + d / h.
     """
     J, nc, N1, N2, _ = disp.shape
     ncs = noise.shape[1]
-    xa0, xb0 = x0[0], x0[1]
-    ha, hb = h[0], h[1]
-    iha, ihb = 1.0 / ha, 1.0 / hb
+    iha, ihb = 1.0 / h[0], 1.0 / h[1]
     for task in prange(J * N1):
         j = task // N1
         i1 = task % N1
@@ -146,33 +154,37 @@ def step_tab_2d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
         for i2 in range(N2):
             o[i2] = np.inf
             ag[i2] = 0
-        xa = xa0 + i1 * ha
+        ta = i1 * 1.0
         for c in range(nc):
             Cc = C[j, c, i1]
             Dc = disp[j, c, i1]
-            Sc = noise[j, c if ncs > 1 else 0, i1]
-            for i2 in range(N2):
-                pa = xa + Dc[i2, 0]
-                pb = xb0 + i2 * hb + Dc[i2, 1]
-                if has_noise:
+            if has_noise:
+                Sc = noise[j, c if ncs > 1 else 0, i1]
+                for i2 in range(N2):
+                    pa = ta + Dc[i2, 0] * iha
+                    pb = i2 + Dc[i2, 1] * ihb
                     val = 0.0
                     for r in range(2):
-                        sa = Sc[i2, 0, r]
-                        sb = Sc[i2, 1, r]
-                        m1, t1 = cell1(pa - sa, xa0, iha, N1, mode)
-                        m2, t2 = cell1(pb - sb, xb0, ihb, N2, mode)
-                        val += 0.25 * interp2(Vj, m1, t1, m2, t2)
-                        m1, t1 = cell1(pa + sa, xa0, iha, N1, mode)
-                        m2, t2 = cell1(pb + sb, xb0, ihb, N2, mode)
-                        val += 0.25 * interp2(Vj, m1, t1, m2, t2)
-                else:
-                    m1, t1 = cell1(pa, xa0, iha, N1, mode)
-                    m2, t2 = cell1(pb, xb0, ihb, N2, mode)
-                    val = interp2(Vj, m1, t1, m2, t2)
-                val += Cc[i2]
-                if val < o[i2]:
-                    o[i2] = val
-                    ag[i2] = c
+                        sa = Sc[i2, 0, r] * iha
+                        sb = Sc[i2, 1, r] * ihb
+                        m1, t1 = celli(pa - sa, N1, mode)
+                        m2, t2 = celli(pb - sb, N2, mode)
+                        val += interp2(Vj, m1, t1, m2, t2)
+                        m1, t1 = celli(pa + sa, N1, mode)
+                        m2, t2 = celli(pb + sb, N2, mode)
+                        val += interp2(Vj, m1, t1, m2, t2)
+                    val = Cc[i2] + 0.25 * val
+                    if val < o[i2]:
+                        o[i2] = val
+                        ag[i2] = c
+            else:
+                for i2 in range(N2):
+                    m1, t1 = celli(ta + Dc[i2, 0] * iha, N1, mode)
+                    m2, t2 = celli(i2 + Dc[i2, 1] * ihb, N2, mode)
+                    val = Cc[i2] + interp2(Vj, m1, t1, m2, t2)
+                    if val < o[i2]:
+                        o[i2] = val
+                        ag[i2] = c
 
 
 # ----------------------------------------------------------------------------------------------------------

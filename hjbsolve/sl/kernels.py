@@ -371,46 +371,50 @@ def _aff2_value(Fj, Cn, c0, bn, Bn, Sn, nfeet, u, uref, dtc, x0, h, N1, N2, mode
 
 @njit(cache=True)
 def _aff2_grid(Fj, Cn, c0, bn, Bn, Sn, nfeet, uref, dtc, unodes, x0, h, N1, N2, mode):
-    """Index of the best control node and its value (k <= 2: per-node data hoisted into scalars)."""
+    """Index of the best control node and its value (k <= 2: per-node data hoisted into scalars, positions
+    in index space)."""
     nc, k = unodes.shape
     best = np.inf
     ib = 0
     two = k == 2
-    b0, b1 = bn[0], bn[1]
-    B00, B10 = Bn[0, 0], Bn[1, 0]
-    B01 = Bn[0, 1] if two else 0.0
-    B11 = Bn[1, 1] if two else 0.0
+    iha, ihb = 1.0 / h[0], 1.0 / h[1]
+    b0 = (bn[0] - x0[0]) * iha
+    b1 = (bn[1] - x0[1]) * ihb
+    B00, B10 = Bn[0, 0] * iha, Bn[1, 0] * ihb
+    B01 = Bn[0, 1] * iha if two else 0.0
+    B11 = Bn[1, 1] * ihb if two else 0.0
     r0 = uref[0]
     r1 = uref[1] if two else 0.0
     C00 = 0.5 * dtc * Cn[0, 0]
     C01 = dtc * Cn[0, 1] if two else 0.0
     C11 = 0.5 * dtc * Cn[1, 1] if two else 0.0
-    s00, s10, s01, s11 = Sn[0, 0], Sn[1, 0], Sn[0, 1], Sn[1, 1]
-    xa0, xb0 = x0[0], x0[1]
-    iha, ihb = 1.0 / h[0], 1.0 / h[1]
+    s00, s10, s01, s11 = Sn[0, 0] * iha, Sn[1, 0] * ihb, Sn[0, 1] * iha, Sn[1, 1] * ihb
+    col = 1 if two else 0          # with k = 1 the second component is read as u0 and multiplied by 0
     for c in range(nc):
         u0 = unodes[c, 0]
-        u1 = unodes[c, 1] if two else 0.0
+        u1 = unodes[c, col]
         d0 = u0 - r0
         d1 = u1 - r1
         v = c0 + C00 * d0 * d0 + C01 * d0 * d1 + C11 * d1 * d1
         pa = b0 + B00 * u0 + B01 * u1
         pb = b1 + B10 * u0 + B11 * u1
         if nfeet == 1:
-            m1, t1 = cell1(pa, xa0, iha, N1, mode)
-            m2, t2 = cell1(pb, xb0, ihb, N2, mode)
+            m1, t1 = celli(pa, N1, mode)
+            m2, t2 = celli(pb, N2, mode)
             v += interp2(Fj, m1, t1, m2, t2)
         else:
-            f = 0.0
-            for r in range(2):
-                sa = s00 if r == 0 else s01
-                sb = s10 if r == 0 else s11
-                m1, t1 = cell1(pa - sa, xa0, iha, N1, mode)
-                m2, t2 = cell1(pb - sb, xb0, ihb, N2, mode)
-                f += interp2(Fj, m1, t1, m2, t2)
-                m1, t1 = cell1(pa + sa, xa0, iha, N1, mode)
-                m2, t2 = cell1(pb + sb, xb0, ihb, N2, mode)
-                f += interp2(Fj, m1, t1, m2, t2)
+            m1, t1 = celli(pa - s00, N1, mode)
+            m2, t2 = celli(pb - s10, N2, mode)
+            f = interp2(Fj, m1, t1, m2, t2)
+            m1, t1 = celli(pa + s00, N1, mode)
+            m2, t2 = celli(pb + s10, N2, mode)
+            f += interp2(Fj, m1, t1, m2, t2)
+            m1, t1 = celli(pa - s01, N1, mode)
+            m2, t2 = celli(pb - s11, N2, mode)
+            f += interp2(Fj, m1, t1, m2, t2)
+            m1, t1 = celli(pa + s01, N1, mode)
+            m2, t2 = celli(pb + s11, N2, mode)
+            f += interp2(Fj, m1, t1, m2, t2)
             v += 0.25 * f
         if v < best:
             best = v

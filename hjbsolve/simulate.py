@@ -596,6 +596,36 @@ def _box_attrs(grid: Grid) -> np.ndarray:
     return np.array([grid.lo, grid.hi]).T.ravel()
 
 
+def fast_rates(model: Model, xgrid: Grid, ygrid: Grid, b: np.ndarray) -> tuple[float, float]:
+    """Rates of the fast drift, ``lambda(x, y) = max_i sum_j |d b_i / d y_j|`` by differences on the grid:
+    (mean over the approximate invariant laws, max over the nodes where they are not negligible). The laws are
+    the Gibbs weights ``exp(-(U - min U))`` for models with a potential (``U - min U < 12`` counts), else
+    uniform. The Euler chain of the fast variable is stable for ``lambda ds / eps < 2`` and its invariant law is
+    biased by O(lambda ds / eps)."""
+    Nx, Ny, m = b.shape
+    B = np.asarray(b, float).reshape((Nx,) + tuple(ygrid.shape) + (m,))
+    rate = np.zeros((Nx,) + tuple(ygrid.shape))
+    J = [np.gradient(B, ygrid.h[j], axis=1 + j) for j in range(m)]          # d b / d y_j
+    for i in range(m):
+        rate = np.maximum(rate, sum(np.abs(J[j][..., i]) for j in range(m)))
+    rate = rate.reshape(Nx, Ny)
+    if model.potential is not None:
+        xs, ys = xgrid.flat_points(), ygrid.flat_points()
+        U = np.broadcast_to(model.potential(xs[:, None, :], ys[None, :, :]), (Nx, Ny))
+        dU = U - U.min(axis=1, keepdims=True)
+        w = np.exp(-dU)
+        w /= w.sum(axis=1, keepdims=True)
+        mask = dU < 12.0
+    else:
+        w = np.full((Nx, Ny), 1.0 / Ny)
+        mask = np.ones((Nx, Ny), bool)
+    return float(np.mean(np.sum(w * rate, axis=1))), float(rate[mask].max())
+
+
+class FastStepWarning(RuntimeWarning):
+    """The time step does not resolve the fast drift's rate: the Euler chain's fast law is biased or unstable."""
+
+
 def two_scale_dynamics(model: Model, xgrid: Grid, ygrid: Grid, eps: float, T: float, value=None,
                        feedback: str = "optimal", exact: bool = True, u_nodes=None) -> Dynamics:
     """Tables for the two-scale system (eps > 0) on the (x, y) grid; ``value`` is a ValueResult of V^eps with
@@ -632,6 +662,7 @@ def two_scale_dynamics(model: Model, xgrid: Grid, ygrid: Grid, eps: float, T: fl
     S = np.asarray(co["S"])
     tau = np.asarray(co["tau"])
     aff_c = float(model.affine.c) if (kind == MODE_AFFINE) else 0.0
+    rate_mean, rate_max = fast_rates(model, xgrid, ygrid, np.asarray(co["b"]))
 
     def terminal(X, Y):
         return np.broadcast_to(model.g(X, Y), X.shape[:-1]).astype(float)
@@ -650,7 +681,7 @@ def two_scale_dynamics(model: Model, xgrid: Grid, ygrid: Grid, eps: float, T: fl
                     has_sig=bool(np.any(S != 0)), has_tau=bool(np.any(tau != 0)), terminal=terminal,
                     source=source, value=value if kind in (MODE_AFFINE, MODE_GRID) else value, ybar=ybar,
                     attrs={"x_box": _box_attrs(xgrid), "y_box": _box_attrs(ygrid), "x_n": np.asarray(xgrid.n),
-                           "y_n": np.asarray(ygrid.n)})
+                           "y_n": np.asarray(ygrid.n), "fast_rate_mean": rate_mean, "fast_rate_max": rate_max})
 
 
 def _sqrtm_psd(M: np.ndarray) -> np.ndarray:
@@ -776,7 +807,7 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 def time_step(T: float, eps: float, ds: float | None = None, fast_resolution: float = 10.0) -> tuple[float, int]:
     """``ds = T / ceil(T / min(ds_user, eps / fast_resolution))`` (eps > 0; default user step T/200).
-    Returns (ds, number of steps)."""
+    Returns (ds, number of steps). See :func:`resolution_for` for a fast_resolution from the drift's rate."""
     ds = float(T / 200.0 if ds is None else ds)
     if ds <= 0:
         raise ValueError("ds must be > 0")
@@ -784,6 +815,15 @@ def time_step(T: float, eps: float, ds: float | None = None, fast_resolution: fl
         ds = min(ds, eps / float(fast_resolution))
     nsteps = int(math.ceil(T / ds - 1e-9))
     return T / nsteps, nsteps
+
+
+def resolution_for(dyn: Dynamics, bias: float = 0.02) -> float:
+    """A ``fast_resolution`` (steps per unit eps) for which the Euler chain's fast law is biased by about
+    ``bias`` (relative, ``lambda ds / (2 eps)`` with lambda the mean fast rate) and stable on the visited
+    region (``lambda_max ds / eps <= 1``); at least 10."""
+    lam = float(dyn.attrs.get("fast_rate_mean", 0.0))
+    lam_max = float(dyn.attrs.get("fast_rate_max", 0.0))
+    return float(max(10.0, lam / (2 * bias), lam_max))
 
 
 @dataclass
@@ -896,7 +936,8 @@ def simulate(dyn: Dynamics, x0, y0=None, n_paths: int = 10000, ds: float | None 
     """Simulate ``n_paths`` Euler-Maruyama paths of ``dyn`` on [0, T] (module docstring).
 
     x0: (n,) or per path (N, n); y0: (m,) or (N, m), default <y>_{x0}. ds: see :func:`time_step`
-    (``ds <= eps / fast_resolution``).
+    (``ds <= eps / fast_resolution``; ``'auto'``: :func:`resolution_for`; a :class:`FastStepWarning` when the
+    fast drift's rate makes the Euler chain biased or unstable).
     Records at ``n_record`` times evenly spaced in steps (always s = 0 and s = T); controls of the first
     ``n_keep`` paths. Same seed -> bit-identical paths, whatever the thread count.
     """
@@ -913,7 +954,15 @@ def simulate(dyn: Dynamics, x0, y0=None, n_paths: int = 10000, ds: float | None 
         z0 = np.ascontiguousarray(np.concatenate([X0, Y0], axis=1))
     else:
         z0 = np.ascontiguousarray(X0)
+    if fast_resolution == "auto":
+        fast_resolution = resolution_for(dyn)
     ds, nsteps = time_step(dyn.T, dyn.eps, ds, fast_resolution)
+    if m and dyn.attrs.get("fast_rate_max", 0.0) * ds / dyn.eps > 1.0:
+        warnings.warn(f"eps = {dyn.eps:g}, ds = {ds:.3g}: the fast drift's rate reaches "
+                      f"{dyn.attrs['fast_rate_max']:.3g} (mean {dyn.attrs['fast_rate_mean']:.3g}), "
+                      f"lambda ds / eps = {dyn.attrs['fast_rate_max'] * ds / dyn.eps:.2g}: the Euler chain of the fast "
+                      f"variable is biased or unstable; use fast_resolution >= {resolution_for(dyn):.3g} "
+                      "(or 'auto')", FastStepWarning, stacklevel=2)
     R = max(2, min(int(n_record), nsteps + 1))
     rec = np.unique(np.round(np.linspace(0, nsteps, R)).astype(np.int64))
     R = len(rec)
@@ -1052,6 +1101,7 @@ def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000,
         t1 = time.perf_counter()
         sim = simulate(dyn, x0, y0, n_paths=n_paths, ds=ds, seed=seed, n_record=n_record, n_keep=n_keep,
                        fast_resolution=fast_resolution)
+        sim.attrs["fast_resolution"] = float(resolution_for(dyn) if fast_resolution == "auto" else fast_resolution)
         sim.timings["feedback_tables"] = t1 - t0
         sim.attrs["case_name"] = case.name
         if return_simulations:

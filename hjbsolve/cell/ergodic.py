@@ -16,9 +16,11 @@ Hamiltonians (``PeriodicHamiltonian``)
 --------------------------------------
 (a) separable:  G(y, q) = sum_k K_k(q_k) + V(y), K_k convex  (``PeriodicHamiltonian.quadratic``
     is the built-in K_k(s) = s^2/2 with exact flux and derivatives; ``.separable`` takes user
-    K_k as numba functions K(s) -> float, derivatives exact if given, else central differences);
+    K_k as numba functions K(s) -> float, derivatives exact if given, else central differences:
+    give dK, a subgradient, when K has kinks);
 (b) general:    G(y, q) a numba function G(y, q) -> float of two 1-D float64 arrays
-    (``PeriodicHamiltonian.general``; q-derivatives by central differences);
+    (``PeriodicHamiltonian.general``; q-derivatives by central differences, so G should be C^1
+    in q; write a G with kinks in the control form (c));
 (c) control:    G(y, q) = max_{a in A} { -f(y, a) . q - l(y, a) }   (sup convention; A a finite
     set, ``PeriodicHamiltonian.control``). With the sup convention ``Hbar(P)`` is minus the
     optimal long-run average of ``l + f.P`` for the controlled diffusion
@@ -33,52 +35,82 @@ N nodes per axis, h = 1/N, y_i = offset + i h (offset default 0, e.g. h/2 for a 
 
 Discretisation (monotone in the sense of Barles-Souganidis, 3-point / 5-point stencil)
 --------------------------------------------------------------------------------------
-With p-_k = P_k + (chi_i - chi_{i-e_k})/h, p+_k = P_k + (chi_{i+e_k} - chi_i)/h and
-p0_k = (p-_k + p+_k)/2 the scheme at node i reads
+With p-_k = P_k + (chi_i - chi_{i-e_k})/h, p+_k = P_k + (chi_{i+e_k} - chi_i)/h,
+p0_k = (p-_k + p+_k)/2 and c = 2 theta nu / h, theta = 0.9 (cell-Peclet bound: a centred
+difference of a term with slope s is monotone next to the nu-Laplacian iff h |s| / nu <= 2;
+theta < 1 keeps it strictly monotone, every node coupled to each neighbour by at least
+(1 - theta) nu / h^2, so that the linearisations stay irreducible for nu > 0):
 
-    -nu * Lap_h chi_i + Ghat_i(p-, p+) = Hbar,     Lap_h = standard 3-point (5-point) Laplacian.
+    -nu Lap_h chi_i + Ghat_i(p-, p+) = Hbar,     Lap_h = standard 3-point (5-point) Laplacian.
 
-* nu = 0: Ghat is (a) the exact Godunov flux per axis,
-  sum_k max{K_k(max(p-_k, q*_k)), K_k(min(p+_k, q*_k))} + V (q*_k = argmin K_k);
-  (b) Lax-Friedrichs, G(y, p0) - sum_k alpha_k (p+_k - p-_k)/2 with
-  alpha_k >= max_i |dG/dq_k(y_i, p0_i)| (checked at the solution, increased and re-solved if
-  violated); (c) the upwind control scheme max_a {-sum_k (f_k^+ p+_k + f_k^- p-_k) - l}.
-* nu > 0: where the cell Peclet number h |dG/dq_k| / nu <= 2 (evaluated at the solution,
-  per node and axis for (a), per node for (b), per node, control and axis with
-  h |f_k(y, a)| for (c)) the *centred* value G(y, p0) is used, otherwise the nu = 0 flux of
-  that node (axis / control). Each choice is monotone, so the whole scheme is monotone and
-  convex in chi.
+(a) separable, per axis k, the max of three monotone convex pieces (this is the control form
+    (c) for the Legendre representation K(s) = sup_a {-a s - L(a)}, with the controls
+    |a| <= c differenced centrally and the others upwind):
+        Ghat_k = max{ K_c(p0_k),  K(min(p+_k, s-)) - c max(p+_k - s-, 0),
+                                  K(max(p-_k, s+)) + c min(p-_k - s+, 0) }
+    where K'(s-) = -c, K'(s+) = c and K_c = K on [s-, s+], extended linearly with slopes -+c
+    outside (so |K_c'| <= c). Wherever the solution is resolved (h |K'(p0)| < 2 theta nu with
+    a margin) the centred value K(p0) wins: the scheme is the centred scheme there and falls
+    back to an upwind flux node by node (and axis by axis) elsewhere, without any switching
+    logic (the fallback is decided by the max, so the discrete problem is well defined, convex
+    and monotone in chi). nu = 0: c = 0, s+- = q* = argmin K and Ghat_k is the exact Godunov
+    flux max{K(max(p-, q*)), K(min(p+, q*))}.
+(b) general G: local Lax-Friedrichs with the minimal added viscosity,
+        Ghat_i = G(y_i, p0) - sum_k max(0, alpha_ik - c) (p+_k - p-_k)/2,
+    alpha_ik = 1.05 max_{|q|_inf <= q_box} |dG/dq_k(y_i, q)| (data only, see
+    PeriodicHamiltonian). Centred (second order) at nodes/axes with h alpha_ik <= 2 theta nu,
+    otherwise numerical viscosity: monotone, first order there, error O(alpha h) (nu = 0:
+    plain local LF, first order).
+(c) control: Ghat_i = max_a { -sum_k f_k p*_k - l }, p*_k = p0_k if h |f_k(y_i, a)| <=
+    2 theta nu, otherwise the upwind difference (p+_k if f_k > 0, p-_k if f_k < 0).
 
-Order (for Hbar): nu > 0 with the centred branch everywhere (the usual case, e.g. every node
-with h |G_q| <= 2 nu): second order, O(h^2). nu = 0: the Godunov / upwind flux is formally
-first order, but Hbar is O(h^2) for (a) in the tests here (1-D: the discrete problem reduces
-to a periodic rectangle rule of sqrt(2 (Hbar - V)), exact to all orders when Hbar > max V,
-O(h^2) at the non-smooth limit P0 and through max_i V(y_i) on a grid that misses the
-maximiser of V). Lax-Friedrichs (b) adds the numerical viscosity alpha h / 2: first order,
-error O(alpha h). Where (a)/(c) fall back to the upwind flux the local truncation error is O(h).
-For (c) with a finite control grid of spacing da approximating a continuous sup, add the
-error of the max over A (O(da^2) for smooth strictly concave a -> -f.q - l).
+Every scheme is monotone and convex in chi, and jointly convex in (P, chi), so the discrete
+Hbar_h(P) is convex in P (for (b): as long as the gradients stay in the q_box).
+
+Order (for Hbar): nu > 0 and centred everywhere (the usual resolved case): second order,
+O(h^2) (observed 2.00 in the tests). nu = 0, (a)/(c): the Godunov / upwind flux is formally
+first order, but Hbar is O(h^2) in the tests here (1-D: the discrete problem is a periodic
+rectangle rule for int sqrt(2 (Hbar - V)), spectrally accurate when Hbar > max V, O(h^2) at the
+non-smooth limit P0 and through max_i V(y_i) on a grid that misses the maximiser of V). Where
+(a)/(c) use the upwind branch, or (b) the LF branch, the local error is O(h). For (c) with a
+finite control grid of spacing da approximating a continuous sup, add the error of the max
+over A (<= da^2/8 for -f.q - l = -a.q - |a|^2/2 + V).
 
 Discrete comparison: for any grid function psi, min_i F_i(psi) <= Hbar_h <= max_i F_i(psi)
 (F_i the left-hand side); hence |Hbar_returned - Hbar_h| <= final residual.
 
 Solver
 ------
-Newton's method on the (N^m + 1) unknowns (chi, Hbar) with the normalisation as extra equation.
-Because every branch of the scheme is convex and monotone, Newton with the (semismooth)
-Jacobian is Howard's policy iteration for the ergodic problem (monotone, globally convergent
-when the linearisation is unichain). Linear systems: 1-D, a periodic tridiagonal system with a
-border, solved by a numba Thomas elimination anchored at a node of the recurrent class of the
-linearisation; 2-D (and 1-D fallback), ``scipy.sparse.linalg.splu`` on the bordered matrix.
-Robustness: non-monotone line search on the max-norm residual; a cold start with small nu (or
-nu = 0, a degenerate problem: for |P| <= P0 the corrector is not unique and Hbar = max V) uses
-continuation in nu (nu_j = nu_0 4^-j, Godunov/upwind branch plus viscosity) from the viscous
-solution; for nu = 0 the Jacobian gets an artificial 1e-9 relative graph Laplacian so that a
-linearisation with several absorbing nodes remains solvable (the residual is exact, so this
-only changes the search direction). The Peclet switch is decided at the solution by an outer
-loop (nodes leaving the centred set are frozen after two rounds so the loop terminates).
-Non-convergence raises ``NumericalError`` with the residual history; a wrong Hbar is never
-returned silently.
+Newton's method on the (N^m + 1) unknowns (chi, Hbar) with the normalisation as extra
+equation. Since every scheme is convex and monotone, Newton with the (semismooth) Jacobian is
+Howard's policy iteration for the ergodic problem. Pipeline of ``solve_ergodic``:
+  1. warm start (tables) or large nu: Newton at the target nu directly (<= 40 iterations);
+  2. otherwise / on failure: continuation in nu, nu_j = Q/4 * 4^-j (Q a gradient scale from
+     G(., P)) down to max(2 nu, h Q / 4, Q / 256), Newton at each stage: the viscous
+     linearisations are well mixed there (below, several wells of V only communicate through
+     exponentially small transitions and the Newton systems become numerically singular);
+  3. at the target: Newton (nu > 0) and, if it fails or for nu = 0, the vanishing-discount
+     continuation: Newton (= policy iteration, Jacobian lambda I + J, a nonsingular M-matrix)
+     on lambda Q w + F(w) = c, lambda = 1e-2, then x1e-3 (x0.1 while the policy still moves),
+     stopped when the certified ergodic residual lambda Q osc(w) / 2 is <= tol. This is what
+     makes the degenerate nu = 0 problem robust (several absorbing classes: |P| below the
+     critical value, several maximisers of V, where the ergodic Newton system is singular).
+Linear systems: the system is singular in chi up to constants, so it is solved with dchi = 0
+at an anchor node r in a recurrent class of the linearisation (found by following the
+strongest couplings): two right-hand sides on the nonsingular Dirichlet-at-r matrix, dHbar
+from the row of r; 1-D: numba Thomas elimination (periodic tridiagonal with a border), 2-D:
+``scipy.sparse.linalg.splu`` (MMD on A^T + A). The linear residual of every step is checked;
+when the anchored elimination is inaccurate (nearly multichain linearisations: hitting times
+explode) the bordered (N^m + 1) matrix [J, -1; e_0^T, 0] is factorised by sparse LU with
+partial pivoting instead. The Newton Jacobian (never the residual) carries a 1e-9 relative
+graph Laplacian so that linearisations with several absorbing classes stay solvable. Steps:
+full (policy-iteration) steps while the max-norm residual stays below the max of the last 5
+iterates (x1e3 allowed in the first two iterations), halved otherwise. Non-convergence raises ``NumericalError`` with the residual history and the
+narrowest certified bracket min F <= Hbar_h <= max F met on the way; a wrong Hbar is never
+returned silently: the returned value has residual <= max(tol, rounding floor).
+Known limits: metastable targets (small nu > 0 with several equal wells) may stall at a
+residual ~1e-10 (the bracket in the error message then tells which tol is achievable); a
+non-smooth K without dK (central differences at a kink) can make Newton oscillate.
 
 ``long_time_ergodic`` (explicit long-time marching of u_t + F(u) = 0, ~1e5-1e6 steps at
 realistic N) is a slow cross-check only.
@@ -108,6 +140,18 @@ __all__ = [
 ]
 
 _EPS = float(np.finfo(float).eps)
+# centred differences are used up to the cell-Peclet number 2 * _THETA (< 2: strictly monotone,
+# every node keeps a coupling >= (1 - _THETA) nu / h^2 to each neighbour, so the linearisations
+# stay irreducible for nu > 0)
+_THETA = 0.9
+# solver tuning (see "Solver" in the module docstring)
+_DIRECT_BUDGET = 40  # Newton iterations of a direct / warm-started attempt before the fallback
+_GROWTH = 1e3  # a full step may raise the max-norm residual this much in the first 2 iterations
+_GROWTH_LATE = 1.0  # afterwards: non-monotone Armijo test against the max of the last 5
+_REG = 1e-9  # Jacobian-only graph Laplacian, relative to Q / h
+_NU_STOP = 0.25  # nu-continuation stops at max(2 nu, _NU_STOP h Q, _NU_STOP_Q Q)
+_NU_STOP_Q = 1.0 / 256
+_DISC_FAC = 1e-3  # vanishing discount: lambda *= _DISC_FAC (0.1 while the policy still moves)
 
 
 class NonConvexHamiltonianError(HJBError):
@@ -159,6 +203,19 @@ def _find_anchor(C, nb):
             return s
         s = nxt
     return s
+
+
+@njit(cache=True)
+def _stencil_residual(C, nb, R, dchi, dH):
+    """max_i |(J dchi)_i - dH + R_i| for the stencil C."""
+    out = 0.0
+    for i in range(C.shape[0]):
+        v = C[i, 0] * dchi[i] - dH + R[i]
+        for j in range(nb.shape[1]):
+            v += C[i, 1 + j] * dchi[nb[i, j]]
+        if not (abs(v) <= out):
+            out = abs(v)
+    return out
 
 
 @njit(cache=True)
@@ -263,14 +320,14 @@ def _sep_flux(Kf, dKf, k, pm, pp, c, sm, sp_, Km, Kp):
 
 
 @njit
-def _sep_eval(Kf, dKf, brk, chi, hbar, P, h, nu, V, nb, which, R, C):
+def _sep_eval(Kf, dKf, brk, chi, hbar, P, h, nu, theta, V, nb, which, R, C):
     """Residual R_i = -nu Lap chi + sum_k Ghat_k - hbar + V and its stencil C (diag, lo_0, up_0,
     ...). brk[k] = (sm, sp, K(sm), K(sp)) for c = 2 nu / h; which[i, k] <- flux piece used."""
     n = chi.shape[0]
     m = P.shape[0]
     ih = 1.0 / h
     vis = nu * ih * ih
-    c = 2.0 * nu * ih
+    c = 2.0 * theta * nu * ih
     for i in range(n):
         ci = chi[i]
         r = V[i] - hbar
@@ -317,13 +374,13 @@ def _dKq(k, s):
 
 
 @njit(cache=True)
-def _quad_eval(brk, chi, hbar, P, h, nu, V, nb, which, R, C):
+def _quad_eval(brk, chi, hbar, P, h, nu, theta, V, nb, which, R, C):
     """_sep_eval for K_k(s) = s^2/2 (brk = (-c, c, c^2/2, c^2/2)); arrays only, cached."""
     n = chi.shape[0]
     m = P.shape[0]
     ih = 1.0 / h
     vis = nu * ih * ih
-    c = 2.0 * nu * ih
+    c = 2.0 * theta * nu * ih
     for i in range(n):
         ci = chi[i]
         r = V[i] - hbar
@@ -409,11 +466,15 @@ def _fd_grad(Gf, y, q, k):
 
 
 @njit
-def _gen_eval(Gf, Y, chi, hbar, P, h, nu, alpha, nb, cmask, R, C):
+def _gen_eval(Gf, Y, chi, hbar, P, h, nu, theta, alpha, nb, R, C):
+    """Residual / stencil for general G: G(y, p0) - sum_k beta_ik (p+_k - p-_k)/2 - nu Lap chi,
+    beta_ik = max(0, alpha_ik - 2 nu / h) (0: centred; else local Lax-Friedrichs with the
+    minimal added viscosity; monotone when alpha_ik >= |G_qk(y_i, p0_i)|)."""
     n = chi.shape[0]
     m = P.shape[0]
     ih = 1.0 / h
     vis = nu * ih * ih
+    c = 2.0 * theta * nu * ih
     y = np.empty(m)
     q = np.empty(m)
     dp = np.empty(m)
@@ -426,7 +487,6 @@ def _gen_eval(Gf, Y, chi, hbar, P, h, nu, alpha, nb, cmask, R, C):
             q[k] = P[k] + 0.5 * ih * (cu - cl)
             dp[k] = ((cu - ci) - (ci - cl)) * ih  # p+ - p-
         r = Gf(y, q) - hbar
-        cen = cmask[i, 0] != 0
         diag = 0.0
         for k in range(m):
             r -= nu * ih * dp[k]
@@ -434,9 +494,10 @@ def _gen_eval(Gf, Y, chi, hbar, P, h, nu, alpha, nb, cmask, R, C):
             g = 0.5 * ih * _fd_grad(Gf, y, q, k)
             lo = -vis - g
             up = -vis + g
-            if not cen:
-                r -= 0.5 * alpha[k] * dp[k]
-                a2 = 0.5 * alpha[k] * ih
+            beta = alpha[i, k] - c
+            if beta > 0.0:
+                r -= 0.5 * beta * dp[k]
+                a2 = 0.5 * beta * ih
                 lo -= a2
                 up -= a2
                 diag += 2.0 * a2
@@ -447,28 +508,47 @@ def _gen_eval(Gf, Y, chi, hbar, P, h, nu, alpha, nb, cmask, R, C):
 
 
 @njit
-def _gen_mask(Gf, Y, chi, P, h, nu, nb, out, amax):
-    """Node-level centred flag (all axes h |G_qk| <= 2 nu) and amax_k = max_i |G_qk(y_i, p0_i)|."""
-    n = chi.shape[0]
-    m = P.shape[0]
-    ih = 1.0 / h
+def _gen_alpha(Gf, Y, rad, ns, out):
+    """out[i, k] = 1.05 max |G_qk(y_i, q)| over q in [-rad, rad]^m. G convex => G_qk is
+    nondecreasing in q_k, so the max sits on the faces q_k = +-rad (sampled at ns points along
+    the other axis for m = 2)."""
+    n, m = Y.shape
     y = np.empty(m)
     q = np.empty(m)
-    for k in range(m):
-        amax[k] = 0.0
     for i in range(n):
         for k in range(m):
             y[k] = Y[i, k]
-            q[k] = P[k] + 0.5 * ih * (chi[nb[i, 2 * k + 1]] - chi[nb[i, 2 * k]])
-        ok = nu > 0.0
         for k in range(m):
-            g = abs(_fd_grad(Gf, y, q, k))
-            if g > amax[k]:
-                amax[k] = g
-            if h * g > 2.0 * nu:
-                ok = False
+            best = 0.0
+            for sgn in (-1.0, 1.0):
+                if m == 1:
+                    q[0] = sgn * rad
+                    g = abs(_fd_grad(Gf, y, q, 0))
+                    if g > best:
+                        best = g
+                else:
+                    o = 1 - k
+                    for j in range(ns):
+                        q[k] = sgn * rad
+                        q[o] = -rad + 2.0 * rad * j / (ns - 1)
+                        g = abs(_fd_grad(Gf, y, q, k))
+                        if g > best:
+                            best = g
+            out[i, k] = 1.05 * best
+
+
+@njit
+def _gen_grad_extent(chi, P, h, nb, out):
+    """out[k] = max_i |p0_ik| (extent of the centred discrete gradients P + D0 chi)."""
+    n = chi.shape[0]
+    m = P.shape[0]
+    for k in range(m):
+        out[k] = 0.0
+    for i in range(n):
         for k in range(m):
-            out[i, k] = 1 if ok else 0
+            d = abs(P[k] + 0.5 * (chi[nb[i, 2 * k + 1]] - chi[nb[i, 2 * k]]) / h)
+            if d > out[k]:
+                out[k] = d
 
 
 @njit
@@ -543,13 +623,13 @@ def _gen_convexity(Gf, Y, qs, delta, info):
 
 
 @njit(cache=True)
-def _ctrl_eval(F, L, chi, hbar, P, h, nu, nb, R, C, pol):
+def _ctrl_eval(F, L, chi, hbar, P, h, nu, theta, nb, R, C, pol):
     n = chi.shape[0]
     nA = L.shape[1]
     m = P.shape[0]
     ih = 1.0 / h
     vis = nu * ih * ih
-    thr = 2.0 * nu * ih  # centred branch for a control/axis iff |f_k| <= 2 nu / h
+    thr = 2.0 * theta * nu * ih  # centred branch for a control/axis iff |f_k| <= 2 theta nu / h
     pm = np.empty(m)
     pp = np.empty(m)
     pc = np.empty(m)
@@ -688,8 +768,8 @@ class PeriodicHamiltonian:
     * ``PeriodicHamiltonian.quadratic(V)``: G = |q|^2/2 + V(y) (exact Godunov flux / derivatives);
     * ``PeriodicHamiltonian.separable(K, V, dK=None, qstar=None)``: G = sum_k K_k(q_k) + V(y);
       ``K`` a numba function K(s) -> float used on every axis, or a list of one per axis;
-      ``dK`` likewise (central differences if omitted); ``qstar`` the minimiser(s) of K_k
-      (golden-section search if omitted);
+      ``dK`` likewise (central differences if omitted; give it, a subgradient, when K has
+      kinks); ``qstar`` the minimiser(s) of K_k (golden-section search if omitted);
     * ``PeriodicHamiltonian.general(G)``: G(y, q) -> float, numba, y and q 1-D float64 arrays;
       Lax-Friedrichs flux at nodes that are not centred (first order there);
     * ``PeriodicHamiltonian.control(f, l, A)``: G = max_{a in A} {-f(y,a).q - l(y,a)} (sup
@@ -700,12 +780,16 @@ class PeriodicHamiltonian:
     ``V(y) -> float`` (y a 1-D float64 array of length m) should be a numba function; plain
     Python callables are accepted for V only (tabulated once with a Python loop).
 
-    ``q_check`` is the half-width of the box of q values where convexity is sampled (it is
-    enlarged to cover |P| + 2 at solve time).
+    ``q_box`` (default 4): half-width of the box [-q_box, q_box]^m of q values where convexity
+    is sampled (enlarged to cover |P| + 2 at solve time) and, for ``general``, on which the
+    local Lax-Friedrichs bounds alpha_ik = 1.05 max_box |dG/dq_k(y_i, .)| are computed. The
+    box does not depend on P, so the discrete Hbar(P) is convex in P; if the discrete gradients
+    P + D0 chi of a solution leave the box, it is enlarged (1.5 x their extent) and the problem
+    re-solved (then the scheme depends on P: use a q_box covering all P + D chi of a table).
     """
 
     def __init__(self, kind, *, V=None, K=None, dK=None, qstar=None, G=None, f=None, l=None,
-                 A=None, q_check=4.0, name=None):
+                 A=None, q_box=4.0, name=None):
         self.kind = kind
         self.V = V
         self.K = K
@@ -715,21 +799,20 @@ class PeriodicHamiltonian:
         self.f = f
         self.l = l
         self.A = A
-        self.q_check = float(q_check)
+        self.q_box = float(q_box)
         self.name = name or kind
         self._contexts = {}
         self._kax = None
         self._dkax = None
-        self._qstar_arr = None
 
     # -- constructors --------------------------------------------------------------------------
     @classmethod
-    def quadratic(cls, V, *, q_check=4.0):
+    def quadratic(cls, V, *, q_box=4.0):
         """G(y, q) = |q|^2 / 2 + V(y)."""
-        return cls("quadratic", V=V, q_check=q_check, name="|q|^2/2 + V")
+        return cls("quadratic", V=V, q_box=q_box, name="|q|^2/2 + V")
 
     @classmethod
-    def separable(cls, K, V, *, dK=None, qstar=None, q_check=4.0):
+    def separable(cls, K, V, *, dK=None, qstar=None, q_box=4.0):
         """G(y, q) = sum_k K_k(q_k) + V(y) with convex scalar numba functions K_k(s)."""
         Ks = list(K) if isinstance(K, (list, tuple)) else [K]
         for fn in Ks:
@@ -741,14 +824,14 @@ class PeriodicHamiltonian:
                 _require_numba(fn, "dK")
             if len(dKs) != len(Ks):
                 raise HJBError("separable Hamiltonian: dK must match K (one, or one per axis)")
-        return cls("separable", V=V, K=Ks, dK=dKs, qstar=qstar, q_check=q_check,
+        return cls("separable", V=V, K=Ks, dK=dKs, qstar=qstar, q_box=q_box,
                    name="sum K_k(q_k) + V")
 
     @classmethod
-    def general(cls, G, *, q_check=4.0):
+    def general(cls, G, *, q_box=4.0):
         """A general convex-in-q numba function G(y, q) -> float."""
         _require_numba(G, "G")
-        return cls("general", G=G, q_check=q_check, name="general G")
+        return cls("general", G=G, q_box=q_box, name="general G")
 
     @classmethod
     def control(cls, f, l, A):
@@ -862,7 +945,7 @@ class PeriodicHamiltonian:
         general: the q-Hessian (2-D: from second and cross differences) at every node of Y
         and at 21 (1-D) or 7 x 7 (2-D) sample q values. The control form is convex by
         construction (a max of affine functions of q)."""
-        R = float(radius if radius is not None else self.q_check)
+        R = float(radius if radius is not None else self.q_box)
         if self.kind == "control":
             return
         if self.kind in ("quadratic", "separable"):
@@ -971,6 +1054,7 @@ class _Context:
         self._pattern = None
         self._convex_radius = -1.0
         self._brk = {}
+        self._alpha = {}
         kind = ham.kind
         ham.check_periodic(m)
         if kind in ("quadratic", "separable"):
@@ -1011,7 +1095,7 @@ class _Context:
     def breakpoints(self, nu):
         """Separable flux data per axis: (s-, s+, K(s-), K(s+)) with K_k'(s+-) = +-2 nu / h
         (s+- = +-inf if K_k' never reaches +-c; s- = s+ = q*_k for nu = 0)."""
-        c = 2.0 * nu / self.h
+        c = 2.0 * _THETA * nu / self.h
         key = float(c)
         brk = self._brk.get(key)
         if brk is not None:
@@ -1039,28 +1123,38 @@ class _Context:
         self._brk[key] = brk
         return brk
 
-    def scheme(self, nu, alpha=None):
-        return _Scheme(self, nu, alpha)
+    def scheme(self, nu, rad=None):
+        return _Scheme(self, nu, rad)
+
+    def general_alpha(self, rad):
+        key = float(rad)
+        a = self._alpha.get(key)
+        if a is None:
+            a = np.empty((self.n, self.m))
+            _gen_alpha(self.ham.G, self.Y, float(rad), 17, a)
+            if not np.all(np.isfinite(a)):
+                i = int(np.flatnonzero(~np.all(np.isfinite(a), axis=1))[0])
+                raise NumericalError(f"dG/dq is not finite at node y = {_fmt(self.Y[i])} for "
+                                     f"q in [-{rad:.3g}, {rad:.3g}]^m")
+            if len(self._alpha) > 8:
+                self._alpha.clear()
+            self._alpha[key] = a
+        return a
 
     def evaluate(self, chi, hbar, P, sch, R, C):
         kind = self.ham.kind
         if kind == "quadratic":
-            _quad_eval(sch.brk, chi, hbar, P, self.h, sch.nu, self.V, self.nb, sch.mask, R, C)
+            _quad_eval(sch.brk, chi, hbar, P, self.h, sch.nu, _THETA, self.V, self.nb, sch.mask,
+                       R, C)
         elif kind == "separable":
-            _sep_eval(self.kax, self.dkax, sch.brk, chi, hbar, P, self.h, sch.nu, self.V,
-                      self.nb, sch.mask, R, C)
+            _sep_eval(self.kax, self.dkax, sch.brk, chi, hbar, P, self.h, sch.nu, _THETA,
+                      self.V, self.nb, sch.mask, R, C)
         elif kind == "general":
-            _gen_eval(self.ham.G, self.Y, chi, hbar, P, self.h, sch.nu, sch.alpha, self.nb,
-                      sch.mask, R, C)
+            _gen_eval(self.ham.G, self.Y, chi, hbar, P, self.h, sch.nu, _THETA, sch.alpha,
+                      self.nb, R, C)
         else:
-            _ctrl_eval(self.F, self.L, chi, hbar, P, self.h, sch.nu, self.nb, R, C, self.pol)
-
-    def general_mask(self, chi, P, nu):
-        """'general': Peclet mask at chi (uint8 (n, m)) and amax_k = max_i |G_qk(y_i, p0_i)|."""
-        out = np.zeros((self.n, self.m), np.uint8)
-        amax = np.zeros(self.m)
-        _gen_mask(self.ham.G, self.Y, chi, P, self.h, nu, self.nb, out, amax)
-        return out, amax
+            _ctrl_eval(self.F, self.L, chi, hbar, P, self.h, sch.nu, _THETA, self.nb, R, C,
+                       self.pol)
 
     def centred_fraction(self, sch):
         """Share of (node, axis) pairs using the centred (second-order) branch after the last
@@ -1071,29 +1165,60 @@ class _Context:
         if kind in ("quadratic", "separable"):
             return float(np.mean(sch.mask == 0))
         if kind == "general":
-            return float(np.mean(sch.mask))
+            return float(np.mean(sch.alpha <= 2.0 * _THETA * sch.nu / self.h))
         f = self.F[np.arange(self.n), self.pol]
-        return float(np.mean(np.abs(f) <= 2.0 * sch.nu / self.h))
+        return float(np.mean(np.abs(f) <= 2.0 * _THETA * sch.nu / self.h))
 
     # -- linear algebra -------------------------------------------------------------------------
     def solve(self, C, R):
         """Newton step: J dchi - dH 1 = -R, shifted so that dchi[0] = 0 (chi[0] stays 0).
 
-        The system is singular in chi up to constants; it is solved with dchi[r] = 0 at an
-        anchor r in a recurrent class of the linearisation (so the Dirichlet-at-r matrix is
-        nonsingular): u, v from J_r u = -R, J_r v = 1, then the row of r gives dH."""
+        Fast path: the system is singular in chi up to constants, so it is solved with
+        dchi[r] = 0 at an anchor r in a recurrent class of the linearisation (Dirichlet-at-r
+        matrix, nonsingular): u, v from J_r u = -R, J_r v = 1, dH from the row of r (1-D: numba
+        Thomas; 2-D: sparse LU). This is not backward stable when the linearisation is nearly
+        multichain (v ~ hitting times explode); the linear residual is therefore checked and,
+        if needed, the bordered (N^m + 1) system [J, -1; e_0^T, 0] is solved by sparse LU with
+        partial pivoting instead."""
         n = self.n
         r = _find_anchor(C, self.nb)
+        out = None
         if self.m == 1:
             dchi = np.empty(n)
             dH, ok = _bordered_solve_1d(C, R, r, dchi)
             if ok and np.all(np.isfinite(dchi)):
+                out = (dchi, dH)
+        if out is None:
+            try:
+                out = self._solve_anchored(C, R, r)
+            except _Singular:
+                out = None
+        if out is not None:
+            lin_fast = self._linres(C, R, *out)
+            if lin_fast <= 1e-9 * self._linscale(C, R, *out):
+                dchi, dH = out
                 dchi -= dchi[0]
                 return dchi, dH
         try:
-            return self._solve_anchored(C, R, r)
+            bord = self._solve_bordered(C, R)
         except _Singular:
-            return self._solve_bordered(C, R)
+            if out is None:
+                raise
+            bord = None
+        if bord is None or (out is not None and lin_fast < self._linres(C, R, *bord)):
+            bord = out  # the more accurate of the two; the nonlinear residual decides
+        dchi, dH = bord
+        dchi -= dchi[0]
+        return dchi, dH
+
+    def _linres(self, C, R, dchi, dH):
+        """max-norm of J dchi - dH 1 + R (inf if not finite)."""
+        lin = _stencil_residual(C, self.nb, R, dchi, dH)
+        return lin if math.isfinite(lin) else np.inf
+
+    def _linscale(self, C, R, dchi, dH):
+        return float(np.max(np.abs(R))) + 1e3 * _EPS * (
+            float(np.max(np.abs(C).sum(axis=1))) * float(np.max(np.abs(dchi))) + abs(dH))
 
     def _csc_pattern(self):
         """CSC pattern of the (n+1) x (n+1) bordered stencil matrix [J, -1; e_0^T, 0], and for
@@ -1150,7 +1275,6 @@ class _Context:
         dchi = u + dH * v
         if not (math.isfinite(dH) and np.all(np.isfinite(dchi))):
             raise _Singular("non-finite Newton step")
-        dchi -= dchi[0]
         return dchi, dH
 
     def _solve_bordered(self, C, R):
@@ -1167,9 +1291,7 @@ class _Context:
             raise _Singular(str(exc)) from None
         if not np.all(np.isfinite(x)):
             raise _Singular("non-finite Newton step")
-        dchi = x[:n]
-        dchi -= dchi[0]
-        return dchi, float(x[n])
+        return x[:n].copy(), float(x[n])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1183,10 +1305,12 @@ class ErgodicResult:
 
     hbar: the ergodic constant Hbar(P) of the discrete problem; chi: corrector, shape (N,)*m,
     chi.flat[0] = 0; y: node coordinates per axis, shape (N,) (m = 1) or (m, N);
-    iterations: Newton iterations (all stages); residual_history: max-norm residual after
-    each iteration (all stages, continuation stages included); residual: final max-norm
-    residual (a bound on |hbar - Hbar_h|); centred_fraction: share of (node, axis) pairs using
-    the second-order centred branch; stages: the nu values solved (continuation)."""
+    iterations: Newton iterations (all stages); residual_history: max-norm residuals, for
+    every stage the initial one then one per iteration (continuation stages included);
+    residual: final max-norm residual (a bound on |hbar - Hbar_h|); centred_fraction: share of
+    (node, axis) pairs using the second-order centred branch; stages: (nu, method, iterations,
+    status) of every stage solved (a direct attempt, continuation stages, the target nu by
+    'newton' or by the vanishing 'discount' continuation)."""
 
     hbar: float
     chi: np.ndarray
@@ -1202,14 +1326,16 @@ class ErgodicResult:
 
 
 class _Scheme:
-    """Scheme data of one nu-stage: separable -> flux breakpoints (and ``mask`` receives the
-    flux piece per node/axis, 0 = centred); general -> centred mask (input) and LF alpha."""
+    """Scheme data of one nu-stage: separable -> flux breakpoints (``mask`` receives the flux
+    piece per node/axis, 0 = centred); general -> local LF bounds alpha (n, m) on the box
+    [-rad, rad]^m (independent of P, so that Hbar_h stays convex in P)."""
 
-    def __init__(self, ctx, nu, alpha=None):
+    def __init__(self, ctx, nu, rad=None):
         self.nu = float(nu)
         self.mask = np.zeros((ctx.n, ctx.m), np.uint8)
-        self.alpha = np.zeros(ctx.m) if alpha is None else np.array(alpha, dtype=float)
         self.brk = ctx.breakpoints(nu) if ctx.ham.kind in ("quadratic", "separable") else None
+        self.rad = rad
+        self.alpha = ctx.general_alpha(rad) if ctx.ham.kind == "general" else None
 
 
 class _State:
@@ -1219,6 +1345,13 @@ class _State:
         self.hist = []
         self.iterations = 0
         self.stages = []
+        self.best = (np.inf, np.nan, np.nan)  # narrowest certified bracket: (width, lo, hi)
+
+    def bracket(self, F):
+        """Record the certified bracket min F <= Hbar_h <= max F of an iterate (F = R + c)."""
+        lo, hi = float(np.min(F)), float(np.max(F))
+        if math.isfinite(lo) and math.isfinite(hi) and hi - lo < self.best[0]:
+            self.best = (hi - lo, lo, hi)
 
 
 def _residual_floor(C, R, chi, hbar):
@@ -1243,17 +1376,19 @@ def _newton(st, sch, chi, hbar, tol, maxiter, reg):
     st.hist.append(res)
     if not math.isfinite(res):
         return chi, hbar, "non-finite residual", res
+    if sch.nu == st.nu:
+        st.bracket(R + hbar)
     recent = [res]
     for it in range(maxiter + 1):
         if res <= max(tol, _residual_floor(C, R, chi, hbar)):
             return chi, hbar, "ok", res
         if it == maxiter:
             break
-        Cs = C
-        if reg > 0.0:
-            Cs = C.copy()
-            Cs[:, 1:] -= reg
-            Cs[:, 0] += reg * (w - 1)
+        # Jacobian-only graph Laplacian, 1e-9 relative: keeps linearisations with several
+        # absorbing classes solvable (the residual itself is never modified)
+        Cs = C.copy()
+        Cs[:, 1:] -= reg
+        Cs[:, 0] += reg * (w - 1)
         try:
             dchi, dH = ctx.solve(Cs, R)
         except _Singular as exc:
@@ -1262,7 +1397,7 @@ def _newton(st, sch, chi, hbar, tol, maxiter, reg):
         lam = 1.0
         # full (policy-iteration) steps are accepted unless the residual explodes; afterwards a
         # non-monotone Armijo test on the max-norm over the last 5 iterates
-        growth = 1e3 if it < 2 else 1.0
+        growth = _GROWTH if it < 2 else _GROWTH_LATE
         while True:
             chit = chi + lam * dchi
             chit -= chit[0]
@@ -1278,6 +1413,8 @@ def _newton(st, sch, chi, hbar, tol, maxiter, reg):
         R, Rt = Rt, R
         C, Ct = Ct, C
         res = rest
+        if sch.nu == st.nu:
+            st.bracket(R + hbar)
         recent.append(res)
         st.hist.append(res)
         st.iterations += 1
@@ -1290,53 +1427,104 @@ def _gradient_scale(st):
     n, w = ctx.n, 1 + 2 * ctx.m
     R = np.empty(n)
     C = np.empty((n, w))
-    ctx.evaluate(np.zeros(n), 0.0, st.P, ctx.scheme(0.0), R, C)
+    sch = ctx.scheme(0.0, 0.0)
+    if ctx.ham.kind == "general":
+        sch.alpha = np.zeros((n, ctx.m))  # no LF viscosity: G(y, P) and G_q(y, P) only
+    ctx.evaluate(np.zeros(n), 0.0, st.P, sch, R, C)
     osc = float(np.max(R) - np.min(R))
     return 1.0 + ctx.h * float(np.max(np.abs(C[:, 1:]))) + math.sqrt(2.0 * max(osc, 0.0))
 
 
-def _solve_fixed_nu(st, nu, chi, hbar, tol, maxiter, alpha):
-    """Solve at one nu. 'general': outer loop on the Peclet mask (decided at the solution;
-    nodes leaving the centred set are frozen after two rounds) and on the LF alpha."""
+def _discount(st, sch, chi, hbar, tol, maxiter):
+    """Vanishing-discount continuation at fixed nu: Newton (= policy iteration, Jacobian
+    lambda I + J: a nonsingular M-matrix whatever the chain structure) on
+
+        lambda_j Q w_i + F_i(w) - c = 0,   w_0 = 0,    lambda_j = 1e-2 * 1e-3^j,
+
+    i.e. the discounted problem with u = w - c / (lambda_j Q). By discrete comparison
+    min F(w) <= Hbar_h <= max F(w), and F(w) = c - lambda_j Q w, so Hbar = midpoint has the
+    certified ergodic residual lambda_j Q osc(w) / 2; stop once it is <= tol. Robust where the
+    ergodic Newton system is (nearly) singular: nu = 0 with several absorbing classes (|P|
+    below the critical value, several maximisers of V), small nu with several wells."""
+    ctx, P = st.ctx, st.P
+    n, w = ctx.n, 1 + 2 * ctx.m
+    R = np.empty(n)
+    C = np.empty((n, w))
+    chi = chi.copy()
+    c = float(hbar)
+    lam = 1e-2
+    res = float("inf")
+    while True:
+        lq = lam * st.Q
+        for it in range(maxiter + 1):
+            ctx.evaluate(chi, c, P, sch, R, C)
+            G = R + lq * chi
+            g = float(np.max(np.abs(G)))
+            st.hist.append(g)
+            if not math.isfinite(g):
+                return chi, c, "non-finite residual (discounted problem)", res
+            if g <= max(0.25 * tol, _residual_floor(C, G, chi, c)):
+                break
+            if it == maxiter:
+                return chi, c, (f"no convergence in {maxiter} iterations (discounted problem, "
+                                f"lambda = {lam:.1e})"), res
+            Cs = C.copy()
+            Cs[:, 0] += lq
+            try:
+                dchi, dc = ctx.solve(Cs, G)
+            except _Singular as exc:
+                return chi, c, f"singular Newton system ({exc})", res
+            chi = chi + dchi
+            chi -= chi[0]
+            c += dc
+            st.iterations += 1
+        F = R + c
+        st.bracket(F)
+        lo, hi = float(np.min(F)), float(np.max(F))
+        mid = 0.5 * (lo + hi)
+        res = 0.5 * (hi - lo)
+        if res <= max(tol, _residual_floor(C, F - mid, chi, mid)):
+            return chi, mid, "ok", res
+        if lam < 1e-17:
+            return chi, mid, "vanishing discount reached lambda = 1e-17", res
+        # big lambda steps while the policy settles in <= 2 iterations, small ones otherwise
+        # (policy iteration moves a kink of a degenerate problem only a few nodes per step)
+        lam *= _DISC_FAC if it <= 2 else 0.1
+
+
+def _solve_fixed_nu(st, nu, chi, hbar, tol, maxiter, method="newton"):
+    """Solve at one nu by Newton on the ergodic system or by the vanishing-discount
+    continuation. 'general': if the discrete gradients leave the box [-rad, rad]^m on which the
+    LF bounds alpha were computed, enlarge the box (x1.5 the extent) and re-solve."""
     ctx = st.ctx
     kind = ctx.ham.kind
-    reg = 1e-9 * st.Q / ctx.h if (nu == 0.0 and kind != "general") else 0.0
-    sch = ctx.scheme(nu, alpha)
-    if kind != "general":
-        chi, hbar, status, res = _newton(st, sch, chi, hbar, tol, maxiter, reg)
-        return chi, hbar, status, res, sch
-    mask, amax = ctx.general_mask(chi, st.P, nu)
-    sch.mask = mask
-    sch.alpha = np.maximum(sch.alpha, 1.25 * amax + 1e-3 * st.Q)
-    status, res = "ok", float("nan")
-    for outer in range(40):
-        chi, hbar, status, res = _newton(st, sch, chi, hbar, tol, maxiter, reg)
-        if status != "ok":
+    for _ in range(8):
+        sch = ctx.scheme(nu, st.rad)
+        if method == "newton":
+            chi, hbar, status, res = _newton(st, sch, chi, hbar, tol, maxiter,
+                                             _REG * st.Q / ctx.h)
+        else:
+            chi, hbar, status, res = _discount(st, sch, chi, hbar, tol, maxiter)
+        if status != "ok" or kind != "general":
             return chi, hbar, status, res, sch
-        new, amax = ctx.general_mask(chi, st.P, nu)
-        again = False
-        if np.any(sch.mask[:, 0] == 0) and np.any(amax > sch.alpha):
-            sch.alpha = np.maximum(sch.alpha, 1.25 * amax)
-            again = True
-        viol = (sch.mask == 1) & (new == 0)
-        gain = (sch.mask == 0) & (new == 1)
-        if viol.any():
-            again = True
-            sch.mask = new if outer < 2 else (sch.mask & new)
-        elif gain.any() and outer < 2:
-            again = True
-            sch.mask = new
-        if not again:
+        ext = np.empty(ctx.m)
+        _gen_grad_extent(chi, st.P, ctx.h, ctx.nb, ext)
+        if float(np.max(ext)) <= st.rad:
             return chi, hbar, status, res, sch
-    return chi, hbar, "Peclet switch did not settle", res, sch
+        st.rad = 1.5 * float(np.max(ext))
+        ctx.ensure_convex(st.rad)
+    return chi, hbar, "gradient box for the Lax-Friedrichs bound did not settle", res, sch
 
 
-def _solve(ctx, P, nu, tol, maxiter, chi0=None, hbar0=None, alpha0=None):
+def _solve(ctx, P, nu, tol, maxiter, chi0=None, hbar0=None):
+    """Pipeline: (1) direct Newton at nu (warm start, or nu large); (2) continuation in nu
+    from Q/4 down to max(2 nu, 0.25 h Q) (well-mixed chains); (3) at the target: Newton
+    (nu > 0), then / or (nu = 0) the vanishing-discount continuation."""
     st = _State(ctx, P)
+    st.nu = nu
     st.Q = _gradient_scale(st)
+    st.rad = ctx.ham.q_box
     n = ctx.n
-    general = ctx.ham.kind == "general"
-    alpha = np.zeros(ctx.m) if alpha0 is None else np.asarray(alpha0, dtype=float)
     warm = chi0 is not None
     chi = np.zeros(n) if chi0 is None else np.asarray(chi0, dtype=float).ravel().copy()
     if chi.shape != (n,):
@@ -1345,54 +1533,62 @@ def _solve(ctx, P, nu, tol, maxiter, chi0=None, hbar0=None, alpha0=None):
     if hbar0 is None:
         R = np.empty(n)
         C = np.empty((n, 1 + 2 * ctx.m))
-        ctx.evaluate(chi, 0.0, P, ctx.scheme(nu, alpha), R, C)
+        ctx.evaluate(chi, 0.0, P, ctx.scheme(nu, st.rad), R, C)
         hbar = float(np.mean(R))
     else:
         hbar = float(hbar0)
     nu_cont = 0.25 * st.Q
     failures = []
+
+    def attempt(label, nu_, chi_, hbar_, maxit, method="newton"):
+        it0 = st.iterations
+        out = _solve_fixed_nu(st, nu_, chi_, hbar_, tol, maxit, method)
+        st.stages.append((nu_, method, st.iterations - it0, out[2]))
+        if out[2] != "ok":
+            failures.append(f"{label} (nu={nu_:.3g}, {method}): {out[2]}")
+        return out
+
     if warm or nu >= 0.25 * nu_cont:
-        st.stages.append(nu)
-        out = _solve_fixed_nu(st, nu, chi, hbar, tol, maxiter, alpha)
+        # a failed direct attempt falls back to the continuation: cap its cost
+        out = attempt("direct" + (" from the warm start" if warm else ""), nu, chi, hbar,
+                      min(maxiter, _DIRECT_BUDGET))
         if out[2] == "ok":
             return st, out
-        failures.append(f"nu={nu:.3g} (direct{', warm start' if warm else ''}): {out[2]}")
-    # continuation in nu from the viscous problem (the same monotone scheme at nu_j; for
-    # 'general' Lax-Friedrichs + viscosity)
-    nus = []
+    # continuation in nu from the viscous problem (the same monotone scheme at nu_j), stopped
+    # while the linearisations are still well mixed (cell Peclet ~ 4 / _NU_STOP)
     nu_j = nu_cont
-    nu_stop = max(2.0 * nu, 1e-3 * ctx.h * st.Q)
-    while nu_j > nu_stop:
-        nus.append(nu_j)
-        nu_j /= 4.0
+    nu_stop = max(2.0 * nu, _NU_STOP * ctx.h * st.Q, _NU_STOP_Q * st.Q)
     chi_c, hbar_c = chi, hbar
-    for nu_j in nus:
-        st.stages.append(nu_j)
-        sch = ctx.scheme(nu_j, alpha)
-        if general:
-            _, amax = ctx.general_mask(chi_c, P, nu_j)
-            sch.alpha = np.maximum(alpha, 1.25 * amax + 1e-3 * st.Q)
+    while nu_j > nu_stop:
+        it0 = st.iterations
+        sch = ctx.scheme(nu_j, st.rad)
         chi_n, hbar_n, status, res = _newton(st, sch, chi_c, hbar_c, max(tol, 1e-9), maxiter,
-                                             0.0)
+                                             _REG * st.Q / ctx.h)
+        st.stages.append((nu_j, "newton", st.iterations - it0, status))
         if status != "ok":
             failures.append(f"continuation stage nu={nu_j:.3g}: {status}")
-            raise NumericalError(_failure_message(st, nu, failures))
+            break
         chi_c, hbar_c = chi_n, hbar_n
-        if general:
-            _, amax = ctx.general_mask(chi_c, P, nu_j)
-            alpha = np.maximum(sch.alpha, 1.25 * amax)
-    st.stages.append(nu)
-    out = _solve_fixed_nu(st, nu, chi_c, hbar_c, tol, maxiter, alpha)
+        nu_j /= 4.0
+    if nu > 0.0:
+        out = attempt("after continuation", nu, chi_c, hbar_c, maxiter)
+        if out[2] == "ok":
+            return st, out
+    out = attempt("after continuation", nu, chi_c, hbar_c, maxiter, "discount")
     if out[2] == "ok":
         return st, out
-    failures.append(f"nu={nu:.3g} after continuation: {out[2]}")
     raise NumericalError(_failure_message(st, nu, failures))
 
 
 def _failure_message(st, nu, failures):
     hist = ", ".join(f"{r:.3e}" for r in st.hist) if st.hist else "(no iteration)"
+    best = ""
+    if math.isfinite(st.best[0]):
+        best = (f". Best certified bracket (discrete comparison, at nu = {nu:.6g}): "
+                f"{st.best[1]:.15g} <= Hbar_h <= {st.best[2]:.15g} (width {st.best[0]:.2e}; "
+                f"rerun with tol >= {0.5 * st.best[0]:.1e} to accept it)")
     return (f"ergodic cell problem did not converge (G = {st.ctx.ham.name}, P = {_fmt(st.P)}, "
-            f"N = {st.ctx.N}, m = {st.ctx.m}, nu = {nu:.6g}): " + "; ".join(failures)
+            f"N = {st.ctx.N}, m = {st.ctx.m}, nu = {nu:.6g}): " + "; ".join(failures) + best
             + f". Residual history (max-norm): [{hist}]")
 
 
@@ -1417,7 +1613,7 @@ def _prepare(ham, N, nu, m, offset, Pmax):
     if not (nu >= 0.0 and math.isfinite(nu)):
         raise HJBError(f"nu must be finite and >= 0 (got {nu})")
     ctx = ham._context(m, int(N), offset)
-    ctx.ensure_convex(max(ham.q_check, Pmax + 2.0))
+    ctx.ensure_convex(max(ham.q_box, Pmax + 2.0))
     return ctx, nu
 
 
@@ -1440,8 +1636,8 @@ def solve_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-12, maxiter=100, chi
     return _solve_one(ctx, Pv, nu, tol, maxiter, chi0, hbar0)
 
 
-def _solve_one(ctx, P, nu, tol, maxiter, chi0, hbar0, alpha0=None):
-    st, out = _solve(ctx, P, nu, tol, maxiter, chi0, hbar0, alpha0)
+def _solve_one(ctx, P, nu, tol, maxiter, chi0, hbar0):
+    st, out = _solve(ctx, P, nu, tol, maxiter, chi0, hbar0)
     chi, hbar, status, res, sch = out
     if not math.isfinite(hbar) or not np.all(np.isfinite(chi)):
         raise NumericalError(_failure_message(st, nu, ["non-finite solution"]))
@@ -1450,12 +1646,10 @@ def _solve_one(ctx, P, nu, tol, maxiter, chi0, hbar0, alpha0=None):
     C = np.empty((ctx.n, 1 + 2 * ctx.m))
     ctx.evaluate(chi, hbar, P, sch, R, C)
     cf = ctx.centred_fraction(sch)
-    alpha = sch.alpha
     r = ErgodicResult(hbar=float(hbar), chi=chi.reshape((ctx.N,) * ctx.m), y=y,
                       iterations=st.iterations, residual_history=list(st.hist), P=P.copy(),
                       N=ctx.N, nu=nu, residual=float(res), centred_fraction=cf,
                       stages=list(st.stages))
-    r._alpha = alpha
     return r
 
 
@@ -1469,7 +1663,8 @@ def effective_hamiltonian_table(ham, Ps, N, nu, m=None, offset=0.0, tol=1e-12, m
     if m is None:
         m = 1 if Ps.ndim == 1 else Ps.shape[1]
     m = int(m)
-    Ps = Ps.reshape(-1, m) if Ps.ndim == 1 else Ps
+    if Ps.ndim == 1 and m == 1:
+        Ps = Ps[:, None]
     if Ps.ndim != 2 or Ps.shape[1] != m:
         raise HJBError(f"Ps must have shape (K,) for m = 1 or (K, m) (got {Ps.shape})")
     ctx, nu = _prepare(ham, N, nu, m, offset, float(np.max(np.abs(Ps))) if Ps.size else 0.0)
@@ -1481,7 +1676,7 @@ def effective_hamiltonian_table(ham, Ps, N, nu, m=None, offset=0.0, tol=1e-12, m
         if prev is None:
             r = _solve_one(ctx, Pv, nu, tol, maxiter, None, None)
         else:
-            r = _solve_one(ctx, Pv, nu, tol, maxiter, prev.chi, prev.hbar, prev._alpha)
+            r = _solve_one(ctx, Pv, nu, tol, maxiter, prev.chi, prev.hbar)
         out[j] = r.hbar
         prev = r
         if return_results:
@@ -1500,9 +1695,9 @@ def long_time_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-9, max_steps=2_0
     with Hbar = 0) explicitly with dt = cfl / max_i dF_i/du_i until osc(F(u)) <= tol.
 
     By discrete comparison, min_i F_i(u) <= Hbar_h <= max_i F_i(u) at every step, so the
-    returned bracket (lo, hi) contains the discrete ergodic constant. For 'general' G the
-    Peclet mask and the LF alpha are taken from the current iterate every 1000 steps. Returns (hbar_mid, lo, hi, steps).
-    Needs ~1/(spectral gap * dt) steps: about 10^6 at N = 400, use small N only."""
+    returned bracket (lo, hi) contains the discrete ergodic constant (for 'general' G: of the
+    scheme with the LF bounds on the box of solve_ergodic's first attempt). Returns (hbar_mid, lo, hi,
+    steps). Needs ~1/(spectral gap * dt) steps: about 10^6 at N = 400, use small N only."""
     if m is None:
         m = np.atleast_1d(np.asarray(P)).size
     Pv = _as_P(P, int(m))
@@ -1511,18 +1706,12 @@ def long_time_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-9, max_steps=2_0
     u = np.zeros(n) if chi0 is None else np.asarray(chi0, dtype=float).ravel().copy()
     R = np.empty(n)
     C = np.empty((n, 1 + 2 * ctx.m))
-    sch = ctx.scheme(nu)
-    general = ctx.ham.kind == "general"
-    if general:
-        sch.mask, amax = ctx.general_mask(u, Pv, nu)
-        sch.alpha = 1.5 * amax + 1e-3
-    lo, hi = -np.inf, np.inf
     st = _State(ctx, Pv)
-    dt_cap = cfl * ctx.h / _gradient_scale(st)
+    Q = _gradient_scale(st)
+    sch = ctx.scheme(nu, ham.q_box)
+    lo, hi = -np.inf, np.inf
+    dt_cap = cfl * ctx.h / Q
     for step in range(int(max_steps)):
-        if general and step % 1000 == 0 and step > 0:
-            sch.mask, amax = ctx.general_mask(u, Pv, nu)
-            sch.alpha = np.maximum(sch.alpha, 1.5 * amax)
         ctx.evaluate(u, 0.0, Pv, sch, R, C)
         lo, hi = float(np.min(R)), float(np.max(R))
         if not (math.isfinite(lo) and math.isfinite(hi)):

@@ -64,7 +64,7 @@ def veps():
     print(f"{'eps':>7} {'dt = dx':>8} {'ny':>5} {'error':>10} {'order':>6} {'time s':>7}")
     for eps in (0.1, 0.01, 0.001):
         prev = None
-        for dt, nx, ny in ((0.04, 126, 61), (0.02, 251, 121), (0.01, 501, 121), (0.005, 1001, 241)):
+        for dt, nx, ny in ((0.04, 126, 161), (0.02, 251, 161), (0.01, 501, 161), (0.005, 1001, 161)):
             model, cell = t.setup(nx, ny)
             t0 = time.perf_counter()
             e = t.eps_error(value_function(model, cell, eps, 1.0, dt), eps)

@@ -817,7 +817,7 @@ def time_step(T: float, eps: float, ds: float | None = None, fast_resolution: fl
     return T / nsteps, nsteps
 
 
-def resolution_for(dyn: Dynamics, bias: float = 0.02) -> float:
+def resolution_for(dyn: Dynamics, bias: float = 0.05) -> float:
     """A ``fast_resolution`` (steps per unit eps) for which the Euler chain's fast law is biased by about
     ``bias`` (relative, ``lambda ds / (2 eps)`` with lambda the mean fast rate) and stable on the visited
     region (``lambda_max ds / eps <= 1``); at least 10."""

@@ -266,7 +266,7 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
                 st.step(Vb, W)
                 K.average_over_y(W.reshape(J, -1), pi, buf.reshape(-1))
             elif kind == "per_y_blind":
-                K.step_blind_1d(V[0], pi, st.C, st.disp, st.noise, st.x0, st.h, st.mode, buf[0], st.arg[0])
+                K.step_blind_1d(V[0], pi, st.C, st.disp, st.noise, st.mode, buf[0], st.arg[0])
             else:
                 st.step(V, buf)
                 if avg is not None and avg.needs_widening():

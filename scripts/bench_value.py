@@ -100,9 +100,11 @@ def bench_tab2d(n, nc, repeat):
     noise = np.zeros((1, 1, n, n, 2, 2))
     out = np.empty_like(V)
     arg = np.empty(V.shape, np.int32)
+    disp_cells = np.ascontiguousarray(disp / h)
+    Vf = V.reshape(1, -1)
 
     def run():
-        K.step_tab_2d(V, C, disp, noise, x0, h, 0, False, out, arg)
+        K.step_tab_2d(Vf, C, disp_cells, noise, 0, False, out, arg)
 
     t0 = time.perf_counter()
     run()

@@ -135,10 +135,10 @@ def test_extrapolation_modes():
     N = 11
     V = np.linspace(0, 1, N)[None].copy()
     L = np.zeros((1, 1, N))
-    disp = np.full((1, 1, N), 0.5)
+    disp = np.full((1, 1, N), 5.0)          # in cells: 0.5 / h
     noise = np.zeros((1, 1, N))
     for mode, want in ((0, 1.5), (1, 1.0)):
         out = np.empty((1, N))
         arg = np.empty((1, N), np.int32)
-        step_tab_1d(V, L, disp, noise, 0.0, 0.1, mode, False, out, arg)
+        step_tab_1d(V, L, disp, noise, mode, False, out, arg)
         assert np.isclose(out[0, -1], want)

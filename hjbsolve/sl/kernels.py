@@ -88,36 +88,35 @@ def interp2(F, m1, t1, m2, t2):
 
 
 @njit(cache=True, parallel=True)
-def step_tab_1d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
-    """One SL step in 1-D with tabulated coefficients (see module docstring).
+def step_tab_1d(V, C, disp, noise, mode, has_noise, out, arg):
+    """One SL step in 1-D with tabulated coefficients (see module docstring), in index space.
 
     V (J, N); C (J, nc, N) running cost of the step (dt l plus its second-order trapezoidal correction,
-    prepared by the stepper); disp (J, nc, N) deterministic displacement of the foot; noise (J, ncs, N)
-    half-width of the two-point noise stencil (ncs = 1: same for every control; has_noise False: one
-    foot). Writes out (J, N) = min_u S_u[V] and arg (J, N) = index of the minimiser.
+    prepared by the stepper); disp (J, nc, N) deterministic displacement of the foot in cells (d / h); noise
+    (J, ncs, N) half-width of the two-point noise stencil in cells (ncs = 1: same for every control;
+    has_noise False: one foot). Writes out (J, N) = min_u S_u[V] and arg (J, N) = index of the minimiser.
     """
     J, nc, N = disp.shape
     ncs = noise.shape[1]
     nb = (N + BLOCK - 1) // BLOCK
-    ih = 1.0 / h
     for task in prange(J * nb):
         j = task // nb
         i0 = (task % nb) * BLOCK
         i1 = min(i0 + BLOCK, N)
         Vj = V[j]
+        o = out[j]
+        ag = arg[j]
         for i in range(i0, i1):
-            out[j, i] = np.inf
-            arg[j, i] = 0
+            o[i] = np.inf
+            ag[i] = 0
         for c in range(nc):
             Cc = C[j, c]
             Dc = disp[j, c]
-            o = out[j]
-            ag = arg[j]
             if has_noise:
                 Sc = noise[j, c if ncs > 1 else 0]
                 for i in range(i0, i1):
-                    t = i + Dc[i] * ih
-                    s = Sc[i] * ih
+                    t = i + Dc[i]
+                    s = Sc[i]
                     m, th = celli(t - s, N, mode)
                     val = interp1(Vj, m, th)
                     m, th = celli(t + s, N, mode)
@@ -127,28 +126,40 @@ def step_tab_1d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
                         ag[i] = c
             else:
                 for i in range(i0, i1):
-                    m, th = celli(i + Dc[i] * ih, N, mode)
+                    m, th = celli(i + Dc[i], N, mode)
                     val = Cc[i] + interp1(Vj, m, th)
                     if val < o[i]:
                         o[i] = val
                         ag[i] = c
 
 
-@njit(cache=True, parallel=True)
-def step_tab_2d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
-    """One SL step in 2-D with tabulated coefficients.
+@njit(cache=True, inline="always")
+def interp2f(Vf, N2, m1, t1, m2, t2):
+    """Bilinear interpolation on a flattened (N1 * N2) array."""
+    b = m1 * N2 + m2
+    f00 = Vf[b]
+    f01 = Vf[b + 1]
+    f10 = Vf[b + N2]
+    f11 = Vf[b + N2 + 1]
+    a = f00 + t2 * (f01 - f00)
+    c = f10 + t2 * (f11 - f10)
+    return a + t1 * (c - a)
 
-    V (J, N1, N2); C (J, nc, N1, N2) step cost; disp (J, nc, N1, N2, 2); noise (J, ncs, N1, N2, 2, 2):
-    column r of noise[..., :, r] is the stencil half-width vector sqrt(4 dt) (I + dt/2 Da) sigma_col_r
-    (4 feet of weight 1/4). Positions are computed in index space, t = i + d / h.
+
+@njit(cache=True, parallel=True)
+def step_tab_2d(Vf, C, disp, noise, mode, has_noise, out, arg):
+    """One SL step in 2-D with tabulated coefficients, in index space.
+
+    Vf (J, N1 * N2) the values, flattened; C (J, nc, N1, N2) step cost; disp (J, nc, N1, N2, 2) displacement in
+    cells; noise (J, ncs, N1, N2, 2, 2): column r of noise[..., :, r] is the stencil half-width vector
+    sqrt(4 dt) (I + dt/2 Da) sigma_col_r in cells (4 feet of weight 1/4). out, arg (J, N1, N2).
     """
     J, nc, N1, N2, _ = disp.shape
     ncs = noise.shape[1]
-    iha, ihb = 1.0 / h[0], 1.0 / h[1]
     for task in prange(J * N1):
         j = task // N1
         i1 = task % N1
-        Vj = V[j]
+        Vj = Vf[j]
         o = out[j, i1]
         ag = arg[j, i1]
         for i2 in range(N2):
@@ -161,27 +172,27 @@ def step_tab_2d(V, C, disp, noise, x0, h, mode, has_noise, out, arg):
             if has_noise:
                 Sc = noise[j, c if ncs > 1 else 0, i1]
                 for i2 in range(N2):
-                    pa = ta + Dc[i2, 0] * iha
-                    pb = i2 + Dc[i2, 1] * ihb
+                    pa = ta + Dc[i2, 0]
+                    pb = i2 + Dc[i2, 1]
                     val = 0.0
                     for r in range(2):
-                        sa = Sc[i2, 0, r] * iha
-                        sb = Sc[i2, 1, r] * ihb
+                        sa = Sc[i2, 0, r]
+                        sb = Sc[i2, 1, r]
                         m1, t1 = celli(pa - sa, N1, mode)
                         m2, t2 = celli(pb - sb, N2, mode)
-                        val += interp2(Vj, m1, t1, m2, t2)
+                        val += interp2f(Vj, N2, m1, t1, m2, t2)
                         m1, t1 = celli(pa + sa, N1, mode)
                         m2, t2 = celli(pb + sb, N2, mode)
-                        val += interp2(Vj, m1, t1, m2, t2)
+                        val += interp2f(Vj, N2, m1, t1, m2, t2)
                     val = Cc[i2] + 0.25 * val
                     if val < o[i2]:
                         o[i2] = val
                         ag[i2] = c
             else:
                 for i2 in range(N2):
-                    m1, t1 = celli(ta + Dc[i2, 0] * iha, N1, mode)
-                    m2, t2 = celli(i2 + Dc[i2, 1] * ihb, N2, mode)
-                    val = Cc[i2] + interp2(Vj, m1, t1, m2, t2)
+                    m1, t1 = celli(ta + Dc[i2, 0], N1, mode)
+                    m2, t2 = celli(i2 + Dc[i2, 1], N2, mode)
+                    val = Cc[i2] + interp2f(Vj, N2, m1, t1, m2, t2)
                     if val < o[i2]:
                         o[i2] = val
                         ag[i2] = c
@@ -505,16 +516,14 @@ def step_aff_2d(F, c0, base, bet, noise, has_noise, Cm, dtc, uref, unodes, du, u
 
 
 @njit(cache=True, parallel=True)
-def step_blind_1d(V, pi, C, disp, noise, x0, h, mode, out, arg):
+def step_blind_1d(V, pi, C, disp, noise, mode, out, arg):
     """``V^{k+1}(x_i) = min_u sum_j pi_j S_{u, y_j}[V](x_i)`` (1-D, tabulated, y-blind control).
 
-    V (N,); pi (N, J) the weights mu_{x_i}(y_j); C, disp (J, nc, N); noise (J, ncs, N).
+    V (N,); pi (N, J) the weights mu_{x_i}(y_j); C, disp (J, nc, N); noise (J, ncs, N) (disp, noise in cells).
     """
     J, nc, N = disp.shape
     ncs = noise.shape[1]
-    ih = 1.0 / h
     for i in prange(N):
-        x = x0 + i * h
         best = np.inf
         ib = 0
         for c in range(nc):
@@ -524,15 +533,15 @@ def step_blind_1d(V, pi, C, disp, noise, x0, h, mode, out, arg):
                 w = pi[i, j]
                 if w == 0.0:
                     continue
-                xi = x + disp[j, c, i]
+                t = i + disp[j, c, i]
                 s = noise[j, cs, i]
                 if s != 0.0:
-                    m, th = cell1(xi - s, x0, ih, N, mode)
+                    m, th = celli(t - s, N, mode)
                     val = 0.5 * interp1(V, m, th)
-                    m, th = cell1(xi + s, x0, ih, N, mode)
+                    m, th = celli(t + s, N, mode)
                     val += 0.5 * interp1(V, m, th)
                 else:
-                    m, th = cell1(xi, x0, ih, N, mode)
+                    m, th = celli(t, N, mode)
                     val = interp1(V, m, th)
                 acc += w * (val + C[j, c, i])
             if acc < best:

@@ -94,22 +94,23 @@ class TabStepper:
             noise = np.sqrt(2 * n * dt) * np.einsum("...de,...er->...dr", M, S)
         else:
             noise = np.zeros((self.J, 1) + grid.shape + (n, n))
+        # the kernels work in index space: displacements and noise widths in cells
+        hh = grid.h
         if n == 1:
-            self.disp = _c(disp[..., 0])
-            self.noise = _c(np.abs(noise[..., 0, 0]))
+            self.disp = _c(disp[..., 0] / hh[0])
+            self.noise = _c(np.abs(noise[..., 0, 0]) / hh[0])
         else:
-            self.disp = _c(disp)
-            self.noise = _c(noise)
+            self.disp = _c(disp / hh)
+            self.noise = _c(noise / hh[:, None])
         self.arg = np.zeros((self.J,) + grid.shape, np.int32)
         self.x0 = float(grid.lo[0]) if n == 1 else _c(grid.lo)
         self.h = float(grid.h[0]) if n == 1 else _c(grid.h)
 
     def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self.grid.ndim == 1:
-            K.step_tab_1d(V, self.C, self.disp, self.noise, self.x0, self.h, self.mode, self.has_noise, out,
-                          self.arg)
+            K.step_tab_1d(V, self.C, self.disp, self.noise, self.mode, self.has_noise, out, self.arg)
         else:
-            K.step_tab_2d(V, self.C, self.disp, self.noise, self.x0, self.h, self.mode, self.has_noise, out,
+            K.step_tab_2d(V.reshape(V.shape[0], -1), self.C, self.disp, self.noise, self.mode, self.has_noise, out,
                           self.arg)
         return out
 
@@ -117,9 +118,7 @@ class TabStepper:
         """Largest displacement (in cells) of the optimal foot on the central half of the box (batch rows
         ``rows``, a boolean mask over J; default all)."""
         n = self.grid.ndim
-        d = self.disp if n == 1 else np.linalg.norm(self.disp / self.grid.h, axis=-1)
-        if n == 1:
-            d = np.abs(d) / self.grid.h[0]
+        d = np.abs(self.disp) if n == 1 else np.linalg.norm(self.disp, axis=-1)      # already in cells
         sel = np.take_along_axis(d, self.arg[:, None], axis=1)[:, 0]
         sel = sel if rows is None else sel[rows]
         return float(sel[:, interior_window(self.grid)].max())

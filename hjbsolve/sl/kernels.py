@@ -29,8 +29,10 @@ Kernels (n = slow dimension):
 - ``step_aff_1d``: control-affine dynamics with quadratic cost in 1-D (k = 1): the SL objective is
   piecewise quadratic in u along the interpolant; minimised *exactly*, piece by piece over the cells the
   feet cross.
-- ``step_aff_2d``: the same in 2-D (any k): min over a control grid, then local refinement of each control
-  component by golden-section search on the piecewise-quadratic objective.
+- ``step_aff_2d``: the same in 2-D (any k; k <= 2 has a hoisted fast path): min over a control grid, then
+  local refinement of each control component by golden-section search on the piecewise-quadratic objective.
+
+The tabulated kernels work in index space (displacements and noise widths in cells, flattened values).
 """
 
 from __future__ import annotations
@@ -500,7 +502,18 @@ def step_aff_2d(F, c0, base, bet, noise, has_noise, Cm, dtc, uref, unodes, du, u
             Sn = noise[j, i1, i2]
             un = uref[j, i1, i2]
             cn = c0[j, i1, i2]
-            best, ib = _aff2_grid(Fj, Cn, cn, bn, Bn, Sn, nfeet, un, dtc, unodes, x0, h, N1, N2, mode)
+            if k <= 2:
+                best, ib = _aff2_grid(Fj, Cn, cn, bn, Bn, Sn, nfeet, un, dtc, unodes, x0, h, N1, N2, mode)
+            else:
+                best = np.inf
+                ib = 0
+                for c in range(nc):
+                    for a in range(k):
+                        u[a] = unodes[c, a]
+                    v = _aff2_value(Fj, Cn, cn, bn, Bn, Sn, nfeet, u, un, dtc, x0, h, N1, N2, mode)
+                    if v < best:
+                        best = v
+                        ib = c
             for a in range(k):
                 ub[a] = unodes[ib, a]
             if refine > 0:

@@ -129,6 +129,25 @@ def _next_u64(s):
     return result
 
 
+@njit(cache=True, inline="always")
+def _next_u64_row(S, w):
+    """xoshiro256++ step of the stream in row w of the (W, 4) state array S."""
+    s0, s1, s2, s3 = S[w, 0], S[w, 1], S[w, 2], S[w, 3]
+    result = s0 + s3
+    result = ((result << uint64(23)) | (result >> uint64(41))) + s0
+    t = s1 << uint64(17)
+    s2 ^= s0
+    s3 ^= s1
+    s1 ^= s2
+    s0 ^= s3
+    s2 ^= t
+    S[w, 0] = s0
+    S[w, 1] = s1
+    S[w, 2] = s2
+    S[w, 3] = (s3 << uint64(45)) | (s3 >> uint64(19))
+    return result
+
+
 @njit(cache=True)
 def _next_double(s):
     return (_next_u64(s) >> uint64(11)) * (1.0 / 9007199254740992.0)
@@ -156,6 +175,22 @@ def _normal_slow(s, idx, x, rabs):
             x = -x
         if rabs < _ZKI[idx]:
             return x
+
+
+@njit(cache=True, inline="always")
+def _normal_row(S, w):
+    """:func:`_normal` from the stream in row w of the (W, 4) state array S (the same deviates)."""
+    r = _next_u64_row(S, w)
+    idx = np.int64(r & uint64(0xFF))
+    r = r >> uint64(8)
+    sign = r & uint64(1)
+    rabs = (r >> uint64(1)) & _MASK52
+    x = rabs * _ZWI[idx]
+    if sign:
+        x = -x
+    if rabs < _ZKI[idx]:
+        return x
+    return _normal_slow(S[w], idx, x, rabs)
 
 
 @njit(cache=True, inline="always")
@@ -192,38 +227,40 @@ def normal_samples(seed, n_paths, n_per_path):
 
 
 @njit(cache=True, inline="always")
-def _corners(z, lo, inv_h, shape, strides, D, wts, offs):
-    """Locate z on a uniform grid: returns the base node (flat index) of its cell and fills the 2^D corner
-    weights ``wts`` and offsets ``offs`` of the multilinear interpolant. Outside the box the boundary cell is
-    used with a local coordinate outside [0, 1]: its interpolant is extended linearly."""
+def _corners(z, w, lo, inv_h, shape, strides, D, wts, offs):
+    """Locate the point ``z[w, :D]`` on a uniform grid: returns the base node (flat index) of its cell and fills
+    the 2^D corner weights ``wts[w]`` and offsets ``offs[w]`` of the multilinear interpolant. Outside the box
+    the boundary cell is used with a local coordinate outside [0, 1]: its interpolant is extended linearly."""
     base = 0
-    wts[0] = 1.0
-    offs[0] = 0
+    wts[w, 0] = 1.0
+    offs[w, 0] = 0
     cnt = 1
     for d in range(D):
-        r = (z[d] - lo[d]) * inv_h[d]
+        r = (z[w, d] - lo[d]) * inv_h[d]
         i = np.int64(math.floor(r)) if (r == r and abs(r) < 1e15) else np.int64(0)
         if i < 0:
             i = 0
         elif i > shape[d] - 2:
             i = shape[d] - 2
         f = r - i
-        base += i * strides[d]
-        for c in range(cnt):
-            wts[c + cnt] = wts[c] * f
-            offs[c + cnt] = offs[c] + strides[d]
-            wts[c] *= 1.0 - f
+        sd = strides[d]
+        base += i * sd
+        for q in range(cnt):
+            wq = wts[w, q]
+            wts[w, q + cnt] = wq * f
+            offs[w, q + cnt] = offs[w, q] + sd
+            wts[w, q] = wq - wq * f
         cnt *= 2
     return base
 
 
 @njit(cache=True, inline="always")
-def _interp_col(table, base, col, wts, offs, ncorner):
-    """``sum_corners w table[base + off, col]``: the multilinear interpolant of column ``col`` of ``table``
-    (rows = grid nodes in C order; ``base``, corner weights and offsets from :func:`_corners`)."""
+def _interp_col(table, base, col, wts, offs, w, ncorner):
+    """``sum_corners wts[w] table[base + offs[w], col]``: the multilinear interpolant of column ``col`` of
+    ``table`` (rows = grid nodes in C order; ``base``, corner weights and offsets from :func:`_corners`)."""
     acc = 0.0
     for q in range(ncorner):
-        acc += wts[q] * table[base + offs[q], col]
+        acc += wts[w, q] * table[base + offs[w, q], col]
     return acc
 
 
@@ -236,11 +273,11 @@ def interp_points(table, lo, inv_h, shape, points):
     strides = _strides(shape)
     out = np.zeros((P, C))
     for i in prange(P):
-        wts = np.empty(1 << D)
-        offs = np.empty(1 << D, np.int64)
-        base = _corners(points[i], lo, inv_h, shape, strides, D, wts, offs)
+        wts = np.empty((1, 1 << D))
+        offs = np.empty((1, 1 << D), np.int64)
+        base = _corners(points[i:i + 1], 0, lo, inv_h, shape, strides, D, wts, offs)
         for c in range(C):
-            out[i, c] = _interp_col(table, base, c, wts, offs, 1 << D)
+            out[i, c] = _interp_col(table, base, c, wts, offs, 0, 1 << D)
     return out
 
 
@@ -265,193 +302,215 @@ MODE_NAMES = {MODE_FIXED: "fixed control (u = u_ref) or uncontrolled",
               MODE_TABLE: "effective system: extended feedback averaged with mu_x (tabulated)"}
 
 
-@njit(cache=True)
-def _one_path(p, z0, lo, inv_h, shape, strides, stat, cmap, cvals, dyn, nt, Cd, t0_tab, inv_dt_tab,
-              n, m, k, mode, nu, off, u_nodes, c, u_ref, u_lo, u_hi,
-              T, ds, nsteps, eps, rec_steps, seed, has_sig, has_tau, out_X, out_Y, out_C, out_U):
-    """One Euler-Maruyama path (see :func:`_paths_kernel`), with its own random stream."""
+#: paths advanced together by one thread: their dependency chains (locate, load, interpolate, step) overlap
+#: in the CPU, and they share the time slices of the feedback table in cache
+BLOCK = 16
+
+_KERNELS: dict = {}
+
+
+def paths_kernel(n: int, m: int):
+    """The path kernel for n slow and m fast components (compiled once per (n, m), cached on disk)."""
+    key = (int(n), int(m))
+    if key not in _KERNELS:
+        _KERNELS[key] = _make_kernel(*key)
+    return _KERNELS[key]
+
+
+def _make_kernel(n, m):
+    """Build the kernel with the dimensions n, m as compile-time constants (closure variables: numba caches
+    one machine-code version per (n, m), and unrolls the small loops over components and cell corners)."""
     D = n + m
     nc = 1 << D
-    Cs = cmap.shape[0]
-    R = rec_steps.shape[0]
-    K = out_U.shape[0]
-    sq_x = math.sqrt(2.0 * ds)
-    sq_y = math.sqrt(2.0 * ds / eps) if m > 0 else 0.0
-    dse = ds / eps if m > 0 else 0.0
-    st = np.empty(4, np.uint64)
-    _seed_state(seed, p, st)
-    z = np.empty(D)
-    wts = np.empty(nc)
-    offs = np.empty(nc, np.int64)
-    Cv = stat.shape[1]
-    vpos = np.empty(Cv, np.int64)
-    sv = np.empty(Cs)
-    dv = np.zeros(max(Cd, 1))
-    a = np.empty(n)
-    u = np.zeros(max(k, 1))
-    xi = np.empty(max(n, m, 1))
-    for d in range(D):
-        z[d] = z0[p, d]
-    for cc in range(Cs):
-        q = cmap[cc]
-        if q < 0:
-            sv[cc] = cvals[-1 - q]
-        elif q < Cv:
-            vpos[q] = cc
-    cost = 0.0
-    r = 0
-    ru = 0
-    if rec_steps[0] == 0:
-        for i in range(n):
-            out_X[p, 0, i] = z[i]
-        for i in range(m):
-            out_Y[p, 0, i] = z[n + i]
-        out_C[p, 0] = 0.0
-        r = 1
-    for j in range(nsteps):
-        base = _corners(z, lo, inv_h, shape, strides, D, wts, offs)
-        for cc in range(Cv):
-            sv[vpos[cc]] = _interp_col(stat, base, cc, wts, offs, nc)
-        if mode != MODE_FIXED:
-            # time remaining T - s_j: slices kt, kt + 1 of the dyn table (adjacent columns of a node's row)
-            tr = (T - j * ds - t0_tab) * inv_dt_tab
-            kt = np.int64(tr) if tr > 0.0 else np.int64(0)
-            if kt > nt - 2:
-                kt = nt - 2
-            if kt < 0:
-                kt = 0
-            th = tr - kt
-            if th > 1.0:
-                th = 1.0
-            elif th < 0.0:
+
+    @njit(cache=True, parallel=True)
+    def kernel(z0, lo, inv_h, shape, stat, cmap, cvals, dyn, nt, t0_tab, inv_dt_tab,
+               k, mode, nu, off, u_nodes, c, u_ref, u_lo, u_hi,
+               T, ds, nsteps, eps, rec_steps, seed, has_sig, has_tau,
+               out_X, out_Y, out_C, out_U):
+        """Euler-Maruyama paths (module docstring), in parallel over blocks of BLOCK paths advanced step by
+        step together. One random stream per path: the paths depend neither on the blocking nor on the
+        thread count.
+
+        Grid: lo, inv_h, shape over the D = n + m state axes (x then y). stat (nodes, Cv): the
+        state-dependent columns of the coefficient rows; cmap (Cs,) maps each coefficient component to a
+        column (>= 0) or to the constant ``cvals[-1 - cmap]``. Row layout (offsets ``off``): off[0] a | a0 |
+        A_j (mode 0 | 1 | 2), off[1] B (mode 1), off[2] l | l0 | L_j, off[3] b, off[4] tau, off[5] sigma |
+        sigma_j. dyn (nodes, nt * Cd): per node, D_xV (modes 1, 2) or [abar, lbar, sbar] (mode 3) at the nt
+        times remaining ``t0_tab + i / inv_dt_tab``, slice after slice (two slices share a cache line).
+        Outputs at the steps ``rec_steps``: X (N, R, n), Y (N, R, m), cumulative running cost C (N, R),
+        control U (K, R, k) of the first K paths (the control at the start of the step).
+        """
+        N = z0.shape[0]
+        strides = _strides(shape)
+        Cd = dyn.shape[1] // max(nt, 1)
+        Cs = cmap.shape[0]
+        Cv = stat.shape[1]
+        R = rec_steps.shape[0]
+        K = out_U.shape[0]
+        sq_x = math.sqrt(2.0 * ds)
+        sq_y = math.sqrt(2.0 * ds / eps) if m > 0 else 0.0
+        dse = ds / eps if m > 0 else 0.0
+        vpos = np.empty(Cv, np.int64)
+        for cc in range(Cs):
+            q = cmap[cc]
+            if 0 <= q < Cv:
+                vpos[q] = cc
+        nblocks = (N + BLOCK - 1) // BLOCK
+        for ib in prange(nblocks):
+            p0 = ib * BLOCK
+            W = min(BLOCK, N - p0)
+            st = np.empty((W, 4), np.uint64)
+            z = np.empty((W, D))
+            wts = np.empty((W, nc))
+            offs = np.empty((W, nc), np.int64)
+            sv = np.empty((W, Cs))
+            dv = np.zeros((W, max(Cd, 1)))
+            a = np.empty(n)
+            u = np.zeros((W, max(k, 1)))
+            xi = np.empty(max(n, m, 1))
+            cost = np.zeros(W)
+            for w in range(W):
+                _seed_state(seed, p0 + w, st[w])
+                for d in range(D):
+                    z[w, d] = z0[p0 + w, d]
+                for cc in range(Cs):
+                    q = cmap[cc]
+                    if q < 0:
+                        sv[w, cc] = cvals[-1 - q]
+            r = 0
+            ru = 0
+            if rec_steps[0] == 0:
+                for w in range(W):
+                    for i in range(n):
+                        out_X[p0 + w, 0, i] = z[w, i]
+                    for i in range(m):
+                        out_Y[p0 + w, 0, i] = z[w, n + i]
+                    out_C[p0 + w, 0] = 0.0
+                r = 1
+            for j in range(nsteps):
+                # time remaining T - s_j: slices kt, kt + 1 of the dyn table
+                kt = np.int64(0)
                 th = 0.0
-            if nt == 1:
-                for cc in range(Cd):
-                    dv[cc] = _interp_col(dyn, base, cc, wts, offs, nc)
-            else:
-                for cc in range(Cd):
-                    dv[cc] = ((1.0 - th) * _interp_col(dyn, base, kt * Cd + cc, wts, offs, nc)
-                              + th * _interp_col(dyn, base, (kt + 1) * Cd + cc, wts, offs, nc))
-        so = off[5]
-        if mode == MODE_FIXED:
-            for i in range(n):
-                a[i] = sv[off[0] + i]
-            ell = sv[off[2]]
-        elif mode == MODE_AFFINE:
-            # u = clip(u_ref - B^T p / c), p = D_xV (bang-bang when c = 0)
-            ell = sv[off[2]]
-            for i in range(n):
-                a[i] = sv[off[0] + i]
-            for jj in range(k):
-                qv = 0.0
-                for i in range(n):
-                    qv += sv[off[1] + i * k + jj] * dv[i]
-                if c > 0.0:
-                    uj = u_ref[jj] - qv / c
-                elif qv > 0.0:
-                    uj = u_lo[jj]
-                elif qv < 0.0:
-                    uj = u_hi[jj]
-                else:
-                    uj = u_ref[jj]
-                if uj < u_lo[jj]:
-                    uj = u_lo[jj]
-                elif uj > u_hi[jj]:
-                    uj = u_hi[jj]
-                u[jj] = uj
-                du = uj - u_ref[jj]
-                ell += 0.5 * c * du * du
-                for i in range(n):
-                    a[i] += sv[off[1] + i * k + jj] * uj
-        elif mode == MODE_GRID:
-            best = -1e300
-            jb = 0
-            for jj in range(nu):
-                h = -sv[off[2] + jj]
-                for i in range(n):
-                    h -= sv[off[0] + jj * n + i] * dv[i]
-                if h > best:
-                    best = h
-                    jb = jj
-            for i in range(n):
-                a[i] = sv[off[0] + jb * n + i]
-            ell = sv[off[2] + jb]
-            so = off[5] + jb * n * n
-            for jj in range(k):
-                u[jj] = u_nodes[jb, jj]
-        else:  # MODE_TABLE: dyn = [abar (n), lbar, sbar (n*n)]
-            for i in range(n):
-                a[i] = dv[i]
-            ell = dv[n]
-        if p < K and ru < R and j == rec_steps[ru]:
-            for jj in range(k):
-                out_U[p, ru, jj] = u[jj]
-            ru += 1
-        cost += ds * ell
-        # slow step
-        if has_sig:
-            for i in range(n):
-                xi[i] = _normal(st)
-        for i in range(n):
-            dx = ds * a[i]
-            if has_sig:
-                acc = 0.0
-                for jj in range(n):
-                    sij = dv[n + 1 + i * n + jj] if mode == MODE_TABLE else sv[so + i * n + jj]
-                    acc += sij * xi[jj]
-                dx += sq_x * acc
-            z[i] += dx
-        # fast step (coefficients at the old state)
-        if m > 0:
-            if has_tau:
-                for i in range(m):
-                    xi[i] = _normal(st)
-            for i in range(m):
-                dy = dse * sv[off[3] + i]
-                if has_tau:
-                    acc = 0.0
-                    for jj in range(m):
-                        acc += sv[off[4] + i * m + jj] * xi[jj]
-                    dy += sq_y * acc
-                z[n + i] += dy
-        if r < R and j + 1 == rec_steps[r]:
-            for i in range(n):
-                out_X[p, r, i] = z[i]
-            for i in range(m):
-                out_Y[p, r, i] = z[n + i]
-            out_C[p, r] = cost
-            r += 1
-    # the control recorded at s = T is the one used on the last step
-    if p < K:
-        while ru < R:
-            for jj in range(k):
-                out_U[p, ru, jj] = u[jj]
-            ru += 1
+                if mode != MODE_FIXED and nt > 1:
+                    tr = (T - j * ds - t0_tab) * inv_dt_tab
+                    kt = np.int64(tr) if tr > 0.0 else np.int64(0)
+                    if kt > nt - 2:
+                        kt = nt - 2
+                    th = min(max(tr - kt, 0.0), 1.0)
+                c0 = kt * Cd
+                c1 = c0 + Cd
+                rec_u = ru < R and j == rec_steps[ru]
+                for w in range(W):
+                    bw = _corners(z, w, lo, inv_h, shape, strides, D, wts, offs)
+                    for cc in range(Cv):
+                        sv[w, vpos[cc]] = _interp_col(stat, bw, cc, wts, offs, w, nc)
+                    if mode != MODE_FIXED:
+                        if nt == 1:
+                            for cc in range(Cd):
+                                dv[w, cc] = _interp_col(dyn, bw, cc, wts, offs, w, nc)
+                        else:
+                            for cc in range(Cd):
+                                dv[w, cc] = ((1.0 - th) * _interp_col(dyn, bw, c0 + cc, wts, offs, w, nc)
+                                             + th * _interp_col(dyn, bw, c1 + cc, wts, offs, w, nc))
+                for w in range(W):
+                    so = off[5]
+                    if mode == MODE_FIXED:
+                        for i in range(n):
+                            a[i] = sv[w, off[0] + i]
+                        ell = sv[w, off[2]]
+                    elif mode == MODE_AFFINE:
+                        # u = clip(u_ref - B^T p / c), p = D_xV (bang-bang when c = 0)
+                        ell = sv[w, off[2]]
+                        for i in range(n):
+                            a[i] = sv[w, off[0] + i]
+                        for jj in range(k):
+                            qv = 0.0
+                            for i in range(n):
+                                qv += sv[w, off[1] + i * k + jj] * dv[w, i]
+                            if c > 0.0:
+                                uj = u_ref[jj] - qv / c
+                            elif qv > 0.0:
+                                uj = u_lo[jj]
+                            elif qv < 0.0:
+                                uj = u_hi[jj]
+                            else:
+                                uj = u_ref[jj]
+                            uj = min(max(uj, u_lo[jj]), u_hi[jj])
+                            u[w, jj] = uj
+                            du = uj - u_ref[jj]
+                            ell += 0.5 * c * du * du
+                            for i in range(n):
+                                a[i] += sv[w, off[1] + i * k + jj] * uj
+                    elif mode == MODE_GRID:
+                        best = -1e300
+                        jb = 0
+                        for jj in range(nu):
+                            h = -sv[w, off[2] + jj]
+                            for i in range(n):
+                                h -= sv[w, off[0] + jj * n + i] * dv[w, i]
+                            if h > best:
+                                best = h
+                                jb = jj
+                        for i in range(n):
+                            a[i] = sv[w, off[0] + jb * n + i]
+                        ell = sv[w, off[2] + jb]
+                        so = off[5] + jb * n * n
+                        for jj in range(k):
+                            u[w, jj] = u_nodes[jb, jj]
+                    else:  # MODE_TABLE: dyn = [abar (n), lbar, sbar (n*n)]
+                        for i in range(n):
+                            a[i] = dv[w, i]
+                        ell = dv[w, n]
+                    if rec_u and p0 + w < K:
+                        for jj in range(k):
+                            out_U[p0 + w, ru, jj] = u[w, jj]
+                    cost[w] += ds * ell
+                    # slow step
+                    if has_sig:
+                        for i in range(n):
+                            xi[i] = _normal_row(st, w)
+                    for i in range(n):
+                        dx = ds * a[i]
+                        if has_sig:
+                            acc = 0.0
+                            for jj in range(n):
+                                sij = dv[w, n + 1 + i * n + jj] if mode == MODE_TABLE else sv[w, so + i * n + jj]
+                                acc += sij * xi[jj]
+                            dx += sq_x * acc
+                        z[w, i] += dx
+                    # fast step (coefficients at the old state)
+                    if m > 0:
+                        if has_tau:
+                            for i in range(m):
+                                xi[i] = _normal_row(st, w)
+                        for i in range(m):
+                            dy = dse * sv[w, off[3] + i]
+                            if has_tau:
+                                acc = 0.0
+                                for jj in range(m):
+                                    acc += sv[w, off[4] + i * m + jj] * xi[jj]
+                                dy += sq_y * acc
+                            z[w, n + i] += dy
+                if rec_u:
+                    ru += 1
+                if r < R and j + 1 == rec_steps[r]:
+                    for w in range(W):
+                        for i in range(n):
+                            out_X[p0 + w, r, i] = z[w, i]
+                        for i in range(m):
+                            out_Y[p0 + w, r, i] = z[w, n + i]
+                        out_C[p0 + w, r] = cost[w]
+                    r += 1
+            # the control recorded at s = T is the one used on the last step
+            while ru < R:
+                for w in range(W):
+                    if p0 + w < K:
+                        for jj in range(k):
+                            out_U[p0 + w, ru, jj] = u[w, jj]
+                ru += 1
 
-
-@njit(cache=True, parallel=True)
-def _paths_kernel(z0, lo, inv_h, shape, stat, cmap, cvals, dyn, nt, t0_tab, inv_dt_tab,
-                  n, m, k, mode, nu, off, u_nodes, c, u_ref, u_lo, u_hi,
-                  T, ds, nsteps, eps, rec_steps, seed, has_sig, has_tau,
-                  out_X, out_Y, out_C, out_U):
-    """Euler-Maruyama paths (module docstring), in parallel over paths (one random stream per path).
-
-    Grid: lo, inv_h, shape over the D = n + m state axes (x then y). stat (nodes, Cv): the state-dependent
-    columns of the coefficient rows; cmap (Cs,) maps each coefficient component to a column (>= 0) or to the
-    constant ``cvals[-1 - cmap]``. Row layout (offsets ``off``): off[0] a | a0 | A_j (mode 0 | 1 | 2),
-    off[1] B (mode 1), off[2] l | l0 | L_j, off[3] b, off[4] tau, off[5] sigma | sigma_j.
-    dyn (nodes, nt * Cd): per node, D_xV (modes 1, 2) or [abar, lbar, sbar] (mode 3) at the nt times
-    remaining ``t0_tab + i / inv_dt_tab``, slice after slice (so that two slices share a cache line).
-    Outputs at the steps ``rec_steps``: X (N, R, n), Y (N, R, m), cumulative running cost C (N, R), control
-    U (K, R, k) of the first K paths (the control at the start of the step).
-    """
-    N = z0.shape[0]
-    strides = _strides(shape)
-    Cd = dyn.shape[1] // max(nt, 1)
-    for p in prange(N):
-        _one_path(p, z0, lo, inv_h, shape, strides, stat, cmap, cvals, dyn, nt, Cd, t0_tab, inv_dt_tab,
-                  n, m, k, mode, nu, off, u_nodes, c, u_ref, u_lo, u_hi,
-                  T, ds, nsteps, eps, rec_steps, seed, has_sig, has_tau, out_X, out_Y, out_C, out_U)
+    return kernel
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -623,7 +682,9 @@ def fast_rates(model: Model, xgrid: Grid, ygrid: Grid, b: np.ndarray) -> tuple[f
 
 
 class FastStepWarning(RuntimeWarning):
-    """The time step does not resolve the fast drift's rate: the Euler chain's fast law is biased or unstable."""
+    """The time step does not resolve the fast drift's rate: the Euler chain's fast law is biased (by 10 % or
+    more in variance for an OU process of rate lambda_mean: ``lambda ds / (2 eps) >= 1/11``) or close to
+    unstable (``lambda_max ds / eps > 1``)."""
 
 
 def two_scale_dynamics(model: Model, xgrid: Grid, ygrid: Grid, eps: float, T: float, value=None,
@@ -957,12 +1018,14 @@ def simulate(dyn: Dynamics, x0, y0=None, n_paths: int = 10000, ds: float | None 
     if fast_resolution == "auto":
         fast_resolution = resolution_for(dyn)
     ds, nsteps = time_step(dyn.T, dyn.eps, ds, fast_resolution)
-    if m and dyn.attrs.get("fast_rate_max", 0.0) * ds / dyn.eps > 1.0:
-        warnings.warn(f"eps = {dyn.eps:g}, ds = {ds:.3g}: the fast drift's rate reaches "
-                      f"{dyn.attrs['fast_rate_max']:.3g} (mean {dyn.attrs['fast_rate_mean']:.3g}), "
-                      f"lambda ds / eps = {dyn.attrs['fast_rate_max'] * ds / dyn.eps:.2g}: the Euler chain of the fast "
-                      f"variable is biased or unstable; use fast_resolution >= {resolution_for(dyn):.3g} "
-                      "(or 'auto')", FastStepWarning, stacklevel=2)
+    lam, lam_max = dyn.attrs.get("fast_rate_mean", 0.0), dyn.attrs.get("fast_rate_max", 0.0)
+    xb = lam * ds / (2 * dyn.eps) if m else 0.0      # OU chain: stationary variance too large by xb / (1 - xb)
+    if m and (lam_max * ds / dyn.eps > 1.0 or xb >= 1.0 / 11.0):
+        warnings.warn(f"eps = {dyn.eps:g}, ds = {ds:.3g}: the fast drift's rate is {lam:.3g} on average and "
+                      f"reaches {lam_max:.3g}: the Euler chain of the fast variable is "
+                      + ("close to unstable" if lam_max * ds / dyn.eps > 1.0 else "biased")
+                      + f" (lambda ds / eps = {lam * ds / dyn.eps:.2g} on average, {lam_max * ds / dyn.eps:.2g} at most); "
+                      f"use fast_resolution >= {resolution_for(dyn):.3g} (or 'auto')", FastStepWarning, stacklevel=2)
     R = max(2, min(int(n_record), nsteps + 1))
     rec = np.unique(np.round(np.linspace(0, nsteps, R)).astype(np.int64))
     R = len(rec)
@@ -977,11 +1040,11 @@ def simulate(dyn: Dynamics, x0, y0=None, n_paths: int = 10000, ds: float | None 
     inv_dt_tab = 1.0 / (t_tab[1] - t_tab[0]) if nt > 1 else 0.0
     nu = dyn.u_nodes.shape[0]
     un = np.ascontiguousarray(dyn.u_nodes if k else np.zeros((1, 1)))
-    _paths_kernel(z0, np.asarray(g.lo, float), 1.0 / g.h, np.asarray(g.shape, np.int64), dyn.stat, dyn.cmap,
-                  dyn.cvals, dyn.dyn, nt, float(t_tab[0]), inv_dt_tab, n, m, k, dyn.mode, nu, dyn.off, un,
-                  float(dyn.c), dyn.u_ref, dyn.u_lo, dyn.u_hi, float(dyn.T), ds, nsteps,
-                  float(dyn.eps) if m else 1.0, rec, np.uint64(seed), dyn.has_sig, dyn.has_tau,
-                  out_X, out_Y, out_C, out_U)
+    paths_kernel(n, m)(z0, np.asarray(g.lo, float), 1.0 / g.h, np.asarray(g.shape, np.int64), dyn.stat, dyn.cmap,
+                       dyn.cvals, dyn.dyn, nt, float(t_tab[0]), inv_dt_tab, k, dyn.mode, nu, dyn.off, un,
+                       float(dyn.c), dyn.u_ref, dyn.u_lo, dyn.u_hi, float(dyn.T), ds, nsteps,
+                       float(dyn.eps) if m else 1.0, rec, np.uint64(seed), dyn.has_sig, dyn.has_tau,
+                       out_X, out_Y, out_C, out_U)
     t1 = time.perf_counter()
     G = dyn.terminal(out_X[:, -1], out_Y[:, -1])
     if not (np.all(np.isfinite(out_X[:, -1])) and np.all(np.isfinite(G))):

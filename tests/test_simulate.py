@@ -73,7 +73,8 @@ def test_linear_system_mean_and_covariance():
         assert np.all(4 * np.diag(se_c) < 0.06 * np.diag(C[r]))
     # ... and it has the power to see the Euler bias at ds = eps/10: the chain's fast variance is too large by
     # the factor 1/(1 - lambda ds/(2 eps)) (lambda ds/eps = 0.2 here: about +10 %)
-    coarse = S.simulate(dyn, [x0], [y0], n_paths=N, ds=1.0, seed=12, n_record=11)
+    with pytest.warns(S.FastStepWarning, match="biased"):
+        coarse = S.simulate(dyn, [x0], [y0], n_paths=N, ds=1.0, seed=12, n_record=11)
     assert coarse.ds == pytest.approx(eps / 10)
     vy = coarse.Y[:, -1, 0].var(ddof=1)
     assert vy - C[-1][1, 1] > 4 * math.sqrt(2 / N) * C[-1][1, 1]

@@ -100,6 +100,7 @@ def test_value_by_monte_carlo_matches_pde_lq():
         assert Jr - J > 10 * (se + ser)
 
 
+@pytest.mark.filterwarnings("ignore::hjbsolve.simulate.FastStepWarning")
 def test_reproducible_and_independent_of_threads():
     case = lq_case(nx=61, ny=41, dt=0.05)
     dyn = S.prepare(case, 0.05)

@@ -189,10 +189,19 @@ def make_figure(figure_data, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = list(figure_data)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.4), squeeze=False)
+    ones = [nm for nm in names if figure_data[nm]["d"] == 1]
+    twos = [nm for nm in names if figure_data[nm]["d"] == 2]
+    ncol = max(len(ones), len(twos), 1)
+    nrow = int(bool(ones)) + int(bool(twos))
+    fig, grid = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.8 * nrow), squeeze=False)
+    pairs = [(grid[0, i], nm) for i, nm in enumerate(ones)] + [(grid[nrow - 1, i], nm) for i, nm in enumerate(twos)]
+    used = {id(ax) for ax, _ in pairs}
+    for ax in grid.ravel():
+        if id(ax) not in used:
+            ax.axis("off")
     colours = {"GD": "k", "Langevin": "tab:orange", "limit -grad f_gamma": "tab:red"}
     esgd_c = ["tab:blue", "tab:cyan", "tab:purple"]
-    for ax, name in zip(axes[0], names):
+    for ax, name in pairs:
         data = figure_data[name]
         loss, res, starts, d = data["loss"], data["results"], data["starts"], data["d"]
         methods = list(res)
@@ -212,7 +221,8 @@ def make_figure(figure_data, path):
             fg = fg - fg.min() + f.min()
             ax.plot(x, f, "k-", lw=1.5, label="f")
             ax.plot(x, fg, "k--", lw=1.2, label="f_gamma (shifted)")
-            lo, hi = f.min(), f.max()
+            lo = f.min()
+            hi = min(f.max(), float(np.quantile(f, 0.8)))
             span = hi - lo
             for k, mth in enumerate(methods):
                 yrow = lo - (0.12 + 0.1 * k) * span

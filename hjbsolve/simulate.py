@@ -40,11 +40,22 @@ default user step is T/200). For a fast drift of rate lambda the Euler chain is 
 ``lambda ds / eps < 2``, and its invariant law is biased by O(lambda ds / eps), uniformly in eps (the OU chain's
 stationary variance is too large by the factor ``1 / (1 - lambda ds / (2 eps))``, 5 % when lambda = 1, 25 % for
 the double well at gamma = 0.5, beta = 4 where lambda ~ 4): that bias passes into the averaged slow drift, so
-pass a smaller ds (or a larger ``fast_resolution``) when comparing with the effective system.
+pass a smaller ds (or a larger ``fast_resolution``, or ``'auto'``: :func:`resolution_for`) when comparing
+with the effective system. :func:`fast_rates` measures lambda on the tables, and :func:`simulate` issues a
+:class:`FastStepWarning` when the bias reaches 10 % or the chain nears instability.
 
 Random numbers: one xoshiro256++ stream per path, seeded from ``(seed, path index)`` by splitmix64, normal
 deviates by the 256-layer ziggurat. Paths are independent of the thread count and of the number of paths
 simulated with them: the same seed gives bit-identical paths on 1 or 2 threads.
+
+Kernel: one numba function per (n, m) (the dimensions are compile-time constants; cached on disk), parallel
+over blocks of :data:`BLOCK` paths advanced step by step together. ``scripts/bench_simulate.py`` measures it.
+
+API: :func:`prepare` (case + eps -> :class:`Dynamics`, computing :func:`dense_value` when the feedback needs
+it), :func:`simulate` (-> :class:`Simulation`, ``.to_group()``), :func:`simulate_case`, :func:`simulate_file`
+(groups ``simulation_eps_<eps>`` written into a result file), :func:`convergence_in_law` / :func:`law_table`
+(E phi(X^eps) against E phi(Xbar) with standard errors), :func:`linear_moments` (exact mean and covariance of a
+linear SDE), :func:`entropy_sgd_linear`.
 """
 
 from __future__ import annotations
@@ -61,7 +72,6 @@ from numba import njit, prange, uint64
 from . import store
 from .grid import Grid
 from .model import Model
-from .result import axis_names
 
 # ------------------------------------------------------------------------------------------------------------
 # random numbers: xoshiro256++ per path, ziggurat normals
@@ -728,10 +738,8 @@ def two_scale_dynamics(model: Model, xgrid: Grid, ygrid: Grid, eps: float, T: fl
     def terminal(X, Y):
         return np.broadcast_to(model.g(X, Y), X.shape[:-1]).astype(float)
 
-    xs = xgrid.flat_points()
-
     def ybar(x):
-        # <y>_x from the Gibbs-free definition: the mean of the discrete invariant law at the nearest x nodes
+        # <y>_x: the mean of the discrete invariant law mu_x of the cell stage, interpolated in x
         return _ybar_interp(model, xgrid, ygrid, np.atleast_2d(x))
 
     return Dynamics(eps=float(eps), T=float(T), n=n, m=m, k=k, mode=kind, grid=grid, stat=stat, cmap=cmap,
@@ -740,7 +748,7 @@ def two_scale_dynamics(model: Model, xgrid: Grid, ygrid: Grid, eps: float, T: fl
                     u_lo=np.asarray(model.controls.lo, float) if k else np.zeros(1),
                     u_hi=np.asarray(model.controls.hi, float) if k else np.zeros(1),
                     has_sig=bool(np.any(S != 0)), has_tau=bool(np.any(tau != 0)), terminal=terminal,
-                    source=source, value=value if kind in (MODE_AFFINE, MODE_GRID) else value, ybar=ybar,
+                    source=source, value=value, ybar=ybar,
                     attrs={"x_box": _box_attrs(xgrid), "y_box": _box_attrs(ygrid), "x_n": np.asarray(xgrid.n),
                            "y_n": np.asarray(ygrid.n), "fast_rate_mean": rate_mean, "fast_rate_max": rate_max})
 

@@ -178,8 +178,7 @@ def f_gamma_curve(data, x):
     xg, yg = S.case_grids(case, model)
     mu = S._mu_cache(model, xg, yg)
     xs, ys = xg.flat_points(), yg.flat_points()
-    abar = mu @ (ys[:, 0]) - xs[:, 0]
-    abar = -(xs[:, 0] - mu @ ys[:, 0]) / float(p["gamma"])
+    abar = -(xs[:, 0] - mu @ ys[:, 0]) / float(p["gamma"])          # -grad f_gamma = -(x - <y>_x) / gamma
     fg = -np.concatenate([[0.0], np.cumsum(0.5 * (abar[1:] + abar[:-1]) * np.diff(xs[:, 0]))])
     return np.interp(x, xs[:, 0], fg)
 

@@ -28,7 +28,7 @@ from .cell.generator import fast_generator
 from .cell.invariant import boundary_mass, invariant_measure
 from .errors import NumericalError
 from .grid import Grid
-from .hamiltonian import sup_affine_quadratic, sup_over_grid, sup_over_grid_1d
+from .hamiltonian import sup_affine_quadratic, sup_inside_average
 from .model import Model
 from .progress import progress
 
@@ -101,10 +101,11 @@ def _hamiltonian_tables(model, xs, ys, mu, pgrid, Pv, has_P, affine, u_nodes, hb
                     trSP = np.trace(model.slow_diffusion(X, Y, U0), axis1=-2, axis2=-1) * Ps
                 else:
                     trSP = np.zeros(shape)
-                h, ustar = sup_affine_quadratic(pi, a0, Bm, l0, np.ascontiguousarray(trSP, float),
-                                                float(affine.c), np.asarray(affine.u_ref, float),
-                                                np.asarray(model.controls.lo, float),
-                                                np.asarray(model.controls.hi, float), pgrid)
+                h, ustar, _, _ = sup_affine_quadratic(pi, a0, Bm, l0, np.ascontiguousarray(trSP, float),
+                                                      float(affine.c), np.asarray(affine.u_ref, float),
+                                                      np.asarray(model.controls.lo, float),
+                                                      np.asarray(model.controls.hi, float), pgrid,
+                                                      feedback is not None)
                 if feedback is not None:
                     feedback[s0:s0 + c, :, iP] = ustar
             else:
@@ -116,11 +117,7 @@ def _hamiltonian_tables(model, xs, ys, mu, pgrid, Pv, has_P, affine, u_nodes, hb
                 _check_finite("l", L, xc[0], ys)
                 if has_P:
                     L = L + np.trace(model.slow_diffusion(X, Y, Uu), axis1=-2, axis2=-1) * Ps
-                if n == 1 and np.all(np.diff(pgrid[:, 0]) > 0):
-                    h, arg = sup_over_grid_1d(pi, np.ascontiguousarray(A[..., 0]), np.ascontiguousarray(L),
-                                              np.ascontiguousarray(pgrid[:, 0]), feedback is not None)
-                else:
-                    h, arg = sup_over_grid(pi, A, np.ascontiguousarray(L), pgrid)
+                h, arg, _, _ = sup_inside_average(pi, A, L, pgrid, feedback is not None)
                 if feedback is not None:
                     feedback[s0:s0 + c, :, iP] = u_nodes[arg]
             hbar[s0:s0 + c, :, iP] = h

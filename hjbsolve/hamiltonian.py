@@ -21,21 +21,26 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def sup_over_grid(pi, a, cost, p):
+def sup_over_grid(pi, a, cost, p, want_arg=True):
     """Hbar(x_b, p_i) = sum_j pi_bj max_u [-a_bju . p_i - cost_bju] for a batch b of x nodes.
 
     pi (nb, ny), a (nb, ny, nu, n), cost (nb, ny, nu) = l + tr(sigma sigma^T P), p (np, n).
-    Returns hbar (nb, np) and the maximising control index (nb, np, ny). Parallel over (b, i).
+    Returns hbar (nb, np), the maximising control index (nb, np, ny) (shape (nb, np, 0) when not
+    ``want_arg``), and the averaged coefficients of the maximiser, ``abar (nb, np, n) = sum_j pi_j a_j*``
+    and ``cbar (nb, np) = sum_j pi_j cost_j*`` (so that hbar = -abar.p - cbar). Parallel over (b, i).
     """
     nb, ny, nu, n = a.shape
     npv = p.shape[0]
     hbar = np.empty((nb, npv))
-    arg = np.empty((nb, npv, ny), np.int32)
+    arg = np.empty((nb, npv, ny if want_arg else 0), np.int32)
+    abar = np.zeros((nb, npv, n))
+    cbar = np.zeros((nb, npv))
     for bi in prange(nb * npv):
         b = bi // npv
         i = bi % npv
         acc = 0.0
         for j in range(ny):
+            w = pi[b, j]
             best = -np.inf
             ib = 0
             for k in range(nu):
@@ -45,32 +50,43 @@ def sup_over_grid(pi, a, cost, p):
                 if v > best:
                     best = v
                     ib = k
-            arg[b, i, j] = ib
-            acc += pi[b, j] * best
+            if want_arg:
+                arg[b, i, j] = ib
+            acc += w * best
+            for d in range(n):
+                abar[b, i, d] += w * a[b, j, ib, d]
+            cbar[b, i] += w * cost[b, j, ib]
         hbar[b, i] = acc
-    return hbar, arg
+    return hbar, arg, abar, cbar
 
 
 @njit(cache=True, parallel=True)
-def sup_affine_quadratic(pi, a0, B, l0, trSP, c, u_ref, lo, hi, p):
+def sup_affine_quadratic(pi, a0, B, l0, trSP, c, u_ref, lo, hi, p, want_u=True):
     """Exact sup for control-affine dynamics with quadratic cost on a box (see module docstring),
     for a batch b of x nodes.
 
     pi (nb, ny), a0 (nb, ny, n), B (nb, ny, n, k), l0 (nb, ny), trSP (nb, ny), c >= 0, u_ref/lo/hi (k,),
-    p (np, n). Returns hbar (nb, np) and u* (nb, np, ny, k). Parallel over (b, i).
+    p (np, n). Returns hbar (nb, np), u* (nb, np, ny, k) (ny = 0 when not ``want_u``), and the averaged
+    drift and running cost of the maximiser, ``abar (nb, np, n)``, ``lbar (nb, np)`` (trSP excluded).
+    Parallel over (b, i).
     """
     nb, ny, n, k = B.shape
     npv = p.shape[0]
     hbar = np.empty((nb, npv))
-    ustar = np.empty((nb, npv, ny, k))
+    ustar = np.empty((nb, npv, ny if want_u else 0, k))
+    abar = np.zeros((nb, npv, n))
+    lbar = np.zeros((nb, npv))
     for bi in prange(nb * npv):
         b = bi // npv
         i = bi % npv
         acc = 0.0
         for j in range(ny):
+            w = pi[b, j]
+            cost = l0[b, j]
             v = -trSP[b, j] - l0[b, j]
             for d in range(n):
                 v -= a0[b, j, d] * p[i, d]
+                abar[b, i, d] += w * a0[b, j, d]
             for q in range(k):
                 btp = 0.0
                 for d in range(n):
@@ -80,11 +96,17 @@ def sup_affine_quadratic(pi, a0, B, l0, trSP, c, u_ref, lo, hi, p):
                     u = min(max(u, lo[q]), hi[q])
                 else:
                     u = lo[q] if btp > 0.0 else hi[q]
-                ustar[b, i, j, q] = u
-                v -= btp * u + 0.5 * c * (u - u_ref[q]) ** 2
-            acc += pi[b, j] * v
+                if want_u:
+                    ustar[b, i, j, q] = u
+                cq = 0.5 * c * (u - u_ref[q]) ** 2
+                v -= btp * u + cq
+                cost += cq
+                for d in range(n):
+                    abar[b, i, d] += w * B[b, j, d, q] * u
+            acc += w * v
+            lbar[b, i] += w * cost
         hbar[b, i] = acc
-    return hbar, ustar
+    return hbar, ustar, abar, lbar
 
 
 @njit(cache=True, parallel=True)
@@ -95,12 +117,15 @@ def sup_over_grid_1d(pi, a, cost, p, want_arg=True):
     computed as a discrete Legendre transform (lower convex hull of the points (a_u, cost_u), then one
     walk over the sorted slopes s = -p). Cost O(nu log nu + np) per (b, j) instead of O(nu np); the
     result is identical (up to ties, resolved to the same value). a and cost: (nb, ny, nu).
-    ``want_arg=False`` skips the maximiser indices (returned array then has shape (nb, npv, 0)).
+    ``want_arg=False`` skips the maximiser indices (returned array then has shape (nb, npv, 0)). Also
+    returns the averaged slope and cost of the maximiser, abar (nb, np, 1) and cbar (nb, np).
     """
     nb, ny, nu = a.shape
     npv = p.size
     hbar = np.zeros((nb, npv))
     arg = np.empty((nb, npv, ny if want_arg else 0), np.int32)
+    abar = np.zeros((nb, npv, 1))
+    cbar = np.zeros((nb, npv))
     for b in prange(nb):
         order = np.empty(nu, np.int64)
         hull = np.empty(nu, np.int64)
@@ -145,7 +170,23 @@ def sup_over_grid_1d(pi, a, cost, p, want_arg=True):
                     else:
                         break
                 k = hull[h]
-                hbar[b, i] += pi[b, j] * (s * a[b, j, k] - cost[b, j, k])
+                w = pi[b, j]
+                hbar[b, i] += w * (s * a[b, j, k] - cost[b, j, k])
+                abar[b, i, 0] += w * a[b, j, k]
+                cbar[b, i] += w * cost[b, j, k]
                 if want_arg:
                     arg[b, i, j] = k
-    return hbar, arg
+    return hbar, arg, abar, cbar
+
+
+def sup_inside_average(pi, a, cost, p, want_arg=True):
+    """The sup over a finite control set inside the pi-average (one entry point for both kernels):
+    the upper-envelope kernel when n = 1 and p increases, else the direct search. Shapes as in
+    :func:`sup_over_grid`; returns (hbar, arg, abar, cbar)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    cost = np.ascontiguousarray(cost, dtype=np.float64)
+    pi = np.ascontiguousarray(pi, dtype=np.float64)
+    p = np.ascontiguousarray(p, dtype=np.float64)
+    if a.shape[-1] == 1 and p.shape[0] > 1 and np.all(np.diff(p[:, 0]) > 0):
+        return sup_over_grid_1d(pi, np.ascontiguousarray(a[..., 0]), cost, np.ascontiguousarray(p[:, 0]), want_arg)
+    return sup_over_grid(pi, a, cost, p, want_arg)

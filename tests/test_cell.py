@@ -259,8 +259,11 @@ def test_upper_envelope_kernel_equals_brute_force_with_ties():
     p = np.sort(rng.uniform(-4, 4, 31))
     p[5] = p[4]                                                     # a repeated p too
     p = np.sort(p)
-    h1, arg1 = sup_over_grid_1d(pi, a, cost, p)
-    h2, arg2 = sup_over_grid(pi, a[..., None], cost, p[:, None])
+    h1, arg1, ab1, cb1 = sup_over_grid_1d(pi, a, cost, p)
+    h2, arg2, ab2, cb2 = sup_over_grid(pi, a[..., None], cost, p[:, None])
+    # hbar = -abar.p - cbar: the averaged maximiser coefficients realise the value
+    assert np.abs(h1 + ab1[..., 0] * p[None] + cb1).max() < 1e-12
+    assert np.abs(h2 + ab2[..., 0] * p[None] + cb2).max() < 1e-12
     assert np.abs(h1 - h2).max() < 1e-12
     # the chosen controls attain the max
     val = lambda arg: -np.take_along_axis(a, arg.transpose(0, 2, 1), 2) * p[None, None, :] - \

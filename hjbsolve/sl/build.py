@@ -25,6 +25,7 @@ from ..cell.generator import fast_generator
 from ..cell.invariant import invariant_measure
 from ..errors import NumericalError
 from ..grid import Grid
+from ..hamiltonian import sup_affine_quadratic, sup_inside_average
 from ..model import Model
 from .steppers import AffineStepper1D, AffineStepper2D, TabStepper
 
@@ -170,107 +171,32 @@ def y_independent(arr: np.ndarray, tol: float = 1e-12) -> bool:
     return bool(np.all(np.abs(arr - arr[:1]) <= tol * max(1.0, float(np.abs(arr).max()))))
 
 
-@njit(cache=True, parallel=True)
 def pfamily_affine(a0, B, l0, c, uref, lo, hi, pi, pgrid, Abar, Lbar):
-    """Averaged drift and cost of the extended control alpha_p(y) = clip(uref - B(x,y)^T p / c) (c > 0).
+    """Averaged drift and cost of the extended control alpha_p(y) = clip(uref - B(x,y)^T p / c) (c > 0),
+    by the shared kernel :func:`hjbsolve.hamiltonian.sup_affine_quadratic`.
 
     a0 (J, N, n), B (J, N, n, k), l0 (J, N), pi (N, J), pgrid (np, n) -> Abar (np, N, n), Lbar (np, N).
     """
     J, N, n, k = B.shape
-    npv = pgrid.shape[0]
-    for i in prange(N):
-        for q in range(npv):
-            for d in range(n):
-                Abar[q, i, d] = 0.0
-            lacc = 0.0
-            for j in range(J):
-                w = pi[i, j]
-                if w == 0.0:
-                    continue
-                cost = l0[j, i]
-                for d in range(n):
-                    Abar[q, i, d] += w * a0[j, i, d]
-                for r in range(k):
-                    btp = 0.0
-                    for d in range(n):
-                        btp += B[j, i, d, r] * pgrid[q, d]
-                    u = min(max(uref[r] - btp / c, lo[r]), hi[r])
-                    cost += 0.5 * c * (u - uref[r]) ** 2
-                    for d in range(n):
-                        Abar[q, i, d] += w * B[j, i, d, r] * u
-                lacc += w * cost
-            Lbar[q, i] = lacc
+    _, _, ab, lb = sup_affine_quadratic(
+        np.ascontiguousarray(pi), np.ascontiguousarray(np.transpose(a0, (1, 0, 2))),
+        np.ascontiguousarray(np.transpose(B, (1, 0, 2, 3))), np.ascontiguousarray(np.transpose(l0)),
+        np.zeros((N, J)), float(c), np.asarray(uref, float), np.asarray(lo, float), np.asarray(hi, float),
+        np.ascontiguousarray(pgrid), False)
+    Abar[...] = np.transpose(ab, (1, 0, 2))
+    Lbar[...] = np.transpose(lb)
 
 
-@njit(cache=True, parallel=True)
 def pfamily_grid(A, L, pi, pgrid, Abar, Lbar):
-    """The same with alpha_p(y_j) = argmax over the control grid of -a.p - l.
+    """The same with alpha_p(y_j) = argmax over the control grid of -a.p - l, by the shared kernel
+    :func:`hjbsolve.hamiltonian.sup_inside_average` (upper envelopes for n = 1, direct search otherwise).
 
     A (J, nc, N, n), L (J, nc, N), pi (N, J), pgrid (np, n) -> Abar (np, N, n), Lbar (np, N).
-    n = 1: for each (x_i, y_j) the upper envelope of the lines p -> -a_c p - l_c is built once (convex-hull
-    trick, O(nc log nc)) and swept along the sorted p grid; n = 2: direct search.
     """
-    J, nc, N, n = A.shape
-    npv = pgrid.shape[0]
-    for i in prange(N):
-        for q in range(npv):
-            for d in range(n):
-                Abar[q, i, d] = 0.0
-            Lbar[q, i] = 0.0
-        slope = np.empty(nc)
-        icpt = np.empty(nc)
-        hull = np.empty(nc, np.int64)
-        for j in range(J):
-            w = pi[i, j]
-            if w == 0.0:
-                continue
-            if n == 1:
-                for c in range(nc):
-                    slope[c] = -A[j, c, i, 0]
-                    icpt[c] = -L[j, c, i]
-                order = np.argsort(slope, kind="mergesort")
-                top = 0
-                for oc in range(nc):
-                    c = order[oc]
-                    if top > 0 and slope[hull[top - 1]] == slope[c]:
-                        if icpt[c] <= icpt[hull[top - 1]]:
-                            continue
-                        top -= 1
-                    while top >= 2:
-                        l1 = hull[top - 2]
-                        l2 = hull[top - 1]
-                        # l2 is useless if l3 = c overtakes l1 no later than l2 does
-                        x12 = (icpt[l1] - icpt[l2]) / (slope[l2] - slope[l1])
-                        x13 = (icpt[l1] - icpt[c]) / (slope[c] - slope[l1])
-                        if x13 <= x12:
-                            top -= 1
-                        else:
-                            break
-                    hull[top] = c
-                    top += 1
-                ptr = 0
-                for q in range(npv):
-                    pv = pgrid[q, 0]
-                    while ptr + 1 < top and (slope[hull[ptr + 1]] * pv + icpt[hull[ptr + 1]]
-                                             >= slope[hull[ptr]] * pv + icpt[hull[ptr]]):
-                        ptr += 1
-                    cb = hull[ptr]
-                    Abar[q, i, 0] += w * A[j, cb, i, 0]
-                    Lbar[q, i] += w * L[j, cb, i]
-            else:
-                for q in range(npv):
-                    best = -np.inf
-                    cb = 0
-                    for c in range(nc):
-                        v = -L[j, c, i]
-                        for d in range(n):
-                            v -= A[j, c, i, d] * pgrid[q, d]
-                        if v > best:
-                            best = v
-                            cb = c
-                    for d in range(n):
-                        Abar[q, i, d] += w * A[j, cb, i, d]
-                    Lbar[q, i] += w * L[j, cb, i]
+    _, _, ab, lb = sup_inside_average(pi, np.transpose(A, (2, 0, 1, 3)), np.transpose(L, (2, 0, 1)), pgrid,
+                                      want_arg=False)
+    Abar[...] = np.transpose(ab, (1, 0, 2))
+    Lbar[...] = np.transpose(lb)
 
 
 def extended_feedback(model: Model, xgrid: Grid, ys, p: np.ndarray, u_nodes=None) -> np.ndarray:
@@ -405,13 +331,29 @@ class AveragedProblem:
                                   self.dt, order=self.order, mode=self.mode)
 
     def needs_widening(self) -> bool:
-        """True if the optimal p sits on the edge of the p grid somewhere in the central half of the box."""
+        """True if the optimal p sits on the edge of the p grid somewhere in the central half of the box
+        *and* the edge entry differs from its inward neighbour. When the maximiser saturates (a control box),
+        every p beyond some value gives the same drift and cost: the minimiser then lands on the edge by a
+        tie, and widening would only coarsen the p grid (it used to, collapsing the control set)."""
         if self.kind != "averaged-p-family":
             return False
         from .steppers import interior_window
-        idx = np.stack(np.unravel_index(self.stepper.arg[0], (self.n_p,) * self.model.n), axis=-1)
+        n = self.model.n
+        shape = (self.n_p,) * n
+        arg = self.stepper.arg[0].reshape(-1)
+        idx = np.stack(np.unravel_index(arg, shape), axis=-1)                    # (N, n)
         edge = np.any((idx == 0) | (idx == self.n_p - 1), axis=-1)
-        return bool(edge[interior_window(self.xgrid)].any())
+        edge &= interior_window(self.xgrid).reshape(-1)
+        if not edge.any():
+            return False
+        inner = np.where(idx == 0, 1, np.where(idx == self.n_p - 1, self.n_p - 2, idx))
+        nb = np.ravel_multi_index(tuple(inner.T), shape)
+        nodes = np.flatnonzero(edge)
+        C = self.stepper.C.reshape(self.n_p ** n, -1)
+        D = self.stepper.disp.reshape(self.n_p ** n, self.xgrid.size, -1)
+        same_c = np.isclose(C[arg[nodes], nodes], C[nb[nodes], nodes], rtol=1e-12, atol=1e-14)
+        same_d = np.all(np.isclose(D[arg[nodes], nodes], D[nb[nodes], nodes], rtol=1e-12, atol=1e-14), axis=-1)
+        return bool(np.any(~(same_c & same_d)))
 
     def widen(self) -> None:
         pr = np.asarray(self.p_range, float).reshape(self.model.n, 2)

@@ -20,8 +20,13 @@ from .result import Result
 log = logging.getLogger(__name__)
 
 
+def _per_axis(box, d: int):
+    """A box given as one [lo, hi] applies to every axis."""
+    return [list(box)] * d if (d > 1 and np.ndim(box) == 1) else box
+
+
 def slow_grid(case: Case, model: Model) -> Grid:
-    return Grid.from_box(case.grid["x"]["box"], case.grid["x"]["n"]) if model.n else None
+    return Grid.from_box(_per_axis(case.grid["x"]["box"], model.n), case.grid["x"]["n"]) if model.n else None
 
 
 def fast_grid(case: Case, model: Model, xgrid: Grid) -> Grid:
@@ -35,7 +40,7 @@ def fast_grid(case: Case, model: Model, xgrid: Grid) -> Grid:
                             "from the data: give [lo, hi] per fast axis)")
         box = model.y_box_hint(xgrid.flat_points())
         log.info("y box from the Gibbs tails: %s", np.round(box, 4).tolist())
-    return Grid.from_box(box, spec["n"])
+    return Grid.from_box(_per_axis(box, model.m), spec["n"])
 
 
 def p_axes(case: Case, model: Model):

@@ -294,3 +294,11 @@ def test_plot_command(tmp_path, capsys):
     assert main(["plot", str(out), "--what", "convergence"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "kinds available" in err[0]
+
+
+def test_one_interval_box_applies_to_every_axis(tmp_path, capsys):
+    text = SMALL.replace('[model]', '[model]\ndim = 2').replace("n = 101", "n = 21").replace(
+        "box = [-2.0, 2.0], n = 21", "box = [-2.0, 2.0], n = 11")
+    case = write(tmp_path, text + "\n")
+    code, out, _ = run_cli(["check", case], capsys)
+    assert code == 0 and "[-2, 2]/11 x [-2, 2]/11" in out

@@ -67,6 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="image file (.png, .pdf or .svg); default FILE-stem.KIND.png")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
+    p = sub.add_parser("simulate", help="Monte Carlo paths under the computed optimal feedback")
+    p.add_argument("file", help="a result file (.h5, uses its case and eps groups) or a case file (.toml)")
+    p.add_argument("--eps", type=float, nargs="+", help="eps values (default: the file's value groups)")
+    p.add_argument("-n", "--paths", type=int, default=10000, help="number of paths (default 10000)")
+    p.add_argument("--ds", type=float, help="time step (default min(T/200, eps/10))")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same paths")
+    p.add_argument("--x0", type=float, nargs="+", help="start of the slow state (default: centre of the box)")
+    p.add_argument("--y0", type=float, nargs="+", help="start of the fast state (default: <y>_x0)")
+    p.add_argument("--feedback", choices=("optimal", "reference"), default="optimal",
+                   help="optimal feedback from V, or the reference control u_ref")
+    p.add_argument("--fast-resolution", default="10", help="steps per unit eps, or 'auto' (bias-controlled)")
+    p.add_argument("--record", type=int, default=101, help="times at which statistics are stored")
+    p.add_argument("--keep", type=int, default=20, help="paths stored in the file")
+    p.add_argument("--dt", type=float, help="time step of the value recomputation (default: the case's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-o", "--output", help="file to write the simulation groups to (default: FILE itself)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
     p = sub.add_parser("info", help="describe what an HDF5 result file holds")
     p.add_argument("file")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -221,6 +239,34 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_simulate(args) -> int:
+    from .simulate import simulate_file
+    if args.paths < 1:
+        raise HJBError(f"--paths {args.paths}: give at least one path")
+    if args.fast_resolution == "auto":
+        fr = "auto"
+    else:
+        try:
+            fr = float(args.fast_resolution)
+        except ValueError:
+            raise HJBError(f"--fast-resolution {args.fast_resolution!r}: a number or 'auto'") from None
+    if not Path(args.file).exists():
+        raise HJBError(f"{args.file}: file not found")
+    groups = simulate_file(args.file, eps_values=args.eps, n_paths=args.paths, ds=args.ds, seed=args.seed,
+                           output=args.output, x0=args.x0, y0=args.y0, feedback=args.feedback,
+                           n_record=args.record, n_keep=args.keep, dt=args.dt, fast_resolution=fr,
+                           overrides=args.overrides)
+    for name, g in groups.items():
+        a = g.attrs
+        half = a.get("total_cost_ci95_hi", float("nan")) - a.get("total_cost_mean", float("nan"))
+        print(f"{name}: eps = {a.get('eps', float('nan')):g}, cost of the feedback "
+              f"{a.get('total_cost_mean', float('nan')):.5g} ± {half:.2g} (95%), "
+              f"V from the PDE {a.get('value_pde', float('nan')):.5g}")
+    if not args.quiet:
+        print(f"wrote {', '.join(groups)} to {args.output or args.file}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from . import store
     print(store.describe(args.file))
@@ -241,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_study(args)
         if args.command == "plot":
             return cmd_plot(args)
+        if args.command == "simulate":
+            return cmd_simulate(args)
         if args.command == "info":
             return cmd_info(args)
     except HJBError as e:

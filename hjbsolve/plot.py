@@ -104,10 +104,12 @@ KINDS: dict[str, str] = {
     "blind": "value V with extended controls vs the y-blind value V_blind, and the gap V_blind - V",
     "convergence": "log-log errors (max and l2 norms) vs the study parameter with fitted slopes",
     "table": "the error table of a convergence study (parameter, errors, observed orders)",
+    "simulation": "Monte Carlo of the controlled system: mean and 5-95% band of X, sample paths, running cost",
+    "law": "convergence in law: E X^eps_s for every simulated eps next to the effective E Xbar_s",
 }
 
 DEFAULT_ORDER = ("convergence", "value", "hbar", "hbar_map", "mu", "chi", "drift", "lbar", "feedback",
-                 "table", "value_eps", "value_feedback", "blind")
+                 "table", "value_eps", "value_feedback", "blind", "simulation", "law")
 
 FIGSIZE = (6.4, 4.2)
 FIGSIZE_TWO = (6.4, 5.6)          # two stacked panels
@@ -302,6 +304,26 @@ def _check_blind(f):
     return None
 
 
+def _simulations(f) -> list:
+    """[(eps, name, group)] of the simulation_eps_* groups, eps descending (0 last)."""
+    out = [(float(g.attrs.get("eps", np.nan)), name, g) for name, g in f.root.groups.items()
+           if name.startswith("simulation_eps_") and "X_mean" in g.variables]
+    return sorted(out, key=lambda e: -e[0])
+
+
+def _check_simulation(f):
+    return None if _simulations(f) else "this file has no simulation groups (run hjbsolve simulate FILE)"
+
+
+def _check_law(f):
+    sims = _simulations(f)
+    if not sims:
+        return "this file has no simulation groups (run hjbsolve simulate FILE)"
+    if len(sims) < 2:
+        return "a single simulation group: simulate several eps (hjbsolve simulate FILE --eps ...)"
+    return None
+
+
 def _check_convergence(f):
     if not _is_study(f):
         return "this file is not a convergence study"
@@ -316,7 +338,8 @@ _CHECKS = {
     "hbar": _check_hbar, "hbar_map": _check_hbar_map, "mu": _check_mu, "drift": _check_drift,
     "lbar": _check_lbar, "feedback": _check_feedback, "chi": _check_chi, "value": _check_value,
     "value_eps": _check_value_eps, "value_feedback": _check_value_feedback, "blind": _check_blind,
-    "convergence": _check_convergence, "table": _check_convergence,
+    "convergence": _check_convergence, "table": _check_convergence, "simulation": _check_simulation,
+    "law": _check_law,
 }
 
 
@@ -1082,6 +1105,82 @@ def _plot_table(f, fig, opts):
 
 
 # --------------------------------------------------------------------------------------------------
+def _plot_simulation(f, fig, opts):
+    """Three panels: mean of X with its 5-95% quantile band per eps, sample paths, running cost with 95% CI."""
+    sims = _simulations(f)
+    if "eps" in opts:
+        sims = [e for e in sims if abs(e[0] - float(opts["eps"])) <= 1e-12 * max(1.0, abs(e[0]))] or sims
+    comp = int(opts.get("component", 0))
+    a1, a2, a3 = fig.subplots(3, 1, sharex=True)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, max(1, len(sims))))
+    for c, (eps, _, g) in zip(colors, sims):
+        sgrid = g.coords["s"].data
+        mean = g.variables["X_mean"].data[:, comp]
+        at = g.attrs
+        lab = _eps_label(eps)
+        if "total_cost_mean" in at:
+            lab += f": cost {at['total_cost_mean']:.4g} ± {1.96 * at.get('total_cost_se', 0):.2g}" + (
+                f", PDE V {at['value_pde']:.4g}" if "value_pde" in at else "")
+        a1.plot(sgrid, mean, color=c, label=lab)
+        if "X_quantiles" in g.variables:
+            q = g.variables["X_quantiles"].data[..., comp]
+            qv = g.coords["quantile"].data
+            lo, hi = int(np.argmin(np.abs(qv - 0.05))), int(np.argmin(np.abs(qv - 0.95)))
+            a1.fill_between(sgrid, q[lo], q[hi], color=c, alpha=0.2)
+        if "X_paths" in g.variables:
+            P = g.variables["X_paths"].data
+            for k in range(min(5, P.shape[0])):
+                a2.plot(sgrid, P[k, :, comp], color=c, lw=0.8, alpha=0.8)
+        if "running_cost_mean" in g.variables:
+            rc = g.variables["running_cost_mean"].data
+            se = g.variables["running_cost_se"].data if "running_cost_se" in g.variables else 0 * rc
+            a3.plot(sgrid, rc, color=c)
+            a3.fill_between(sgrid, rc - 1.96 * se, rc + 1.96 * se, color=c, alpha=0.2)
+    a1.set_ylabel("X: mean, 5-95%" if comp == 0 else f"X_{comp + 1}: mean, 5-95%")
+    a2.set_ylabel("sample paths")
+    a3.set_ylabel("cost ∫ l ds (95%)")
+    a3.set_xlabel("s  (time elapsed)")
+    _legend(a1)
+    _title(a1, opts, f"Monte Carlo under the computed feedback, {_case_name(f)} (cost with 95% CI)")
+
+
+def _plot_law(f, fig, opts):
+    """E X_s for every eps, with the effective E Xbar_s dashed, and the gaps with 95% intervals."""
+    sims = _simulations(f)
+    comp = int(opts.get("component", 0))
+    zero = [e for e in sims if e[0] == 0.0]
+    a1, a2 = fig.subplots(2, 1, sharex=True) if zero else (fig.subplots(1, 1), None)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, max(1, len(sims))))
+    ref = None
+    if zero:
+        g0 = zero[0][2]
+        ref = (g0.coords["s"].data, g0.variables["X_mean"].data[:, comp],
+               g0.variables["X_mean_se"].data[:, comp] if "X_mean_se" in g0.variables else None)
+    for c, (eps, _, g) in zip(colors, sims):
+        if eps == 0.0:
+            continue
+        sg = g.coords["s"].data
+        m = g.variables["X_mean"].data[:, comp]
+        a1.plot(sg, m, color=c, label=_eps_label(eps))
+        if ref is not None:
+            gap = m - np.interp(sg, ref[0], ref[1])
+            se = g.variables["X_mean_se"].data[:, comp] if "X_mean_se" in g.variables else 0 * m
+            se0 = np.interp(sg, ref[0], ref[2]) if ref[2] is not None else 0 * m
+            band = 1.96 * np.sqrt(se**2 + se0**2)
+            a2.plot(sg, gap, color=c, label=_eps_label(eps))
+            a2.fill_between(sg, gap - band, gap + band, color=c, alpha=0.2)
+    if ref is not None:
+        a1.plot(ref[0], ref[1], "k--", label=_eps_label(0.0))
+        a2.axhline(0.0, color="k", lw=0.8)
+        a2.set_ylabel("E X^eps - E Xbar (95%)")
+        a2.set_xlabel("s  (time elapsed)")
+    else:
+        a1.set_xlabel("s  (time elapsed)")
+    a1.set_ylabel(f"E X_s (component {comp})")
+    _legend(a1)
+    _title(a1, opts, f"Convergence in law of the slow variable, {_case_name(f)}")
+
+
 # entry point
 
 
@@ -1089,7 +1188,7 @@ _PLOTTERS = {
     "hbar": _plot_hbar, "hbar_map": _plot_hbar_map, "mu": _plot_mu, "drift": _plot_drift, "lbar": _plot_lbar,
     "feedback": _plot_feedback, "chi": _plot_chi, "value": _plot_value, "value_eps": _plot_value_eps,
     "value_feedback": _plot_value_feedback, "blind": _plot_blind, "convergence": _plot_convergence,
-    "table": _plot_table,
+    "table": _plot_table, "simulation": _plot_simulation, "law": _plot_law,
 }
 
 
@@ -1163,7 +1262,8 @@ def plot_file(path, what: str | None = None, output=None, **options) -> Figure:
             raise PlotError(f"cannot write {os.fspath(output)}: unsupported figure format {ext or '(none)'!r}; "
                             "use .png, .pdf or .svg")
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=FIGSIZE_TWO if what in ("value_eps", "blind") and _two_panels(f, what) else FIGSIZE,
+        tall = what == "simulation" or (what in ("value_eps", "blind", "law") and _two_panels(f, what))
+        fig = Figure(figsize=FIGSIZE_TWO if tall else FIGSIZE,
                      layout="constrained")
         FigureCanvasAgg(fig)
         try:
@@ -1181,4 +1281,6 @@ def plot_file(path, what: str | None = None, output=None, **options) -> Figure:
 def _two_panels(f: _File, what: str) -> bool:
     if what == "blind":
         return True
+    if what == "law":
+        return any(e[0] == 0 for e in _simulations(f))
     return any(e[0] == 0 for e in f.values)

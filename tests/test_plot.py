@@ -15,6 +15,7 @@ from matplotlib.text import Text
 
 from hjbsolve import plot, store
 from hjbsolve.errors import HJBError
+from hjbsolve.plot import available_kinds, plot_file
 from hjbsolve.store import Group, Variable
 
 CASE_NONE = 'name = "syn"\nfamily = "entropy_sgd"\n[model]\nloss = "double_well"\ngamma = 0.5\n'
@@ -200,7 +201,7 @@ def main_axes(fig):
 
 
 def test_kinds_documented():
-    assert set(plot.KINDS) == set(CELL_KINDS + VALUE_KINDS + ["chi", "convergence", "table"])
+    assert set(plot.KINDS) == set(CELL_KINDS + VALUE_KINDS + ["chi", "convergence", "table", "simulation", "law"])
     assert all(isinstance(v, str) and v and "\n" not in v for v in plot.KINDS.values())
     for kind in plot.KINDS:
         assert f"``{kind}``" in plot.__doc__
@@ -606,3 +607,43 @@ def test_bad_files_and_options(tmp_path, cell_file):
         plot.plot_file(cell_file[0], "hbar", colour="red")
     with pytest.raises(HJBError, match="component=3 is out of range"):
         plot.plot_file(cell_file[0], "feedback", component=3)
+
+
+def _simulation_file(path, eps_values=(0.1, 0.0)):
+    from hjbsolve.store import Group, Variable, write
+    root = Group(attrs={"case_name": "sim", "family": "lq"})
+    s = np.linspace(0, 1, 11)
+    for eps in eps_values:
+        mean = np.exp(-s)[:, None] + eps
+        g = Group(coords={"s": Variable(s, ("s",)), "quantile": Variable(np.array([0.05, 0.5, 0.95]), ("quantile",)),
+                          "path": Variable(np.arange(3), ("path",))},
+                  variables={"X_mean": Variable(mean, ("s", "slow")),
+                             "X_mean_se": Variable(0.01 + 0 * mean, ("s", "slow")),
+                             "X_quantiles": Variable(np.stack([mean - 0.1, mean, mean + 0.1]), ("quantile", "s", "slow")),
+                             "X_paths": Variable(np.stack([mean] * 3), ("path", "s", "slow")),
+                             "running_cost_mean": Variable(s.copy(), ("s",)),
+                             "running_cost_se": Variable(0.01 + 0 * s, ("s",))},
+                  attrs={"eps": eps, "total_cost_mean": 1.25, "total_cost_se": 0.01, "value_pde": 1.26})
+        root.groups[f"simulation_eps_{eps:g}"] = g
+    write(path, root)
+
+
+def test_simulation_and_law_kinds(tmp_path):
+    path = tmp_path / "sim.h5"
+    _simulation_file(path)
+    assert {"simulation", "law"} <= set(available_kinds(path))
+    fig = plot_file(path, "simulation", tmp_path / "sim.png")
+    a1, a2, a3 = fig.axes[:3]
+    assert len(a1.get_lines()) == 2 and len(a2.get_lines()) == 6          # 2 eps means; 3 paths each
+    legend = " ".join(t.get_text() for t in a1.get_legend().get_texts())
+    assert "cost 1.25" in legend and "PDE V 1.26" in legend
+    assert "time elapsed" in a3.get_xlabel()
+    fig = plot_file(path, "law", tmp_path / "law.png")
+    a1, a2 = fig.axes[:2]
+    assert len(a1.get_lines()) == 2                                         # eps = 0.1 and the dashed limit
+    gap = a2.get_lines()[0].get_ydata()
+    assert np.allclose(gap, 0.1)                                            # E X^eps - E Xbar = eps here
+    single = tmp_path / "one.h5"
+    _simulation_file(single, (0.1,))
+    with pytest.raises(HJBError, match="single simulation group"):
+        plot_file(single, "law")

@@ -37,6 +37,13 @@ Study files (root attributes ``study_name``, ``parameter``, ``reference``, ``fit
     ``convergence``  log-log errors in the max and l2 norms against the parameter, with a dashed fitted
                      line per norm and the fitted slope (± spread) in the legend.
     ``table``        the error table (parameter, err_max, order, err_l2, order, and a fit row).
+
+Simulation groups ``simulation_eps_<eps>`` (written by ``hjbsolve simulate``; ``X_mean(s, slow)``,
+``X_quantiles``, ``X_paths``, ``running_cost_mean``/``_se``, attributes ``total_cost_*``, ``value_pde``):
+    ``simulation``   mean of X with its 5-95% band per eps, sample paths, the cumulative cost with its
+                     95% band; the legend gives the cost of the feedback and V from the PDE
+    ``law``          convergence in law: E X^eps_s for every eps with the effective E Xbar_s dashed, and
+                     the gaps E X^eps - E Xbar with 95% bands
 Ergodic files (root attribute ``family = "periodic"``: ``hbar(P..)``, ``chi(P.., y..)``, ``hbar_exact``)
     ``hbar``  Hbar(P) (markers and line), the exact Hbar dashed when stored (a map over (P1, P2) for
               two-dimensional P, exact values as dashed contours).

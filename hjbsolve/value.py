@@ -306,7 +306,10 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
         if k == 0:
             return None
         if avg is not None:
-            return avg.feedback()
+            fb = avg.feedback()
+            full = int(np.prod(xshape)) * ygrid.size * k
+            # the extended feedback lives on (x, y): give it the y grid's shape (m = 2 came back flattened)
+            return fb.reshape(xshape + ygrid.shape + (k,)) if (ygrid is not None and fb.size == full) else fb
         if hasattr(st, "ustar"):
             u = st.ustar[..., None] if st.ustar.ndim == 1 + n else st.ustar
         else:

@@ -343,3 +343,16 @@ def test_simulate_command(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "none.h5")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0]
+
+
+def test_effective_feedback_on_a_2d_fast_grid_is_stored(tmp_path, capsys):
+    """eps = 0 with m = 2: the extended feedback u*(x, y) is stored with the shape of the y grid (it used to
+    come back with y flattened and the write failed)."""
+    text = SMALL.replace('[model]', '[model]\ndim = 2').replace("box = [-2.0, 2.0], n = 21", "box = [-1.0, 1.0], n = 7")
+    text = text.replace("y = { n = 101 }", "y = { n = 9 }").replace("p = { box = [-2.0, 2.0], n = 9 }", "")
+    case = write(tmp_path, text.replace("dt = 0.1", "dt = 0.25"))
+    out = tmp_path / "r.h5"
+    assert main(["run", str(case), "-o", str(out), "-q"]) == 0
+    from hjbsolve import store
+    fb = store.read(out).groups["eps_0"].variables["feedback"]
+    assert fb.dims == ("x1", "x2", "y1", "y2", "control") and fb.data.shape == (7, 7, 9, 9, 2)

@@ -137,3 +137,22 @@ def test_study_cli(tmp_path, capsys):
     assert main(["study", str(case), "--vary", "model.nope=1,2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "keys that can vary" in err[0]
+
+
+def test_law_study_cli(tmp_path, capsys):
+    """hjbsolve study --law: E phi(X^eps_T) - E phi(Xbar_T) shrinks as eps -> 0, beyond its Monte Carlo CI."""
+    from hjbsolve import store
+    out = tmp_path / "law.h5"
+    case = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "cases" / "esgd_double_well_1d.toml")
+    code = main(["study", case, "--law", "--vary", "eps=0.3,0.03", "--paths", "3000", "--x0", "0.4",
+                 "-o", str(out), "-q"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "fitted rate for phi = x" in text
+    g = store.read(out)
+    eps, diff, se = (g.variables[k].data for k in ("eps", "diff", "se_diff"))
+    phi = g.attrs["phi"]
+    x = [i for i, p in enumerate(phi) if p == "x"]
+    big, small = (x[0], x[1]) if eps[x[0]] > eps[x[1]] else (x[1], x[0])
+    assert abs(diff[big]) - abs(diff[small]) > 4 * np.hypot(se[big], se[small])
+    assert main(["study", case, "--law", "--vary", "grid=1,2"]) == 2

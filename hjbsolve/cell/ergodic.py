@@ -319,6 +319,19 @@ def _sep_flux(Kf, dKf, k, pm, pp, c, sm, sp_, Km, Kp):
     return best, db, piece
 
 
+@njit(inline="always")
+def _flux_jacobian(piece, d, ih, diag, lo, up):
+    """Add the derivative d of a separable flux piece to the row (diag, lower, upper) of the Jacobian:
+    piece 0 centred (p- + p+)/2, piece 1 the forward difference p+, piece 2 the backward difference p-."""
+    if piece == 0:
+        g = 0.5 * ih * d
+        return diag, lo - g, up + g
+    g = ih * d
+    if piece == 1:
+        return diag - g, lo, up + g
+    return diag + g, lo - g, up
+
+
 @njit
 def _sep_eval(Kf, dKf, brk, chi, hbar, P, h, nu, theta, V, nb, which, R, C):
     """Residual R_i = -nu Lap chi + sum_k Ghat_k - hbar + V and its stencil C (diag, lo_0, up_0,
@@ -345,18 +358,7 @@ def _sep_eval(Kf, dKf, brk, chi, hbar, P, h, nu, theta, V, nb, which, R, C):
                                       brk[k, 3])
             r += val
             which[i, k] = piece
-            if piece == 0:
-                g = 0.5 * ih * d
-                lo -= g
-                up += g
-            elif piece == 1:
-                g = ih * d
-                diag -= g
-                up += g
-            else:
-                g = ih * d
-                diag += g
-                lo -= g
+            diag, lo, up = _flux_jacobian(piece, d, ih, diag, lo, up)
             C[i, 1 + 2 * k] = lo
             C[i, 2 + 2 * k] = up
         C[i, 0] = diag
@@ -430,18 +432,7 @@ def _quad_eval(brk, chi, hbar, P, h, nu, theta, V, nb, which, R, C):
                 piece = 2
             r += best
             which[i, k] = piece
-            if piece == 0:
-                g = 0.5 * ih * db
-                lo -= g
-                up += g
-            elif piece == 1:
-                g = ih * db
-                diag -= g
-                up += g
-            else:
-                g = ih * db
-                diag += g
-                lo -= g
+            diag, lo, up = _flux_jacobian(piece, db, ih, diag, lo, up)
             C[i, 1 + 2 * k] = lo
             C[i, 2 + 2 * k] = up
         C[i, 0] = diag

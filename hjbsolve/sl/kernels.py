@@ -54,7 +54,9 @@ def celli(t, N, mode):
             t = 0.0
         elif t > N - 1.0:
             t = N - 1.0
-    m = int(np.floor(t))
+    # truncation equals floor for t >= 0, and for t < 0 both give an index clamped to 0 (then t - m = t
+    # extrapolates linearly), so the cheaper int() conversion is exact here
+    m = int(t)
     if m < 0:
         m = 0
     elif m > N - 2:

@@ -62,8 +62,9 @@ GRID = {
         "box": Spec("box", REQUIRED, "[lo, hi] or per-axis list"),
         "n": Spec("ints", REQUIRED, "values per axis (>= 3)", ge=3),
     }),
-    "P": Spec("table", None, "Hessian slot values P (multiples of the identity) when the slow noise is on",
-              table={"values": Spec("floats", REQUIRED, "list of scalars P (tr(sigma sigma^T P I))")}),
+    "P": Spec("table", None, "Hessian slot values P = D_xx V for Hbar(x, p, P), when the slow noise is on",
+              table={"values": Spec("any", REQUIRED, "list of P: numbers s (meaning s I) or n x n symmetric "
+                                                    "matrices [[P11, P12], [P12, P22]]")}),
     "u": Spec("table", {}, "control discretisation", table={
         "n": Spec("ints", 21, "control nodes per axis (>= 1)", ge=1),
         "exact": Spec("bool", True, "use the closed-form maximiser when the family has one"),
@@ -382,6 +383,8 @@ def _check_consistency(c: dict, src: str) -> None:
         return _check_name(c, src)
     else:
         n, m = mod["n"], mod["m"]
+    if grid.get("P"):
+        _check_P_values(grid["P"]["values"], n, src)
     for axis, dim in (("x", n), ("y", m), ("p", n), ("q", n)):
         spec = grid.get(axis)
         if not spec:
@@ -392,6 +395,21 @@ def _check_consistency(c: dict, src: str) -> None:
         if box is not None and isinstance(box[0], list) and len(box) != dim:
             _fail(src, f"grid.{axis}.box", f"expected {dim} intervals for a {dim}-D variable, got {len(box)}")
     _check_name(c, src)
+
+
+def _check_P_values(vals, n: int, src: str) -> None:
+    key = "grid.P.values"
+    if not isinstance(vals, list) or not vals:
+        _fail(src, key, f"expected a non-empty list of numbers or {n}x{n} matrices, got {vals!r}")
+    for i, v in enumerate(vals):
+        if isinstance(v, list):
+            if len(v) != n or any(not isinstance(r, list) or len(r) != n for r in v):
+                _fail(src, f"{key}[{i}]", f"expected a {n}x{n} matrix, got {v!r}")
+            M = [[_number(x, src, f"{key}[{i}]") for x in r] for r in v]
+            if any(abs(M[a][b] - M[b][a]) > 1e-12 * (1 + abs(M[a][b])) for a in range(n) for b in range(n)):
+                _fail(src, f"{key}[{i}]", f"a Hessian must be symmetric, got {v!r}")
+        else:
+            _number(v, src, f"{key}[{i}]")
 
 
 def _check_name(c: dict, src: str) -> None:

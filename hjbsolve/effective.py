@@ -50,7 +50,7 @@ class CellResult:
     ygrid: Grid
     p: np.ndarray                  # (np, n) flat p nodes; p_axes the per-axis values
     p_axes: list
-    P: np.ndarray                  # (nP,) scalar multiples of the identity for the Hessian slot
+    P: np.ndarray                  # Hessian slot: (nP,) multiples of the identity, or (nP, n, n) matrices
     mu: np.ndarray                 # (nx..., ny...) probabilities
     ybar: np.ndarray               # (nx..., m)
     abar: np.ndarray               # (nx..., n)
@@ -70,6 +70,24 @@ def _check_finite(name: str, values: np.ndarray, x: np.ndarray, y: np.ndarray) -
         j = int(idx[0]) if values.ndim > 0 else 0
         raise NumericalError(f"coefficient {name} is {values[tuple(idx)]} at x = {np.round(x, 6).tolist()}, "
                              f"y = {np.round(y[min(j, len(y) - 1)], 6).tolist()}")
+
+
+def hessian_values(values, n: int) -> np.ndarray:
+    """P values as matrices (nP, n, n): a number s means s I."""
+    out = []
+    for v in values:
+        a = np.asarray(v, float)
+        out.append(a * np.eye(n) if a.ndim == 0 else a.reshape(n, n))
+    return np.array(out).reshape(-1, n, n)
+
+
+def _compact_P(Pv: np.ndarray) -> np.ndarray:
+    """(nP,) scalars when every P is a multiple of the identity, else the matrices (nP, n, n)."""
+    n = Pv.shape[-1]
+    s = Pv[:, 0, 0]
+    if np.allclose(Pv, s[:, None, None] * np.eye(n), rtol=0, atol=0):
+        return s.copy()
+    return Pv
 
 
 #: coefficient values tabulated at once when computing Hbar tables (bounds the memory, ~32 MB a chunk)
@@ -98,7 +116,7 @@ def _hamiltonian_tables(model, xs, ys, mu, pgrid, Pv, has_P, affine, u_nodes, hb
                     _check_finite(name, v, xc[0], ys)
                 if has_P:
                     U0 = np.broadcast_to(np.asarray(affine.u_ref, float), shape + (k,))
-                    trSP = np.trace(model.slow_diffusion(X, Y, U0), axis1=-2, axis2=-1) * Ps
+                    trSP = np.einsum("...ij,ij->...", model.slow_diffusion(X, Y, U0), Ps)
                 else:
                     trSP = np.zeros(shape)
                 h, ustar, _, _ = sup_affine_quadratic(pi, a0, Bm, l0, np.ascontiguousarray(trSP, float),
@@ -116,7 +134,7 @@ def _hamiltonian_tables(model, xs, ys, mu, pgrid, Pv, has_P, affine, u_nodes, hb
                 _check_finite("a", A, xc[0], ys)
                 _check_finite("l", L, xc[0], ys)
                 if has_P:
-                    L = L + np.trace(model.slow_diffusion(X, Y, Uu), axis1=-2, axis2=-1) * Ps
+                    L = L + np.einsum("...ij,ij->...", model.slow_diffusion(X, Y, Uu), Ps)
                 h, arg, _, _ = sup_inside_average(pi, A, L, pgrid, feedback is not None)
                 if feedback is not None:
                     feedback[s0:s0 + c, :, iP] = u_nodes[arg]
@@ -129,7 +147,7 @@ def cell_stage(model: Model, xgrid: Grid, ygrid: Grid, p_axes: list | None = Non
     """Invariant laws and averaged quantities at every x node (see module docstring).
 
     ``p_axes``: one 1-D array of p values per slow axis (tensor p grid), or None (no Hbar table).
-    ``P_values``: scalar multiples of the identity for the Hessian slot (default [0]); ignored (and
+    ``P_values``: the Hessian slot: a list of numbers s (meaning s I) and/or n x n symmetric matrices; ignored (and
     Hbar has no P axis) when the slow noise is zero. ``u_nodes``: control nodes (nu, k) for the grid
     sup (default: the model's control grid). ``exact_sup``: use the closed-form maximiser when the
     model is control-affine with quadratic cost.
@@ -140,7 +158,7 @@ def cell_stage(model: Model, xgrid: Grid, ygrid: Grid, p_axes: list | None = Non
     ys = ygrid.flat_points()
     nx, ny = len(xs), len(ys)
     has_P = P_values is not None and not model.sigma_zero
-    Pv = np.asarray(P_values if has_P else [0.0], float)
+    Pv = hessian_values(P_values if has_P else [0.0], n)          # (nP, n, n)
     if p_axes is not None:
         pgrid = np.stack(np.meshgrid(*p_axes, indexing="ij"), axis=-1).reshape(-1, n)
     else:
@@ -208,7 +226,7 @@ def cell_stage(model: Model, xgrid: Grid, ygrid: Grid, p_axes: list | None = Non
     Pshape = (len(Pv),) if has_P else ()
     result = CellResult(
         xgrid=xgrid, ygrid=ygrid, p=pgrid, p_axes=list(p_axes) if p_axes is not None else [],
-        P=Pv if has_P else np.zeros(0),
+        P=_compact_P(Pv) if has_P else np.zeros(0),
         mu=mu.reshape(shp + ygrid.shape), ybar=ybar.reshape(shp + (m,)), abar=abar.reshape(shp + (n,)),
         gbar=gbar.reshape(shp),
         hbar=hbar.reshape(shp + pshape + Pshape) if hbar is not None else None,

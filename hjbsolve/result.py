@@ -69,7 +69,13 @@ class Result:
                 root.coords[nm] = store.Variable(np.asarray(ax), (nm,), {"long_name": f"costate {nm} (D_x V)"})
             Pd = []
             if c.P.size:
-                root.coords["P"] = store.Variable(c.P, ("P",), {"long_name": "Hessian slot D_xx V = P I"})
+                if c.P.ndim == 1:
+                    root.coords["P"] = store.Variable(c.P, ("P",), {"long_name": "Hessian slot D_xx V = P I"})
+                else:
+                    root.coords["P"] = store.Variable(np.arange(len(c.P)), ("P",),
+                                                      {"long_name": "index of the Hessian slot value"})
+                    root.variables["P_matrix"] = store.Variable(c.P, ("P", "slow", "slow_"),
+                                                                {"long_name": "Hessian slot D_xx V = P_matrix"})
                 Pd = ["P"]
             V = store.Variable
             root.variables["mu"] = V(c.mu, (*xd, *yd), {"long_name": "invariant law mu_x of the fast process",
@@ -151,7 +157,8 @@ class Result:
                      else np.zeros((0, len(xd))))
             v = g.variables
             res.cell = CellResult(xgrid=xg, ygrid=yg, p=pgrid, p_axes=p_axes,
-                                  P=g.coords["P"].data if "P" in g.coords else np.zeros(0),
+                                  P=(g.variables["P_matrix"].data if "P_matrix" in g.variables else
+                                     g.coords["P"].data if "P" in g.coords else np.zeros(0)),
                                   mu=v["mu"].data, ybar=v["ybar"].data, abar=v["abar"].data, gbar=v["gbar"].data,
                                   hbar=v["hbar"].data if "hbar" in v else None,
                                   feedback=v["feedback"].data if "feedback" in v else None,

@@ -269,3 +269,26 @@ def test_upper_envelope_kernel_equals_brute_force_with_ties():
     val = lambda arg: -np.take_along_axis(a, arg.transpose(0, 2, 1), 2) * p[None, None, :] - \
         np.take_along_axis(cost, arg.transpose(0, 2, 1), 2)
     assert np.abs(val(arg1) - val(arg2)).max() < 1e-12
+
+
+def test_hessian_slot_with_general_symmetric_P(tmp_path):
+    """n = 2, slow noise sigma (constant, correlated), no control: H = -tr(sigma sigma^T P), so
+    Hbar(x, p, P) = -tr(sigma sigma^T P) exactly, for a multiple of I and for a general symmetric P; the
+    matrices survive the HDF5 round trip."""
+    from hjbsolve.result import Result
+    p = {"n": 2, "m": 1, "params": {}, "a": ["0", "0"], "sigma": [["0.5", "0"], ["0.3", "0.4"]],
+         "b": "-2*(y - x1)", "tau": "0.5", "l": "0", "g": "0", "u_box": None, "u_ref": None}
+    model = expr_family.build(p, where="test")
+    xg = Grid.from_box([[-1, 1], [-1, 1]], 3)
+    yg = Grid.from_box([-4, 4], 81)
+    P = [2.0, [[1.0, 0.5], [0.5, 2.0]]]
+    res = cell_stage(model, xg, yg, p_axes=[np.linspace(-1, 1, 3)] * 2, P_values=P)
+    ss = np.array([[0.25, 0.15], [0.15, 0.25]])
+    expected = [-2.0 * np.trace(ss), -np.sum(ss * np.array([[1.0, 0.5], [0.5, 2.0]]))]   # -1.0, -0.9
+    assert res.hbar.shape == (3, 3, 3, 3, 2)
+    for iP, e in enumerate(expected):
+        assert np.abs(res.hbar[..., iP] - e).max() < 1e-13
+    r = Result("t", "", "expr", cell=res)
+    r.save(tmp_path / "p.h5")
+    back = Result.load(tmp_path / "p.h5").cell
+    assert back.P.shape == (2, 2, 2) and np.allclose(back.P[1], [[1.0, 0.5], [0.5, 2.0]])

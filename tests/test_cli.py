@@ -91,6 +91,8 @@ BAD = [
     ('dt = 0.1', 'dt = 0.1\nsteps = 3', ["time.steps", "unknown key"]),
     ('name = "small"', 'description = "x"', ["name", "missing required key"]),
     ('control = "steering"', 'control = 3', ["model.control", "expected a string"]),
+    ('u = { n = 5 }', 'u = { n = 5 }\nP = { values = [[[1.0, 2.0], [2.0, 1.0]]] }', ["grid.P.values[0]", "1x1 matrix"]),
+    ('u = { n = 5 }', 'u = { n = 5 }\nP = { values = ["big"] }', ["grid.P.values[0]", "expected a number"]),
 ]
 
 

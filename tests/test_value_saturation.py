@@ -24,8 +24,11 @@ def test_saturating_controls_extended_equals_blind_and_exact():
     cell = cell_stage(model, xg, yg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ext = value_function(model, cell, 0.0, 1.0, 0.02)
-        blind = value_function(model, cell, 0.0, 1.0, 0.02, variant="y_blind")
+        # minimize="grid": the p-family over the control grid, where the bug was (the formulas are also
+        # detected as control-affine, which would otherwise take the closed-form path)
+        ext = value_function(model, cell, 0.0, 1.0, 0.02, minimize="grid")
+        blind = value_function(model, cell, 0.0, 1.0, 0.02, variant="y_blind", minimize="grid")
+        exact_min = value_function(model, cell, 0.0, 1.0, 0.02)
     x = xg.axes[0]
     w = np.abs(x) <= 1.0
     # here the extended and y-blind problems coincide; the p-family differs only by its documented
@@ -35,3 +38,8 @@ def test_saturating_controls_extended_equals_blind_and_exact():
     print("extended - blind:", gap, " error vs exact:", err)
     assert gap < 1e-3, gap
     assert err < 6e-3, err
+    # the closed-form minimisation (detected affine structure) is at least as accurate
+    assert model.affine is not None
+    err_exact = np.abs(exact_min.V[-1][w] - x[w] ** 2 / 3).max()
+    print("closed-form min error:", err_exact)
+    assert err_exact <= err + 1e-12

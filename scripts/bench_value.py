@@ -3,7 +3,9 @@
 Prints
   1. throughput of one 2-D SL step with bilinear interpolation (tabulated coefficients, finite control set,
      deterministic feet, trapezoidal cost) in ns per node x control update, on 1 and 2 threads, at two sizes,
-     and the ratio to a plain vectorised NumPy version of the same step (same run, same data, results checked);
+     the ratio to a plain vectorised NumPy version of the same step (same run, same data, minimum and
+     minimiser checked), and, when a C compiler is found, the time of the plain C loop of the same step
+     (scripts/c/step_tab_2d.c, built with -O3 -march=native) as the yardstick of a compiled loop;
   2. the same for the 2-D control-affine kernel (controls on the fly, no tables per control);
   3. a 1+1-D V^eps solve (LQ family) at 401 x 201 nodes, 200 steps, 41 grid controls on 2 threads, and the
      cost per step at eps = 1e-4 against eps = 1;
@@ -15,7 +17,12 @@ Usage: python scripts/bench_value.py [--quick]
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -26,32 +33,8 @@ from hjbsolve.effective import cell_stage
 from hjbsolve.grid import Grid
 from hjbsolve.models import lq
 from hjbsolve.sl import kernels as K
+from hjbsolve.sl import reference
 from hjbsolve.value import value_function
-
-
-def numpy_step_tab_2d(V, C, disp, x0, h):
-    """Reference: the same step as ``kernels.step_tab_2d`` (one foot, linear extrapolation) in NumPy."""
-    J, nc, N1, N2, _ = disp.shape
-    xa = x0[0] + h[0] * np.arange(N1)[:, None]
-    xb = x0[1] + h[1] * np.arange(N2)[None, :]
-    out = np.full((J, N1, N2), np.inf)
-    for j in range(J):
-        for c in range(nc):
-            pa = xa + disp[j, c, :, :, 0]
-            pb = xb + disp[j, c, :, :, 1]
-            ta = (pa - x0[0]) / h[0]
-            tb = (pb - x0[1]) / h[1]
-            ma = np.clip(np.floor(ta).astype(np.int64), 0, N1 - 2)
-            mb = np.clip(np.floor(tb).astype(np.int64), 0, N2 - 2)
-            ta -= ma
-            tb -= mb
-            F = V[j]
-            f00, f01, f10, f11 = F[ma, mb], F[ma, mb + 1], F[ma + 1, mb], F[ma + 1, mb + 1]
-            a = f00 + tb * (f01 - f00)
-            b = f10 + tb * (f11 - f10)
-            val = C[j, c] + a + ta * (b - a)
-            np.minimum(out[j], val, out=out[j])
-    return out
 
 
 @numba.njit(parallel=True, cache=True)
@@ -85,7 +68,34 @@ def best_time(f, repeat):
     return min(ts)
 
 
-def bench_tab2d(n, nc, repeat):
+C_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c", "step_tab_2d.c")
+
+
+def plain_c_step(flags=("-O3", "-march=native")):
+    """The plain C loop of the same step (scripts/c/step_tab_2d.c), built with the machine's C compiler;
+    (callable, description) or (None, reason) when no compiler is found or the build fails."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        return None, "no C compiler found"
+    lib = os.path.join(tempfile.mkdtemp(prefix="hjbsolve_bench_"), "step.so")
+    try:
+        subprocess.run([cc, *flags, "-shared", "-fPIC", C_SOURCE, "-o", lib, "-lm"], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        return None, f"C build failed: {e}"
+    f = ctypes.CDLL(lib).step_tab_2d
+    dp, ip, i = ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_int), ctypes.c_int
+    f.argtypes = [dp, dp, dp, i, i, i, dp, ip]
+    f.restype = None
+
+    def step(V, C, disp_cells, out, arg):
+        J, nc, N1, N2, _ = disp_cells.shape
+        f(V.ctypes.data_as(dp), C.ctypes.data_as(dp), disp_cells.ctypes.data_as(dp), nc, N1, N2,
+          out.ctypes.data_as(dp), arg.ctypes.data_as(ip))
+    return step, f"{os.path.basename(cc)} {' '.join(flags)}"
+
+
+def bench_tab2d(n, nc, repeat, c_step=None):
     rng = np.random.default_rng(0)
     x0 = np.array([-2.0, -2.0])
     h = np.array([4.0 / (n - 1)] * 2)
@@ -114,11 +124,18 @@ def bench_tab2d(n, nc, repeat):
         numba.set_num_threads(nt)
         res[nt] = best_time(run, repeat)
     numba.set_num_threads(2)
-    t_np = best_time(lambda: numpy_step_tab_2d(V, C, disp, x0, h), max(1, repeat // 3))
-    ref = numpy_step_tab_2d(V, C, disp, x0, h)
+    t_np = best_time(lambda: reference.step_tab_2d(Vf, C, disp_cells, noise, 0, False), max(1, repeat // 3))
+    ref, ref_arg = reference.step_tab_2d(Vf, C, disp_cells, noise, 0, False)
     run()
     assert np.allclose(ref, out, rtol=1e-12, atol=1e-12), "numba and NumPy steps differ"
-    return warm, res, t_np, n * n * nc
+    # the argmin agrees except where two controls tie to rounding (fused multiply-adds in the kernel)
+    assert (arg != ref_arg).mean() < 1e-3, "numba and NumPy minimisers differ"
+    t_c = None
+    if c_step is not None:
+        out_c, arg_c = np.empty_like(out), np.empty_like(arg)
+        t_c = best_time(lambda: c_step(V, C, disp_cells, out_c, arg_c), repeat)
+        assert np.allclose(ref, out_c, rtol=1e-12, atol=1e-12), "C and NumPy steps differ"
+    return warm, res, t_np, t_c, n * n * nc
 
 
 def bench_aff2d(n, nu, repeat):
@@ -188,14 +205,17 @@ def main(argv=None) -> int:
     print(f"numba {numba.__version__}, max threads {numba.config.NUMBA_NUM_THREADS}")
     print(f"machine: speed-up of a trivially parallel loop 1 -> 2 threads: {machine_parallel_speedup():.2f} "
           "(the ceiling for the speed-ups below)")
+    c_step, c_note = plain_c_step()
     print("\n2-D SL step, tabulated coefficients, bilinear interpolation (ns per node x control update)")
+    print(f"plain C loop of the same step (1 thread): {c_note}")
     print(f"{'nodes':>10} {'controls':>8} {'warm-up s':>10} {'1 thread':>9} {'2 threads':>9} {'speed-up':>8} "
-          f"{'NumPy':>8} {'x NumPy(1t)':>11}")
+          f"{'NumPy':>8} {'x NumPy 1t':>10} {'x NumPy 2t':>10} {'plain C':>8}")
     for n, nc in ((101, 64), (301, 64)):
-        warm, res, t_np, work = bench_tab2d(n, nc, repeat)
+        warm, res, t_np, t_c, work = bench_tab2d(n, nc, repeat, c_step)
         ns1, ns2, nsn = (res[1] / work * 1e9, res[2] / work * 1e9, t_np / work * 1e9)
+        nsc = "-" if t_c is None else f"{t_c / work * 1e9:.2f}"
         print(f"{n}x{n:<6} {nc:>8} {warm:>10.2f} {ns1:>9.2f} {ns2:>9.2f} {res[1] / res[2]:>8.2f} {nsn:>8.1f} "
-              f"{t_np / res[1]:>11.1f}")
+              f"{t_np / res[1]:>10.1f} {t_np / res[2]:>10.1f} {nsc:>8}")
     print("\n2-D SL step, control-affine kernel (feet and costs on the fly, grid min, no refinement)")
     print(f"{'nodes':>10} {'controls':>8} {'warm-up s':>10} {'1 thread':>9} {'2 threads':>9} {'speed-up':>8}")
     for n, nu in ((101, 9), (301, 9)):

@@ -137,29 +137,52 @@ def step_tab_1d(V, C, disp, noise, mode, has_noise, out, arg):
                         ag[i] = c
 
 
-@njit(cache=True, inline="always")
-def interp2f(Vf, N2, m1, t1, m2, t2):
-    """Bilinear interpolation on a flattened (N1 * N2) array."""
-    b = m1 * N2 + m2
+# The 2-D tabulated kernel is the hot loop of every 2-D grid-control solve, so it is tuned:
+# - cell indices are unsigned (np.uint64 throughout: numba then omits the negative-index wrap-around test on
+#   each of the four gathers; mixing with signed ints would silently give floats, hence the U1 constant);
+# - the deterministic loop takes four controls per pass over a row (four independent gather chains in flight,
+#   one load/compare/store of the running minimum per four updates, ties resolved to the lowest index as in
+#   the plain loop);
+# - fastmath = {"contract"} only lets LLVM fuse multiply-adds (no reassociation, NaN/inf semantics kept).
+U1 = np.uint64(1)
+_FM = {"contract"}
+
+
+@njit(cache=True, inline="always", fastmath=_FM)
+def _celli_u(t, N, mode):
+    """:func:`celli` with the index as np.uint64."""
+    m, th = celli(t, N, mode)
+    return np.uint64(m), th
+
+
+@njit(cache=True, inline="always", fastmath=_FM)
+def _foot2(Vf, N1, N2, U2, pa, pb, mode):
+    """Bilinear interpolant of the flattened Vf (U2 = np.uint64(N2)) at the index-space point (pa, pb)."""
+    m1, t1 = _celli_u(pa, N1, mode)
+    m2, t2 = _celli_u(pb, N2, mode)
+    b = m1 * U2 + m2
     f00 = Vf[b]
-    f01 = Vf[b + 1]
-    f10 = Vf[b + N2]
-    f11 = Vf[b + N2 + 1]
+    f01 = Vf[b + U1]
+    f10 = Vf[b + U2]
+    f11 = Vf[b + U2 + U1]
     a = f00 + t2 * (f01 - f00)
     c = f10 + t2 * (f11 - f10)
     return a + t1 * (c - a)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=_FM)
 def step_tab_2d(Vf, C, disp, noise, mode, has_noise, out, arg):
     """One SL step in 2-D with tabulated coefficients, in index space.
 
     Vf (J, N1 * N2) the values, flattened; C (J, nc, N1, N2) step cost; disp (J, nc, N1, N2, 2) displacement in
     cells; noise (J, ncs, N1, N2, 2, 2): column r of noise[..., :, r] is the stencil half-width vector
-    sqrt(4 dt) (I + dt/2 Da) sigma_col_r in cells (4 feet of weight 1/4). out, arg (J, N1, N2).
+    sqrt(4 dt) (I + dt/2 Da) sigma_col_r in cells (4 feet of weight 1/4). out, arg (J, N1, N2): the minimum
+    and the index of the (first) minimising control. C and disp must be finite (``sl.build`` checks the
+    coefficients): the four-control pass assumes no NaN candidates.
     """
     J, nc, N1, N2, _ = disp.shape
     ncs = noise.shape[1]
+    U2 = np.uint64(N2)
     for task in prange(J * N1):
         j = task // N1
         i1 = task % N1
@@ -170,10 +193,10 @@ def step_tab_2d(Vf, C, disp, noise, mode, has_noise, out, arg):
             o[i2] = np.inf
             ag[i2] = 0
         ta = i1 * 1.0
-        for c in range(nc):
-            Cc = C[j, c, i1]
-            Dc = disp[j, c, i1]
-            if has_noise:
+        if has_noise:
+            for c in range(nc):
+                Cc = C[j, c, i1]
+                Dc = disp[j, c, i1]
                 Sc = noise[j, c if ncs > 1 else 0, i1]
                 for i2 in range(N2):
                     pa = ta + Dc[i2, 0]
@@ -182,24 +205,47 @@ def step_tab_2d(Vf, C, disp, noise, mode, has_noise, out, arg):
                     for r in range(2):
                         sa = Sc[i2, 0, r]
                         sb = Sc[i2, 1, r]
-                        m1, t1 = celli(pa - sa, N1, mode)
-                        m2, t2 = celli(pb - sb, N2, mode)
-                        val += interp2f(Vj, N2, m1, t1, m2, t2)
-                        m1, t1 = celli(pa + sa, N1, mode)
-                        m2, t2 = celli(pb + sb, N2, mode)
-                        val += interp2f(Vj, N2, m1, t1, m2, t2)
+                        val += _foot2(Vj, N1, N2, U2, pa - sa, pb - sb, mode)
+                        val += _foot2(Vj, N1, N2, U2, pa + sa, pb + sb, mode)
                     val = Cc[i2] + 0.25 * val
                     if val < o[i2]:
                         o[i2] = val
                         ag[i2] = c
-            else:
-                for i2 in range(N2):
-                    m1, t1 = celli(ta + Dc[i2, 0], N1, mode)
-                    m2, t2 = celli(i2 + Dc[i2, 1], N2, mode)
-                    val = Cc[i2] + interp2f(Vj, N2, m1, t1, m2, t2)
-                    if val < o[i2]:
-                        o[i2] = val
-                        ag[i2] = c
+            continue
+        c = 0
+        while c + 3 < nc:
+            C0, D0 = C[j, c, i1], disp[j, c, i1]
+            C1, D1 = C[j, c + 1, i1], disp[j, c + 1, i1]
+            C2, D2 = C[j, c + 2, i1], disp[j, c + 2, i1]
+            C3, D3 = C[j, c + 3, i1], disp[j, c + 3, i1]
+            for i2 in range(N2):
+                v0 = C0[i2] + _foot2(Vj, N1, N2, U2, ta + D0[i2, 0], i2 + D0[i2, 1], mode)
+                v1 = C1[i2] + _foot2(Vj, N1, N2, U2, ta + D1[i2, 0], i2 + D1[i2, 1], mode)
+                v2 = C2[i2] + _foot2(Vj, N1, N2, U2, ta + D2[i2, 0], i2 + D2[i2, 1], mode)
+                v3 = C3[i2] + _foot2(Vj, N1, N2, U2, ta + D3[i2, 0], i2 + D3[i2, 1], mode)
+                k0 = c
+                if v1 < v0:
+                    v0 = v1
+                    k0 = c + 1
+                k2 = c + 2
+                if v3 < v2:
+                    v2 = v3
+                    k2 = c + 3
+                if v2 < v0:
+                    v0 = v2
+                    k0 = k2
+                if v0 < o[i2]:
+                    o[i2] = v0
+                    ag[i2] = k0
+            c += 4
+        while c < nc:
+            Cc, Dc = C[j, c, i1], disp[j, c, i1]
+            for i2 in range(N2):
+                val = Cc[i2] + _foot2(Vj, N1, N2, U2, ta + Dc[i2, 0], i2 + Dc[i2, 1], mode)
+                if val < o[i2]:
+                    o[i2] = val
+                    ag[i2] = c
+            c += 1
 
 
 # ----------------------------------------------------------------------------------------------------------

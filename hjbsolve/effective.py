@@ -19,28 +19,17 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cell.generator import fast_generator
-from .cell.invariant import boundary_mass, invariant_measure
-from .errors import NumericalError
+from .cell.invariant import BoxWarning, boundary_mass, check_finite, check_truncation, fast_law  # noqa: F401
 from .grid import Grid
 from .hamiltonian import sup_affine_quadratic, sup_inside_average
 from .model import Model
 from .progress import progress
 
 log = logging.getLogger(__name__)
-
-#: boundary-layer mass of mu_x above which the y box is reported as too small
-BOUNDARY_MASS_WARN = 1e-8
-
-
-class BoxWarning(UserWarning):
-    """The truncation box cuts off a visible part of the fast invariant law."""
-
 
 @dataclass
 class CellResult:
@@ -61,15 +50,6 @@ class CellResult:
     timings: dict = field(default_factory=dict)
     q_axes: list = field(default_factory=list)   # velocity grids of the effective Lagrangian
     lbar: np.ndarray | None = None               # (nx..., nq..., [nP]) Lbar(x, q) = sup_p {-q.p - Hbar}
-
-
-def _check_finite(name: str, values: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
-    bad = ~np.isfinite(values)
-    if bad.any():
-        idx = np.argwhere(bad)[0]
-        j = int(idx[0]) if values.ndim > 0 else 0
-        raise NumericalError(f"coefficient {name} is {values[tuple(idx)]} at x = {np.round(x, 6).tolist()}, "
-                             f"y = {np.round(y[min(j, len(y) - 1)], 6).tolist()}")
 
 
 def hessian_values(values, n: int) -> np.ndarray:
@@ -113,7 +93,7 @@ def _hamiltonian_tables(model, xs, ys, mu, pgrid, Pv, has_P, affine, u_nodes, hb
                 Bm = np.ascontiguousarray(np.broadcast_to(affine.B(X, Y), shape + (n, k)), float)
                 l0 = np.ascontiguousarray(np.broadcast_to(affine.l0(X, Y), shape), float)
                 for name, v in (("a", a0), ("a", Bm), ("l", l0)):
-                    _check_finite(name, v, xc[0], ys)
+                    check_finite(name, v, xc[0], ys)
                 if has_P:
                     U0 = np.broadcast_to(np.asarray(affine.u_ref, float), shape + (k,))
                     trSP = np.einsum("...ij,ij->...", model.slow_diffusion(X, Y, U0), Ps)
@@ -131,8 +111,8 @@ def _hamiltonian_tables(model, xs, ys, mu, pgrid, Pv, has_P, affine, u_nodes, hb
                 shape = (c, ny, len(u_nodes))
                 A = np.ascontiguousarray(np.broadcast_to(model.a(X, Y, Uu), shape + (n,)), float)
                 L = np.ascontiguousarray(np.broadcast_to(model.l(X, Y, Uu), shape), float)
-                _check_finite("a", A, xc[0], ys)
-                _check_finite("l", L, xc[0], ys)
+                check_finite("a", A, xc[0], ys)
+                check_finite("l", L, xc[0], ys)
                 if has_P:
                     L = L + np.einsum("...ij,ij->...", model.slow_diffusion(X, Y, Uu), Ps)
                 h, arg, _, _ = sup_inside_average(pi, A, L, pgrid, feedback is not None)
@@ -187,18 +167,7 @@ def cell_stage(model: Model, xgrid: Grid, ygrid: Grid, p_axes: list | None = Non
         ta = time.perf_counter()
         x = xs[i]
         xb = np.broadcast_to(x, (ny, n))
-        D = np.diagonal(model.fast_diffusion(xb, ys), axis1=-2, axis2=-1)
-        _check_finite("tau", D, x, ys)
-        if model.potential is not None:
-            U = model.potential(xb, ys)
-            _check_finite("potential", U, x, ys)
-            gen = fast_generator(ygrid, D, potential=U)
-            pi = invariant_measure(gen, potential=U)
-        else:
-            bvals = model.b(xb, ys)
-            _check_finite("b", bvals, x, ys)
-            gen = fast_generator(ygrid, D, drift=bvals)
-            pi = invariant_measure(gen)
+        gen, pi = fast_law(model, x, ygrid)
         tb = time.perf_counter()
         t_laws += tb - ta
         mu[i] = pi
@@ -206,21 +175,18 @@ def cell_stage(model: Model, xgrid: Grid, ygrid: Grid, p_axes: list | None = Non
             worst[side] = max(worst.get(side, 0.0), mass)
         ybar[i] = pi @ ys
         gvals = model.g(xb, ys)
-        _check_finite("g", gvals, x, ys)
+        check_finite("g", gvals, x, ys)
         gbar[i] = pi @ gvals
         u0 = np.broadcast_to(u_ref, (ny, k))
         avals = model.a(xb, ys, u0)
-        _check_finite("a", avals, x, ys)
+        check_finite("a", avals, x, ys)
         abar[i] = pi @ avals
         t_means += time.perf_counter() - tb
     tb = time.perf_counter()
     if npv:
         _hamiltonian_tables(model, xs, ys, mu, pgrid, Pv, has_P, affine, u_nodes, hbar, feedback)
     t_ham = time.perf_counter() - tb
-    for side, mass in worst.items():
-        if mass > BOUNDARY_MASS_WARN:
-            warnings.warn(f"the fast invariant law has mass {mass:.1e} on the {side} side of the y box "
-                          f"{ygrid.describe()}: enlarge the box (grid.y.box)", BoxWarning, stacklevel=2)
+    check_truncation(mu, ygrid, "cell stage")
     shp = xgrid.shape
     pshape = tuple(len(a) for a in p_axes) if p_axes is not None else ()
     Pshape = (len(Pv),) if has_P else ()

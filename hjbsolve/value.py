@@ -53,19 +53,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import store
-from .cell.invariant import boundary_mass
+from .cell.invariant import BoxWarning, check_truncation
 from .errors import NumericalError
 from .grid import Grid
 from .model import Model
 from .progress import progress
 from .result import axis_names
 from .sl import kernels as K
-from .sl.build import AveragedProblem, fast_generators, per_y_stepper
+from .sl.build import AveragedProblem, control_nodes, fast_generators, per_y_stepper
 from .sl.fast import FastSolver
 from .sl.steppers import interior_window
 
-#: mass of mu_x on a face of the y box above which the value stage warns
-Y_MASS_WARN = 1e-6
 EXTRAPOLATIONS = {"linear": 0, "clamp": 1, "neumann": 1}
 
 
@@ -73,8 +71,34 @@ class TimeStepWarning(UserWarning):
     """dt is too large for the accuracy the grid can give."""
 
 
-class YBoxWarning(UserWarning):
-    """The y box cuts off a visible part of the fast invariant law."""
+#: the value stage's y-box warning is the cell stage's (one check, ``cell.invariant.check_truncation``)
+YBoxWarning = BoxWarning
+
+
+class ControlGridWarning(UserWarning):
+    """A minimisation over a control grid whose spacing limits the accuracy."""
+
+
+#: estimated control-grid error (T c du²/8) above which the value stage warns
+CONTROL_GRID_WARN = 1e-3
+
+
+def _control_grid_check(model, u_nodes: np.ndarray, T: float, what: str) -> str:
+    """Describe the control grid of a grid-only minimisation and warn when, for a quadratic control cost
+    c |u - u_ref|²/2, its error estimate T c du²/8 (the cost of missing the minimiser by du/2 per unit time)
+    exceeds CONTROL_GRID_WARN, with the number of nodes that would bring it below."""
+    u = np.asarray(u_nodes, float).reshape(len(u_nodes), -1)
+    du = max((np.diff(np.unique(u[:, d])).max() if len(np.unique(u[:, d])) > 1 else 0.0) for d in range(u.shape[1]))
+    text = f"min over a grid of {len(u)} controls (spacing {du:.3g})"
+    c = getattr(model.affine, "c", None) if model.affine is not None else None
+    if c is not None and du > 0:
+        est = T * float(c) * du * du / 8
+        if est > CONTROL_GRID_WARN:
+            width = max(float(np.ptp(u[:, d])) for d in range(u.shape[1]))
+            need = int(np.ceil(width / np.sqrt(8 * CONTROL_GRID_WARN / (T * float(c))))) + 1
+            warnings.warn(f"{what}: {text}; its error may reach T c du^2/8 = {est:.2g}: set grid.u.n >= {need}",
+                          ControlGridWarning, stacklevel=3)
+    return text
 
 
 @dataclass
@@ -131,15 +155,7 @@ class ValueResult:
 
 
 def _mass_warning(pi: np.ndarray, ygrid: Grid) -> dict:
-    worst = {}
-    for row in pi:
-        for side, mass in boundary_mass(row, ygrid.shape).items():
-            worst[side] = max(worst.get(side, 0.0), mass)
-    for side, mass in worst.items():
-        if mass > Y_MASS_WARN:
-            warnings.warn(f"the y box {ygrid.describe()} cuts off mass {mass:.1e} of mu_x on its {side} side "
-                          f"(more than {Y_MASS_WARN:g}): enlarge it on that side", YBoxWarning, stacklevel=3)
-    return worst
+    return check_truncation(pi, ygrid, "value stage")
 
 
 def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt: float = 0.01,
@@ -338,6 +354,8 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
     else:
         kind = "averaged" if variant == "extended" else "averaged_blind"
     attrs.update(_describe(kind, order, eps, model))
+    if kind == "per_y_blind":
+        attrs["scheme"] += "; " + _control_grid_check(model, control_nodes(model, u_nodes), T, "per-y y-blind scheme")
     outs, fb = run(kind)
     res = finish(outs, kind, fb)
     if blind and not plain and eps == 0 and variant == "extended":
@@ -348,6 +366,9 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
             fb_b = np.asarray(fb_b)
             res.feedback_blind = fb_b[..., 0, :] if fb_b.ndim == n + 1 + ygrid.ndim else fb_b
         res.attrs["scheme_blind"] = _describe(bkind, order, eps, model)["scheme"]
+        if bkind == "per_y_blind":
+            res.attrs["scheme_blind"] += "; " + _control_grid_check(model, control_nodes(model, u_nodes), T,
+                                                                    "per-y y-blind scheme")
     timings["total"] = time.perf_counter() - t_start
     res.timings = dict(timings)
     return res

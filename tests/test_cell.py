@@ -1,5 +1,7 @@
 """Cell stage: generator properties, invariant laws and averages against closed forms (MATH.md §4)."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import integrate
@@ -215,16 +217,44 @@ def test_grid_sup_converges_to_exact_sup_second_order():
     assert errs[-1] < 2e-3 and orders.min() > 1.7, (errs, orders)
 
 
-def test_unconfined_fast_drift_warns_naming_the_side():
-    """b = +0.5 y pushes mass to the box faces: a BoxWarning naming the side and suggesting a larger box."""
+def test_unconfined_fast_drift_is_refused_naming_the_side():
+    """b = +0.5 y pushes the mass onto the box faces: not an ergodic cell problem; refused, naming a side."""
+    from hjbsolve.errors import NumericalError
+
     p = {"n": 1, "m": 1, "params": {}, "a": "0", "sigma": "0", "b": "0.5*y + 0.3", "tau": "1", "l": "0",
          "g": "0", "u_box": None, "u_ref": None}
     model = expr_family.build(p, where="test")
     xg = Grid.from_box([-1, 1], 3)
     yg = Grid.from_box([-3, 3], 61)
-    with pytest.warns(Warning, match=r"y high side.*enlarge the box") as rec:
+    with pytest.raises(NumericalError, match=r"not confined by the y box.*side.*fast drift b is confining"):
         cell_stage(model, xg, yg)
-    assert any("y low" in str(w.message) for w in rec)
+
+
+@pytest.mark.parametrize("ny", [61, 241])
+def test_cut_mass_estimate_and_box_warning(ny):
+    """OU law N(0, s²) on [-3 s, 4 s]: the estimated mass beyond each face matches the Gaussian tails
+    (1.35e-3 and 3.2e-5) within 15%, independently of the spacing; the warning names the low and high sides."""
+    from scipy.stats import norm
+
+    from hjbsolve.cell.invariant import BoxWarning, cut_mass
+
+    s = 0.7
+    p = {"n": 1, "m": 1, "params": {}, "a": "0", "sigma": "0", "b": "-y", "tau": f"{s}", "l": "0",
+         "g": "0", "u_box": None, "u_ref": None}
+    model = expr_family.build(p, where="test")
+    xg = Grid.from_box([-1, 1], 3)
+    yg = Grid.from_box([-3 * s, 4 * s], ny)
+    with pytest.warns(BoxWarning) as rec:
+        res = cell_stage(model, xg, yg)
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "low side" in msgs and "high side" in msgs
+    est = cut_mass(res.mu[0], yg.shape)
+    assert abs(est["y low"] / norm.sf(3.0) - 1) < 0.15, est
+    assert abs(est["y high"] / norm.sf(4.0) - 1) < 0.15, est
+    # a box of +-7 s cuts 1e-12: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cell_stage(model, xg, Grid.from_box([-7 * s, 7 * s], ny))
 
 
 def test_three_dimensional_fast_variable_iterative_solver():
@@ -292,3 +322,88 @@ def test_hessian_slot_with_general_symmetric_P(tmp_path):
     r.save(tmp_path / "p.h5")
     back = Result.load(tmp_path / "p.h5").cell
     assert back.P.shape == (2, 2, 2) and np.allclose(back.P[1], [[1.0, 0.5], [0.5, 2.0]])
+
+
+# ---- correlated and state-dependent fast diffusion -----------------------------------------------------------
+
+
+def test_generator_is_exact_on_quadratics_with_correlated_noise():
+    """Q v = b.Dv + tr(A D²v) holds exactly for quadratic v (A = tau tau^T with off-diagonal entries, diagonal
+    edges in the stencil), and the rates are non-negative."""
+    tau = np.array([[0.6, 0.2], [0.1, 0.5]])
+    A = tau @ tau.T
+    g = Grid.from_box([[-1.0, 1.0], [-1.0, 1.0]], 21)
+    y = g.flat_points()
+    b = np.zeros_like(y)
+    gen = fast_generator(g, A, drift=b)
+    Q = gen.Q.tocoo()
+    assert Q.data[Q.row != Q.col].min() >= 0.0
+    inner = (np.abs(y) < 0.85).all(1)
+    for v, Lv in ((y[:, 0] * y[:, 1], 2 * A[0, 1]), (y[:, 0] ** 2, 2 * A[0, 0]), (y[:, 1] ** 2, 2 * A[1, 1])):
+        assert np.abs((gen.Q @ v - Lv)[inner]).max() < 1e-12
+    # the other sign of the correlation uses the other diagonal
+    Am = A * np.array([[1.0, -1.0], [-1.0, 1.0]])
+    gen = fast_generator(g, Am, drift=b)
+    assert np.abs((gen.Q @ (y[:, 0] * y[:, 1]) - 2 * Am[0, 1])[inner]).max() < 1e-12
+
+
+def test_correlated_ou_covariance_second_order():
+    """dY = -M (Y - m) ds + sqrt(2) tau dW with M non-symmetric and tau tau^T non-diagonal: mu = N(m, S),
+    M S + S M^T = 2 tau tau^T. The covariance converges at second order."""
+    M = np.array([[1.0, 0.8], [-0.8, 1.5]])
+    tau = np.array([[0.6, 0.2], [0.1, 0.5]])
+    A = tau @ tau.T
+    S = solve_continuous_lyapunov(M, 2 * A)
+    m0 = np.array([0.3, -0.2])
+    errs = []
+    for n in (41, 81, 161):
+        g = Grid.from_box([[-5.0, 5.0], [-5.0, 5.0]], n)
+        y = g.flat_points()
+        pi = invariant_measure(fast_generator(g, A, drift=-(y - m0) @ M.T))
+        mean = pi @ y
+        C = (y - mean).T @ (pi[:, None] * (y - mean))
+        assert np.abs(mean - m0).max() < 1e-10
+        errs.append(np.abs(C - S).max())
+    orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert errs[-1] < 2e-3, errs
+    assert orders.min() > 1.9, (errs, orders)
+
+
+def test_gradient_drift_with_correlated_noise_gives_the_gibbs_law():
+    """b = -A grad U with A non-diagonal: pi ∝ exp(-U) exactly on the potential path, and to O(h²) from the
+    drift alone."""
+    tau = np.array([[0.6, 0.2], [0.1, 0.5]])
+    A = tau @ tau.T
+    errs = []
+    for n in (41, 81):
+        g = Grid.from_box([[-6.0, 6.0], [-6.0, 6.0]], n)
+        y = g.flat_points()
+        U = 0.5 * (y**2).sum(1)
+        gen = fast_generator(g, A, potential=U)
+        pi = invariant_measure(gen, potential=U)
+        assert np.abs(gen.Q.T @ pi).max() < 1e-14
+        pi_b = invariant_measure(fast_generator(g, A, drift=-y @ A.T))
+        errs.append(np.abs(y.T @ (pi_b[:, None] * y) - np.eye(2)).max())
+    assert errs[-1] < 2e-2 and np.log2(errs[0] / errs[1]) > 1.9, errs
+
+
+def test_state_dependent_fast_diffusion_is_nondivergence_form():
+    """L v = b v' + D(y) v'' (not (D v')'): b = -(y - x), tau = sqrt(1 + (y - x)²)/2 has the invariant density
+    ∝ (1 + z²)^-3, whose variance is 1/3 (the divergence form would give (1 + z²)^-2, variance 1)."""
+    errs = []
+    for n in (401, 801, 1601):
+        g = Grid.from_box([-40.0, 40.0], n)
+        y = g.flat_points()[:, 0]
+        pi = invariant_measure(fast_generator(g, (0.25 * (1 + y**2))[:, None], drift=-y[:, None]))
+        errs.append(abs(pi @ y**2 - 1.0 / 3.0))
+    assert errs[-1] < 2e-4, errs
+    assert np.log2(errs[0] / errs[1]) > 1.8 and np.log2(errs[1] / errs[2]) > 1.8, errs
+
+
+def test_too_correlated_noise_for_the_grid_is_refused_with_the_admissible_aspect_ratio():
+    from hjbsolve.errors import NumericalError
+
+    A = np.array([[1.0, 0.9], [0.9, 1.0]])
+    g = Grid.from_box([[-1.0, 1.0], [-4.0, 4.0]], 21)          # h2 = 4 h1: |A12| > A22 h1/h2
+    with pytest.raises(NumericalError, match=r"h_2/h_1 lies in \[0.9, 1.11\]"):
+        fast_generator(g, A, drift=np.zeros((g.size, 2)))

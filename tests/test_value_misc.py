@@ -78,10 +78,17 @@ def test_dt_warning_recommends_a_step():
 
 
 def test_y_box_warning_names_the_side():
-    p = dict(PARAMS, a21=2.0)         # mu_x centred at x: the box [-1, 3] cuts the low side for x < 0
-    model, cell = _cell(2.0, h=0.1, ny=41, ybox=[-1.0, 3.0], params=p)
-    with pytest.warns(YBoxWarning, match="low side"):
+    p = dict(PARAMS, a21=2.0)         # mu_x = N(x, 0.125): at x = -2 the box [-3, 5] cuts 2e-3 on the low side
+    model, cell = _cell(2.0, h=0.1, ny=81, ybox=[-3.0, 5.0], params=p)
+    with pytest.warns(YBoxWarning, match="low side") as rec:
         value_function(model, cell, 0.0, 0.2, 0.1)
+    assert not any("high side" in str(w.message) for w in rec)
+
+
+def test_y_box_that_does_not_hold_the_law_is_refused():
+    p = dict(PARAMS, a21=2.0)         # at x = -2 the law is centred at -2, outside the box [-1, 3]
+    with pytest.raises(NumericalError, match="not confined by the y box.*low side"):
+        _cell(2.0, h=0.1, ny=41, ybox=[-1.0, 3.0], params=p)
 
 
 def test_to_group_round_trip(tmp_path):

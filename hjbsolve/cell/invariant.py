@@ -14,13 +14,14 @@ How it is computed:
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..errors import NumericalError
-from .generator import Generator
+from .generator import Generator, fast_generator
 
 log = logging.getLogger(__name__)
 
@@ -104,3 +105,95 @@ def boundary_mass(pi: np.ndarray, shape: tuple[int, ...]) -> dict[str, float]:
         out[f"{name} low"] = float(np.take(p, 0, axis=k).sum())
         out[f"{name} high"] = float(np.take(p, -1, axis=k).sum())
     return out
+
+
+#: estimated mass of mu_x beyond a face of the y box above which a warning is given
+CUT_MASS_WARN = 1e-6
+#: ... and above which the box (or the fast drift) is refused: the law is not confined
+CUT_MASS_FAIL = 0.05
+
+
+class BoxWarning(UserWarning):
+    """The y box cuts off a visible part of the fast invariant law."""
+
+
+def cut_mass(pi: np.ndarray, shape: tuple[int, ...]) -> dict[str, float]:
+    """Estimated mass of the continuous law *beyond* each face of the box, keyed like 'y1 low'.
+
+    Along every grid line normal to a face the tail is taken exponential from the last two nodes
+    (p_face, p_in): its mass beyond the face is ``p_face / log(p_in / p_face)`` (exact for an exponential
+    tail, the Mills-ratio value for a Gaussian one), independent of the spacing. Where the law does not
+    decay toward the face (p_in <= p_face) the estimate is infinite.
+    """
+    p = np.asarray(pi, float).reshape(shape)
+    out = {}
+    for k in range(len(shape)):
+        name = f"y{k + 1}" if len(shape) > 1 else "y"
+        for side, (i_face, i_in) in (("low", (0, 1)), ("high", (-1, -2))):
+            face = np.take(p, i_face, axis=k).ravel()
+            inner = np.take(p, i_in, axis=k).ravel()
+            live = face > 0
+            if not live.any():
+                out[f"{name} {side}"] = 0.0
+                continue
+            face, inner = face[live], inner[live]
+            if np.any(inner <= face):
+                out[f"{name} {side}"] = float("inf")
+                continue
+            out[f"{name} {side}"] = float(np.sum(face / np.log(inner / face)))
+    return out
+
+
+def check_truncation(pis, ygrid, where: str) -> dict[str, float]:
+    """Warn (BoxWarning, naming the side) when the y box cuts off more than CUT_MASS_WARN of some mu_x, and
+    raise NumericalError when more than CUT_MASS_FAIL (or mass piles up on a face): then the fast process
+    is not confined by its drift within the box and the averages mean nothing. pis: laws (rows). Returns
+    the worst estimate per side."""
+    worst: dict[str, float] = {}
+    face: dict[str, float] = {}
+    for row in np.atleast_2d(pis):
+        for side, mass in cut_mass(row, ygrid.shape).items():
+            worst[side] = max(worst.get(side, 0.0), mass)
+        for side, mass in boundary_mass(row, ygrid.shape).items():
+            face[side] = max(face.get(side, 0.0), mass)
+    for side, mass in worst.items():
+        what = ("does not decay toward that face" if mass == float("inf") else f"has mass about {mass:.1e} beyond it")
+        if (mass == float("inf") and face[side] > 1e-3) or (mass != float("inf") and mass > CUT_MASS_FAIL):
+            raise NumericalError(
+                f"{where}: the fast invariant law is not confined by the y box {ygrid.describe()}: it {what} on the "
+                f"{side} side ({face[side]:.1e} on the face nodes). Check that the fast drift b is confining, or "
+                "enlarge grid.y.box on that side")
+        if mass > CUT_MASS_WARN and face[side] > 1e-300:
+            warnings.warn(f"{where}: the y box {ygrid.describe()} cuts off part of mu_x on its {side} side: the law "
+                          f"{what} ({face[side]:.1e} on the face nodes; tolerance {CUT_MASS_WARN:g}): enlarge "
+                          "grid.y.box on that side", BoxWarning, stacklevel=3)
+    return worst
+
+
+def check_finite(name: str, values: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    """NumericalError naming the coefficient and the first (x, y) where ``values`` is not finite."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        j = int(idx[0]) if values.ndim > 0 else 0
+        raise NumericalError(f"coefficient {name} is {values[tuple(idx)]} at x = {np.round(x, 6).tolist()}, "
+                             f"y = {np.round(y[min(j, len(y) - 1)], 6).tolist()}")
+
+
+def fast_law(model, x: np.ndarray, ygrid) -> tuple[Generator, np.ndarray]:
+    """The discrete fast generator Q_x and its invariant law pi_x at the slow point x (the one place where
+    the cell stage and the value stage build them). Uses the model's potential when it has one (gradient
+    drift, constant diffusion: exact discrete Gibbs law), else its drift b."""
+    ys = ygrid.flat_points()
+    xb = np.broadcast_to(np.asarray(x, float), (len(ys), model.n))
+    A = model.fast_diffusion(xb, ys)
+    check_finite("tau", A, x, ys)
+    if model.potential is not None:
+        U = model.potential(xb, ys)
+        check_finite("potential", U, x, ys)
+        gen = fast_generator(ygrid, A, potential=U)
+        return gen, invariant_measure(gen, potential=U)
+    b = model.b(xb, ys)
+    check_finite("b", b, x, ys)
+    gen = fast_generator(ygrid, A, drift=b)
+    return gen, invariant_measure(gen)

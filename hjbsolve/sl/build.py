@@ -19,10 +19,8 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 
-from ..cell.generator import fast_generator
-from ..cell.invariant import invariant_measure
+from ..cell.invariant import fast_law
 from ..errors import NumericalError
 from ..grid import Grid
 from ..hamiltonian import sup_affine_quadratic, sup_inside_average
@@ -42,15 +40,7 @@ def fast_generators(model: Model, xgrid: Grid, ygrid: Grid):
     xs, ys = xgrid.flat_points(), ygrid.flat_points()
     gens, pis = [], np.empty((len(xs), len(ys)))
     for i, x in enumerate(xs):
-        xb = np.broadcast_to(x, (len(ys), model.n))
-        D = np.diagonal(model.fast_diffusion(xb, ys), axis1=-2, axis2=-1)
-        if model.potential is not None:
-            U = model.potential(xb, ys)
-            gen = fast_generator(ygrid, D, potential=U)
-            pis[i] = invariant_measure(gen, potential=U)
-        else:
-            gen = fast_generator(ygrid, D, drift=model.b(xb, ys))
-            pis[i] = invariant_measure(gen)
+        gen, pis[i] = fast_law(model, x, ygrid)
         gens.append(gen)
     return gens, pis
 

@@ -50,6 +50,30 @@ def jacobian(field: np.ndarray, grid: Grid, first_axis: int) -> np.ndarray:
     return out
 
 
+def wide_gradient(f: np.ndarray, h: float, k: int, axis: int) -> np.ndarray:
+    """``d f / dx`` along ``axis`` by differences over ±k nodes, ``(f[i+k] - f[i-k]) / (2 k h)``, the stencil
+    shrinking to one side near the ends. With k ~ (noise half-width)/h the difference does not amplify the
+    O(dx²) grid-scale ripples of a computed V the way nearest-neighbour differences do (by 1/dx per
+    derivative), and its own error O((k h)²) = O(dt) is what the uses below can afford."""
+    N = f.shape[axis]
+    k = int(max(1, min(k, N - 1)))
+    i = np.arange(N)
+    hi = np.minimum(i + k, N - 1)
+    lo = np.maximum(i - k, 0)
+    shape = [1] * f.ndim
+    shape[axis] = N
+    return (np.take(f, hi, axis=axis) - np.take(f, lo, axis=axis)) / ((hi - lo) * h).reshape(shape)
+
+
+def _near(mask: np.ndarray, k: int, axes) -> np.ndarray:
+    """True within k nodes (along each of ``axes``) of a True entry of mask."""
+    from scipy.ndimage import maximum_filter1d
+    out = mask.astype(np.uint8)
+    for ax in axes:
+        out = maximum_filter1d(out, size=2 * k + 1, axis=ax, mode="nearest")
+    return out > 0
+
+
 def interior_window(grid: Grid, frac: float = 0.5) -> np.ndarray:
     lo, hi = np.asarray(grid.lo), np.asarray(grid.hi)
     c, w = (lo + hi) / 2, (hi - lo) / 2 * frac
@@ -170,22 +194,25 @@ class AffineStepper1D:
         """Noise half-width and running cost of the affine feedback ``u + K (xi - x)`` within the step.
 
         The gain is that of the feedback ``u*(x) = clip(u_ref - B D_xV / c)`` of the current data,
-        ``K = D_x u*`` (central differences of V; no gain where the feedback is clipped). Without it (control
+        ``K = D_x u*`` (central differences over the noise half-width, :func:`wide_gradient`: over one cell
+        they amplify the grid-scale ripples of V by 1/dx² and made fine grids unstable; no gain where the
+        feedback is clipped within that width). Without it (control
         frozen over the step) the scheme misses the feedback's damping of the noise and its control cost: an
         O(dt) error ``c K² sigma² T / 2`` (``sigma² b² P² T / (2 r)`` in LQ problems). The feet then depend on
         V through K: each step is a min of monotone operators whose geometry is fixed from the data.
         """
         h = self.h
-        p = np.gradient(V, h, axis=1, edge_order=2)
+        # differences over the noise half-width (not over one cell: see wide_gradient)
+        k = int(np.ceil(np.sqrt(2 * self.dt) * np.abs(self.sig).max() / h))
+        p = wide_gradient(V, h, k, axis=1)
         c = np.where(self.dtc > 0, self.dtc / self.dt, np.inf)
         raw = self.uref - self.B * p / c
         us = np.clip(raw, self.ulo, self.uhi)
-        Kg = np.gradient(us, h, axis=1, edge_order=2)
+        Kg = wide_gradient(us, h, k, axis=1)
         # no gain where the feedback is clipped nearby; cap it so that |dt B K / 2| <= 1/2
-        clipped = (raw != us).astype(float)
-        near = np.maximum(clipped, np.maximum(np.roll(clipped, 1, axis=1), np.roll(clipped, -1, axis=1)))
+        near = _near(raw != us, k, axes=(1,))
         cap = 1.0 / (self.dt * np.maximum(np.abs(self.B), 1e-300))
-        Kg = np.where(near > 0, 0.0, np.clip(Kg, -cap, cap))
+        Kg = np.where(near, 0.0, np.clip(Kg, -cap, cap))
         self.eta = _c(np.sqrt(2 * self.dt) * np.abs((1 + 0.5 * self.dt * (self.da0 + self.B * Kg)) * self.sig))
         self.c0 = _c(self.half_l0 + 0.25 * self.dtc * (Kg * self.eta) ** 2)
 
@@ -263,23 +290,23 @@ class AffineStepper2D:
     def _closed_loop(self, V: np.ndarray) -> None:
         """Closed-loop noise widths and cost within the step (see :meth:`AffineStepper1D._closed_loop`).
 
-        Gain ``K = D_x u*`` of ``u* = clip(u_ref - Cm^{-1} B^T D_xV / c)`` (central differences; zero where
-        clipped nearby; capped so that ``|dt/2 B K| <= 1/2``)."""
+        Gain ``K = D_x u*`` of ``u* = clip(u_ref - Cm^{-1} B^T D_xV / c)`` (central differences over the noise
+        half-width; zero where clipped within it; capped so that ``|dt/2 B K| <= 1/2``)."""
         h = self.grid.h
-        p = np.stack(np.gradient(V, h[0], h[1], axis=(1, 2), edge_order=2), axis=-1)    # (J, N1, N2, 2)
+        # differences over the noise half-width (not over one cell: see wide_gradient)
+        width = np.sqrt(4 * self.dt) * np.abs(self.sig).max()
+        ks = [int(np.ceil(width / h[d])) for d in range(2)]
+        p = np.stack([wide_gradient(V, h[d], ks[d], axis=1 + d) for d in range(2)], axis=-1)   # (J, N1, N2, 2)
         c = self.dtc / self.dt
         btp = np.einsum("...dq,...d->...q", self.B, p)
         raw = self.uref - np.linalg.solve(self.Cm, btp[..., None])[..., 0] / c
         us = np.clip(raw, self.lo, self.hi)
-        Kg = np.stack(np.gradient(us, h[0], h[1], axis=(1, 2), edge_order=2), axis=-1)  # (J, N1, N2, k, 2)
-        clipped = np.any(raw != us, axis=-1).astype(float)
-        near = clipped.copy()
-        for ax in (1, 2):
-            near = np.maximum(near, np.maximum(np.roll(clipped, 1, axis=ax), np.roll(clipped, -1, axis=ax)))
+        Kg = np.stack([wide_gradient(us, h[d], ks[d], axis=1 + d) for d in range(2)], axis=-1)  # (J, N1, N2, k, 2)
+        near = _near(np.any(raw != us, axis=-1), max(ks), axes=(1, 2))
         BK = np.einsum("...dq,...qe->...de", self.B, Kg)
         nrm = np.abs(BK).sum(axis=-1).max(axis=-1)
         scale = np.minimum(1.0, 1.0 / np.maximum(self.dt * nrm, 1e-300))
-        scale = np.where(near > 0, 0.0, scale)
+        scale = np.where(near, 0.0, scale)
         Kg = Kg * scale[..., None, None]
         BK = BK * scale[..., None, None]
         M = np.eye(2) + 0.5 * self.dt * (self.Da0 + BK)

@@ -335,7 +335,7 @@ def _validate_table(d: dict, schema: dict, src: str, prefix: str) -> dict:
             full = f"{prefix}.{k}" if prefix else k
             hint = difflib.get_close_matches(k, list(schema), n=1)
             allowed = ", ".join(schema)
-            _fail(src, full, f"unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            _fail(src, full, "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                   + f"; allowed here: {allowed}")
     for k, spec in schema.items():
         full = f"{prefix}.{k}" if prefix else k

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -102,8 +103,16 @@ def _setup_logging(args) -> None:
     if args.verbose == 0 and not args.quiet:
         level = logging.WARNING
     logging.basicConfig(level=level, format="hjbsolve: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").handlers = logging.getLogger().handlers
+    # numba's own DEBUG logging (bytecode dumps) is not ours to show, even with -vv
+    logging.getLogger("numba").setLevel(max(level, logging.WARNING))
+    # Python warnings (BoxWarning, TimeStepWarning, ...) become one log line each: category and message,
+    # without the source line Python's default format adds
+    warn_log = logging.getLogger("hjbsolve.warnings")
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        warn_log.warning("%s: %s", category.__name__, message)
+
+    warnings.showwarning = showwarning
     from .progress import set_quiet
     set_quiet(args.quiet)
 

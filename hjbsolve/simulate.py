@@ -70,6 +70,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from . import store
+from .errors import HJBError, NumericalError
 from .grid import Grid
 from .model import Model
 
@@ -581,7 +582,6 @@ def _pack(columns: list, nodes: int):
     """Concatenate coefficient columns (nodes, c_i); drop those constant over the grid (cmap / cvals)."""
     full = np.concatenate([np.asarray(c, float).reshape(nodes, -1) for c in columns], axis=1)
     if not np.all(np.isfinite(full)):
-        from .errors import NumericalError
         raise NumericalError("a model coefficient is not finite on the simulation grid")
     const = np.all(full == full[:1], axis=0)
     cmap = np.empty(full.shape[1], np.int64)
@@ -1056,7 +1056,6 @@ def simulate(dyn: Dynamics, x0, y0=None, n_paths: int = 10000, ds: float | None 
     t1 = time.perf_counter()
     G = dyn.terminal(out_X[:, -1], out_Y[:, -1])
     if not (np.all(np.isfinite(out_X[:, -1])) and np.all(np.isfinite(G))):
-        from .errors import NumericalError
         raise NumericalError(f"non-finite paths (eps = {dyn.eps:g}, ds = {ds:g}): the Euler step is unstable")
     vp = dyn.value_at(X0[0], z0[0, n:] if m else None) if x0.ndim == 1 and (y0 is None or np.ndim(y0) == 1) else None
     return Simulation(eps=dyn.eps, s=rec * ds, X=out_X, Y=out_Y, C=out_C, G=np.asarray(G, float), U=out_U, ds=ds,
@@ -1145,6 +1144,19 @@ def default_start(xgrid: Grid) -> np.ndarray:
     return np.asarray(xgrid.lo) + 0.75 * (np.asarray(xgrid.hi) - np.asarray(xgrid.lo))
 
 
+def _check_start(name: str, z, grid, dim: int) -> None:
+    """A start point must have the state's dimension and lie in the computational box (the feedback and the
+    value are known there only)."""
+    z = np.atleast_1d(np.asarray(z, float))
+    if z.shape[-1] != dim:
+        raise HJBError(f"--{name}: give {dim} number(s), one per component (got {z.shape[-1]})")
+    lo, hi = np.asarray(grid.lo, float), np.asarray(grid.hi, float)
+    if np.any(z < lo) or np.any(z > hi):
+        box = ", ".join(f"[{a:g}, {b:g}]" for a, b in zip(lo, hi))
+        raise HJBError(f"--{name} = {np.round(z, 6).tolist()} lies outside the computational box {box}: the "
+                       "feedback and the value are only known inside it")
+
+
 def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000, ds: float | None = None,
                   seed: int = 0, feedback: str = "optimal", n_record: int = 101, n_keep: int = 20,
                   dt: float | None = None, cell=None, model: Model | None = None,
@@ -1162,8 +1174,11 @@ def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000,
     case = _load(case)
     model = model or build_model(case)
     eps_values = case.run["eps"] if eps_values is None else list(np.atleast_1d(eps_values))
-    xg, _ = case_grids(case, model, cell)
+    xg, yg = case_grids(case, model, cell)
     x0 = default_start(xg) if x0 is None else np.asarray(x0, float)
+    _check_start("x0", x0, xg, model.n)
+    if y0 is not None and model.m:
+        _check_start("y0", np.asarray(y0, float), yg, model.m)
     out = {}
     for eps in eps_values:
         eps = float(eps)
@@ -1200,7 +1215,6 @@ def simulate_file(path, eps_values=None, n_paths: int = 10000, ds: float | None 
     else:
         res = Result.load(p)
         if not res.case_text:
-            from .errors import HJBError
             raise HJBError(f"{p}: no case_text attribute: not an hjbsolve result file")
         from .case import load_case
         case = load_case(tomllib.loads(res.case_text), overrides)

@@ -34,7 +34,6 @@ import itertools
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +47,9 @@ from .progress import progress
 log = logging.getLogger(__name__)
 
 SHORTHANDS = {"eps": "run.eps", "dt": "time.dt", "grid": None}
+#: in eps sweeps, a run enters the fitted order only if its error exceeds this multiple of its discretisation
+#: error (known when the family has a closed form)
+RESOLVED_RATIO = 3.0
 
 
 @dataclass
@@ -74,6 +76,7 @@ class StudyResult:
     disc_max: np.ndarray | None = None
     fits: dict = field(default_factory=dict)   # series -> {"max": (k, spread), "l2": (k, spread)}
     notes: list = field(default_factory=list)
+    resolved: np.ndarray | None = None         # runs used in the fits (eps sweeps: error >> discretisation)
 
     def pairwise(self, err) -> np.ndarray:
         out = np.full(len(err), np.nan)
@@ -82,6 +85,15 @@ class StudyResult:
             for a, b in zip(idx[:-1], idx[1:]):
                 if err[a] > 0 and err[b] > 0 and self.param[a] != self.param[b]:
                     out[b] = np.log(err[a] / err[b]) / np.log(self.param[a] / self.param[b])
+        return out
+
+    def series_labels(self) -> dict:
+        """Series index -> 'key=value, ...' of the varied keys other than the abscissa."""
+        keys = list(self.runs[0].values)[1:] if self.runs else []
+        out = {}
+        for r, s in zip(self.runs, self.series):
+            out.setdefault(int(s), ", ".join(f"{k}={r.values[k]:g}" if isinstance(r.values[k], float)
+                                             else f"{k}={r.values[k]}" for k in keys))
         return out
 
     # ------------------------------------------------------------------ output
@@ -100,13 +112,15 @@ class StudyResult:
                    "" if np.isnan(om[i]) else f"{om[i]:.2f}", f"{self.err_l2[i]:.3e}",
                    "" if np.isnan(ol[i]) else f"{ol[i]:.2f}"]
             if self.disc_max is not None:
-                row.append(f"{self.disc_max[i]:.2e}")
+                mark = "" if self.resolved is None or self.resolved[i] else " (not resolved)"
+                row.append(f"{self.disc_max[i]:.2e}{mark}")
             rows.append(row)
         w = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(head)]
         lines = ["  ".join(h.rjust(w[j]) for j, h in enumerate(head))]
         lines += ["  ".join(c.rjust(w[j]) for j, c in enumerate(r)) for r in rows]
+        labels = self.series_labels()
         for s, f in self.fits.items():
-            lab = f" (series {s})" if len(self.fits) > 1 else ""
+            lab = f" (series {s}: {labels[s]})" if len(self.fits) > 1 else ""
             lines.append(f"fitted order{lab}: max norm {f['max'][0]:.3f} ± {f['max'][1]:.3f}, "
                          f"L2 {f['l2'][0]:.3f} ± {f['l2'][1]:.3f}   (error ~ {self.parameter}^k)")
         lines += [f"note: {n}" for n in self.notes]
@@ -145,10 +159,13 @@ class StudyResult:
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["run", *keys, self.parameter, "err_max", "order_max", "err_l2", "order_l2", "series"]
+            show_param = self.parameter not in keys
+            w.writerow(["run", *keys, *([self.parameter] if show_param else []), "err_max", "order_max", "err_l2",
+                        "order_l2", "series"]
                        + (["disc_err_max"] if self.disc_max is not None else []))
             for i, r in enumerate(self.runs):
-                w.writerow([r.index, *(r.values[k] for k in keys), self.param[i], self.err_max[i], om[i],
+                w.writerow([r.index, *(r.values[k] for k in keys), *([self.param[i]] if show_param else []),
+                            self.err_max[i], om[i],
                             self.err_l2[i], ol[i], int(self.series[i])]
                            + ([self.disc_max[i]] if self.disc_max is not None else []))
         os.replace(tmp, path)
@@ -454,9 +471,28 @@ def analyse(case: Case, runs: list[Run], vary: list[tuple[str, list]], window: d
         # the finest run of each series is its own reference: drop it from the fit
         notes.append("the finest run of each series is the reference (error 0, left out of the fits)")
     res = StudyResult(case.name, parameter, reference, runs, param, err_max, err_l2, series, disc, notes=notes)
+    resolved = np.ones(len(runs), bool)
+    if disc is not None:
+        # |V^eps_h - V_h| measures the eps-rate only where it is well above the discretisation error
+        resolved = ~(err_max <= RESOLVED_RATIO * disc)
     for s in np.unique(series):
         idx = np.flatnonzero((series == s) & (err_max > 0))
+        use = idx[resolved[idx]]
+        dropped = idx[~resolved[idx]]
+        if len(dropped) and len(use) >= 2:
+            notes.append(f"runs {', '.join(str(runs[j].index) for j in dropped)} left out of the fit"
+                         f"{' of series ' + str(int(s)) if len(np.unique(series)) > 1 else ''}: their error is "
+                         f"within {RESOLVED_RATIO:g}x the discretisation error (disc_err_max), so it does not "
+                         "measure the eps-rate; refine the grid to use them")
+            idx = use
+        elif len(dropped):
+            notes.append(f"runs {', '.join(str(runs[j].index) for j in dropped)}: error within {RESOLVED_RATIO:g}x "
+                         "the discretisation error; the fitted order is not reliable: refine the grid")
         res.fits[int(s)] = {"max": fit_order(param[idx], err_max[idx]), "l2": fit_order(param[idx], err_l2[idx])}
+    res.resolved = resolved
+    if eps_sweep and disc is None:
+        notes.append("the discretisation error of each run is not known here (no closed form): check with a "
+                     "grid series (--vary grid=1,2) that |V^eps - V| is well above it, mainly at the smallest eps")
     return res
 
 

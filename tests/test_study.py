@@ -81,6 +81,22 @@ def test_eps_study_errors_are_v_eps_minus_v_on_the_window(case, tmp_path):
     assert "fitted order" in res.table()
 
 
+def test_eps_study_fits_only_resolved_runs(case, tmp_path):
+    """An eps-error within 3x the discretisation error does not measure the eps-rate: such runs are marked
+    and left out of the fitted order, and the table says which."""
+    res = run_study(case, ["eps=0.3,0.1,0.01,0.001"], str(tmp_path / "runs"))
+    expect = res.err_max > 3.0 * res.disc_max
+    np.testing.assert_array_equal(res.resolved, expect)
+    assert expect[0] and not expect[-1], (res.err_max, res.disc_max)      # this coarse grid resolves eps = 0.3 only
+    use = np.flatnonzero(expect)
+    if len(use) >= 2:
+        assert res.fits[0]["max"][0] == pytest.approx(fit_order(res.param[use], res.err_max[use])[0])
+        assert "left out of the fit" in res.table()
+    else:
+        assert "not reliable" in res.table()
+    assert "(not resolved)" in res.table()
+
+
 def test_grid_study_against_exact_converges(case, tmp_path):
     """eps = 0, refinement of x, y and dt together (dt ∝ dx), against the Riccati solution. The SL error
     is O(dt^2 + dx^2/dt), first order when dt ∝ dx: measured 0.87 then 0.98 pairwise, fit 0.93."""

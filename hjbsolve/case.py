@@ -49,8 +49,9 @@ def _axis(default_n=None, box_required=True, doc=""):
 
 GRID = {
     "x": _axis(doc="slow grid: box and nodes per axis"),
-    "y": Spec("table", {}, "fast grid: nodes per axis; box from the Gibbs tails unless given", table={
-        "box": Spec("box", None, "[lo, hi] or per-axis list; default: from the data"),
+    "y": Spec("table", {}, "fast grid: nodes per axis; box from the Gibbs tails unless given (entropy_sgd, lq; the expr family needs "
+              "box)", table={
+        "box": Spec("box", None, "[lo, hi] or per-axis list; default: from the data (entropy_sgd, lq)"),
         "n": Spec("ints", 301, "nodes per axis (>= 3)", ge=3),
     }),
     "p": Spec("table", None, "p grid for Hbar tables (per slow axis)", table={
@@ -68,6 +69,8 @@ GRID = {
     "u": Spec("table", {}, "control discretisation", table={
         "n": Spec("ints", 21, "control nodes per axis (>= 1)", ge=1),
         "exact": Spec("bool", True, "use the closed-form maximiser when the family has one"),
+        "radii": Spec("int", 10, "model.u_ball: circles (k = 2) or nodes per half-interval (k = 1)", ge=1),
+        "directions": Spec("int", 32, "model.u_ball, k = 2: directions on each circle", ge=3),
     }),
 }
 
@@ -165,15 +168,22 @@ MODEL = {
     },
     "expr": {
         "n": Spec("int", 1, "slow dimension", choices=(1, 2, 3)),
-        "m": Spec("int", 1, "fast dimension", choices=(1, 2, 3)),
+        "m": Spec("int", 1, "fast dimension; 0: a plain HJB problem (no y, no b, no tau)", choices=(0, 1, 2, 3)),
         "params": Spec("params", {}, "named constants usable in the formulas"),
         "a": Spec("formulas", REQUIRED, "slow drift a(x, y, u): formula or list of n formulas"),
         "sigma": Spec("formulas", "0", "slow noise sigma(x, y, u): scalar (times I), n diagonal, or n x n"),
-        "b": Spec("formulas", REQUIRED, "fast drift b(x, y): formula or list of m formulas"),
-        "tau": Spec("formulas", REQUIRED, "fast noise tau(x, y): scalar (times I), m diagonal, or m x m"),
+        "b": Spec("formulas", None, "fast drift b(x, y): formula or list of m formulas (required if m >= 1)"),
+        "tau": Spec("formulas", None, "fast noise tau(x, y): scalar (times I), m diagonal, or m x m "
+                    "(required if m >= 1)"),
         "l": Spec("formula", "0", "running cost l(x, y, u)"),
         "g": Spec("formula", "0", "terminal cost g(x, y)"),
-        "u_box": Spec("box", None, "control box [lo, hi] or per-axis list; none: no control"),
+        "u_box": Spec("box", None, "control box [lo, hi] or per-axis list (grid: grid.u.n per axis)"),
+        "u_ball": Spec("table", None, "control ball |u - centre| <= radius, k = 1 or 2 (nodes: grid.u.radii "
+                       "circles x grid.u.directions)", table={
+                           "radius": Spec("float", REQUIRED, "radius", gt=0),
+                           "centre": Spec("floats", REQUIRED, "centre (k numbers; its length sets k)"),
+                       }),
+        "u_list": Spec("any", None, "explicit control set: [u1, u2, ...] (k = 1) or [[u11, u12], ...]"),
         "u_ref": Spec("floats", None, "reference control for abar (default: centre of the box)"),
     },
 }
@@ -383,11 +393,12 @@ def _check_consistency(c: dict, src: str) -> None:
         return _check_name(c, src)
     else:
         n, m = mod["n"], mod["m"]
+        _check_expr_controls(mod, m, src)
     if grid.get("P"):
         _check_P_values(grid["P"]["values"], n, src)
     for axis, dim in (("x", n), ("y", m), ("p", n), ("q", n)):
         spec = grid.get(axis)
-        if not spec:
+        if not spec or dim == 0:
             continue
         box, nn = spec.get("box"), spec["n"]
         if isinstance(nn, list) and len(nn) not in (1, dim):
@@ -395,6 +406,32 @@ def _check_consistency(c: dict, src: str) -> None:
         if box is not None and isinstance(box[0], list) and len(box) != dim:
             _fail(src, f"grid.{axis}.box", f"expected {dim} intervals for a {dim}-D variable, got {len(box)}")
     _check_name(c, src)
+
+
+def _check_expr_controls(mod: dict, m: int, src: str) -> None:
+    """expr family: b and tau exactly when there is a fast variable; at most one control set."""
+    for key in ("b", "tau"):
+        if m >= 1 and mod[key] is None:
+            _fail(src, f"model.{key}", f"required when m >= 1 (the fast {'drift' if key == 'b' else 'noise'}); "
+                  "m = 0 makes a plain HJB problem without it")
+        if m == 0 and mod[key] is not None:
+            _fail(src, f"model.{key}", "m = 0 has no fast variable: remove b and tau (or set m >= 1)")
+    given = [k for k in ("u_box", "u_ball", "u_list") if mod[k] is not None]
+    if len(given) > 1:
+        _fail(src, f"model.{given[1]}", f"give one control set: {' or '.join(given)}, not both")
+    if mod["u_ball"] is not None and len(mod["u_ball"]["centre"]) not in (1, 2):
+        _fail(src, "model.u_ball.centre", "a ball control set has k = 1 or 2 components")
+    lst = mod["u_list"]
+    if lst is not None:
+        rows = lst if isinstance(lst, list) else None
+        ok = bool(rows) and (all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rows) or all(
+            isinstance(r, list) and r and len(r) == len(rows[0]) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in r) for r in rows))
+        if not ok:
+            _fail(src, "model.u_list", f"expected a non-empty list of numbers or of equal-length lists of numbers, "
+                  f"got {lst!r}")
+        if len(rows) != len({tuple(r) if isinstance(r, list) else r for r in rows}):
+            _fail(src, "model.u_list", "repeated control")
 
 
 def _check_P_values(vals, n: int, src: str) -> None:

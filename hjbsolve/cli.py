@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
@@ -133,11 +134,23 @@ def cmd_check(args) -> int:
     case = _load(args)
     from .models import build_model
     from .runner import fast_grid, slow_grid
+    from .runner import probe_coefficients
+    if case.family == "periodic":
+        from .models.periodic import P_values
+        from .models.periodic import build as build_periodic
+        build_periodic(case.model, where=case.source)
+        P, _ = P_values(case.grid, case.model["m"])
+        print(f"{case.source}: ok: case {case.name!r}, family periodic, m = {case.model['m']}, "
+              f"hamiltonian {case.model['hamiltonian']}, nu = {case.model['nu']}, {len(P)} P values; "
+              f"output {case.output}")
+        return 0
     model = build_model(case)
     xg = slow_grid(case, model)
     yg = fast_grid(case, model, xg)
+    probe_coefficients(case, model, xg, yg)
+    fast = f"y grid {yg.describe()}; eps = {case.run['eps']}" if yg is not None else "no fast variable (plain HJB)"
     print(f"{case.source}: ok: case {case.name!r}, family {case.family}, n = {model.n}, m = {model.m}, "
-          f"k = {model.k}; x grid {xg.describe()}; y grid {yg.describe()}; eps = {case.run['eps']}; "
+          f"k = {model.k}; x grid {xg.describe()}; {fast}; coefficients finite on the grids; "
           f"output {case.output}")
     return 0
 
@@ -146,6 +159,16 @@ def partial_path(out: str) -> str:
     """Where a run keeps its finished stages until it is complete: results/x.h5 -> results/x.partial.h5."""
     p = Path(out)
     return str(p.with_name(p.stem + ".partial" + (p.suffix or ".h5")))
+
+
+def _mark_stopped(partial: str, how: str) -> None:
+    """Say in the .partial.h5 file that the run stopped (its 'complete' attribute said 'still running')."""
+    try:
+        import h5py
+        with h5py.File(partial, "a") as f:
+            f.attrs["complete"] = f"no: the run {how}; this .partial.h5 file holds the stages finished before"
+    except (OSError, ImportError):
+        pass
 
 
 def cmd_run(args, cell_only: bool = False) -> int:
@@ -181,6 +204,7 @@ def cmd_run(args, cell_only: bool = False) -> int:
     except (HJBError, KeyboardInterrupt) as e:
         if started:
             msg = f"{e} (finished stages kept in {partial})" if isinstance(e, HJBError) else None
+            _mark_stopped(partial, "interrupted" if msg is None else "failed")
             if msg is not None:
                 raise type(e)(msg) from None
             print(f"hjbsolve: interrupted; finished stages kept in {partial}", file=sys.stderr)
@@ -347,8 +371,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hjbsolve: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("hjbsolve: interrupted (no output file was written or changed)", file=sys.stderr)
+        print("hjbsolve: interrupted (the output file was not written or changed)", file=sys.stderr)
         return 130
+    except BrokenPipeError:        # output piped into `head` and closed: not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     return 0  # pragma: no cover
 
 

@@ -50,6 +50,7 @@ class CellResult:
     timings: dict = field(default_factory=dict)
     q_axes: list = field(default_factory=list)   # velocity grids of the effective Lagrangian
     lbar: np.ndarray | None = None               # (nx..., nq..., [nP]) Lbar(x, q) = sup_p {-q.p - Hbar}
+    sup_method: str = ""                         # how the sup over u was taken
 
 
 def hessian_values(values, n: int) -> np.ndarray:
@@ -198,5 +199,8 @@ def cell_stage(model: Model, xgrid: Grid, ygrid: Grid, p_axes: list | None = Non
         hbar=hbar.reshape(shp + pshape + Pshape) if hbar is not None else None,
         feedback=(feedback.reshape(shp + pshape + Pshape + ygrid.shape + (k,)) if feedback is not None else None),
         boundary_mass=worst,
+        sup_method=("none (no control)" if k == 0 else
+                    "closed form: u* = clip(u_ref - B^T p / c) (control-affine dynamics, quadratic control cost)"
+                    if affine is not None else f"max over a control grid of {len(u_nodes)} nodes"),
         timings={"invariant_laws": t_laws, "averages": t_means, "hamiltonian": t_ham, "cell_stage": time.perf_counter() - t0})
     return result

@@ -30,20 +30,32 @@ Array = np.ndarray
 
 @dataclass(frozen=True)
 class ControlSet:
-    """A box ``[lo_1, hi_1] x ... x [lo_k, hi_k]`` discretised by a tensor grid of ``n`` nodes per axis."""
+    """A box ``[lo_1, hi_1] x ... x [lo_k, hi_k]`` discretised by a tensor grid of ``n`` nodes per axis, or
+    an explicit finite set of ``points`` (a ball's nodes, a list; lo/hi are then its bounding box)."""
 
     lo: tuple[float, ...]
     hi: tuple[float, ...]
     n: tuple[int, ...]
+    points: tuple | None = None       # ((u_1, ..., u_k), ...) for a non-box set
+    kind: str = "box"                 # box | ball | list
 
     @property
     def k(self) -> int:
         return len(self.lo)
 
+    @classmethod
+    def from_points(cls, points, kind: str) -> "ControlSet":
+        pts = np.asarray(points, float)
+        pts = pts[:, None] if pts.ndim == 1 else pts
+        return cls(tuple(pts.min(axis=0)), tuple(pts.max(axis=0)), (len(pts),) * pts.shape[1],
+                   points=tuple(map(tuple, pts)), kind=kind)
+
     def nodes(self) -> Array:
         """Control nodes, shape ``(n_1 * ... * n_k, k)`` (``(1, 0)`` when there is no control)."""
         if self.k == 0:
             return np.zeros((1, 0))
+        if self.points is not None:
+            return np.array(self.points, float)
         axes = [np.linspace(a, b, m) if m > 1 else np.array([0.5 * (a + b)])
                 for a, b, m in zip(self.lo, self.hi, self.n)]
         return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, self.k)

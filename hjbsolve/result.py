@@ -50,6 +50,20 @@ class Result:
     timings: dict = field(default_factory=dict)
     extra_groups: dict = field(default_factory=dict)   # name -> store.Group (value stage, studies, ...)
 
+    def value(self, eps: float = 0.0) -> dict:
+        """The value stage's result for one eps (0: the effective problem, or a plain problem) as arrays:
+        ``{"t", "V", "feedback", <axis name>: values...}`` (V has the axes ("t", x..., [y...])); the group
+        ``eps_<eps>`` of the file. KeyError naming the groups there when that eps was not run."""
+        name = f"eps_{float(eps):g}"
+        if name not in self.extra_groups:
+            have = ", ".join(k for k in self.extra_groups if k.startswith("eps_")) or "none"
+            raise KeyError(f"no value function for eps = {eps:g} (groups: {have})")
+        g = self.extra_groups[name]
+        out = {k: np.asarray(v.data) for k, v in g.coords.items()}
+        out.update({k: np.asarray(v.data) for k, v in g.variables.items()})
+        out["dims"] = tuple(g.variables["V"].dims)
+        return out
+
     # ------------------------------------------------------------------ HDF5
     def to_group(self) -> store.Group:
         attrs = {"title": f"hjbsolve result: {self.case_name}", "case_name": self.case_name,
@@ -101,6 +115,8 @@ class Result:
                                "y_box": np.array([c.ygrid.lo, c.ygrid.hi]).T.ravel()})
             for side, mass in c.boundary_mass.items():
                 root.attrs[f"boundary_mass_{side.replace(' ', '_')}"] = float(mass)
+            if c.sup_method:
+                root.attrs["hbar_sup_method"] = c.sup_method
         if self.ergodic is not None:
             self._ergodic_to(root)
         root.groups.update(self.extra_groups)
@@ -165,7 +181,8 @@ class Result:
                                   lbar=v["lbar"].data if "lbar" in v else None,
                                   q_axes=[g.coords[nm].data for nm in axis_names("q", len(xd)) if nm in g.coords],
                                   boundary_mass={k[14:].replace("_", " "): val for k, val in a.items()
-                                                 if k.startswith("boundary_mass_")})
+                                                 if k.startswith("boundary_mass_")},
+                                  sup_method=str(a.get("hbar_sup_method", "")))
         res.extra_groups = dict(g.groups)
         res.attrs = {k: val for k, val in a.items() if k in ("x_box", "y_box")}
         return res

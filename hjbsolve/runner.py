@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from .case import Case
-from .errors import HJBError
+from .errors import HJBError, NumericalError
 from .effective import cell_stage
 from .grid import Grid
 from .legendre import default_q_axes, effective_lagrangian
@@ -30,7 +30,10 @@ def slow_grid(case: Case, model: Model) -> Grid:
 
 
 def fast_grid(case: Case, model: Model, xgrid: Grid) -> Grid:
-    """The y grid: the case's box, or one chosen from the Gibbs tails of mu_x over all x nodes."""
+    """The y grid: the case's box, or one chosen from the Gibbs tails of mu_x over all x nodes (None for a
+    plain problem, m = 0)."""
+    if model.m == 0:
+        return None
     spec = case.grid["y"]
     box = spec.get("box")
     if box is None:
@@ -41,6 +44,46 @@ def fast_grid(case: Case, model: Model, xgrid: Grid) -> Grid:
         box = model.y_box_hint(xgrid.flat_points())
         log.info("y box from the Gibbs tails: %s", np.round(box, 4).tolist())
     return Grid.from_box(_per_axis(box, model.m), spec["n"])
+
+
+def probe_coefficients(case: Case, model: Model, xg: Grid, yg: Grid | None, max_points: int = 20000) -> None:
+    """Evaluate every coefficient on the grids (x and y nodes, every control node; subsampled to about
+    ``max_points`` (x, y) pairs) and raise a CaseError naming the file, the key and the point of the first
+    value that is not finite. ``hjbsolve check`` runs it; the stages check again on their own grids."""
+    from .errors import CaseError
+    xs = xg.flat_points()
+    ys = yg.flat_points() if yg is not None else np.zeros((1, 0))
+    step_x = max(1, int(np.ceil(len(xs) * len(ys) / max_points / max(1, len(ys)))))
+    step_y = max(1, int(np.ceil(len(ys) / max(1, max_points // max(1, len(xs[::step_x]))))))
+    X, Y = xs[::step_x], ys[::step_y]
+    # include the box corners and the last nodes, where growth makes trouble
+    X = np.concatenate([X, xs[-1:]]) if len(xs) > 1 else X
+    Y = np.concatenate([Y, ys[-1:]]) if len(ys) > 1 else Y
+    Xb = np.repeat(X, len(Y), axis=0)
+    Yb = np.tile(Y, (len(X), 1))
+    U = model.controls.nodes()
+    keys = {"a": "a", "sigma": "sigma", "l": "l", "g": "g", "b": "b", "tau": "tau"}
+    prefix = "model." if case.family == "expr" else "model (coefficient "
+
+    def check(name, values, u=None):
+        bad = ~np.isfinite(np.asarray(values, float))
+        if bad.any():
+            i = int(np.argwhere(bad.reshape(len(Xb), -1).any(axis=1))[0, 0])
+            where = f"x = {np.round(Xb[i], 6).tolist()}" + (f", y = {np.round(Yb[i], 6).tolist()}" if model.m else "")
+            where += f", u = {np.round(u, 6).tolist()}" if u is not None and model.k else ""
+            key = f"model.{keys[name]}" if case.family == "expr" else f"{prefix}{name})"
+            raise CaseError(f"{case.source}: {key}: not finite ({np.asarray(values, float).reshape(len(Xb), -1)[i][0]})"
+                            f" at {where}")
+
+    check("g", model.g(Xb, Yb))
+    if model.m:
+        check("b", model.b(Xb, Yb))
+        check("tau", model.tau(Xb, Yb))
+    for u in U:
+        Ub = np.broadcast_to(u, (len(Xb), len(u)))
+        check("a", model.a(Xb, Yb, Ub), u)
+        check("sigma", model.sigma(Xb, Yb, Ub), u)
+        check("l", model.l(Xb, Yb, Ub), u)
 
 
 def p_axes(case: Case, model: Model):
@@ -118,6 +161,40 @@ def run_values(case: Case, model: Model, cell, on_result: Callable | None = None
     return groups
 
 
+def run_plain(case: Case, model: Model, on_result: Callable | None = None) -> Result:
+    """A plain HJB problem (expr family with m = 0): no fast variable, hence no cell stage; the value
+    function V(t, x) in the group ``eps_0`` (``run.eps`` plays no part)."""
+    from .value import value_function
+    t0 = time.perf_counter()
+    xg = slow_grid(case, model)
+    r = case.run
+    exact = case.grid["u"]["exact"] and model.controls.points is None
+    res = value_function(model, None, eps=0.0, T=case.time["T"], dt=case.time["dt"], xgrid=xg,
+                         output_times=r["output_times"], order=r["order"], extrapolation=r["extrapolation"],
+                         u_nodes=None if exact else model.controls.nodes(), minimize="auto" if exact else "grid")
+    res.attrs["problem"] = "plain HJB (m = 0): no fast variable"
+    res.attrs["control_set"] = _describe_controls(model)
+    name = eps_group_name(0.0)
+    group = res.to_group()
+    if on_result is not None:
+        on_result(name, group)
+    result = Result(case_name=case.name, case_text=case.text, family=case.family,
+                    timings={"values": time.perf_counter() - t0})
+    result.extra_groups[name] = group
+    result.timings["total"] = time.perf_counter() - t0
+    return result
+
+
+def _describe_controls(model: Model) -> str:
+    c = model.controls
+    if c.k == 0:
+        return "none"
+    if c.points is not None:
+        return f"{c.kind}: {len(c.points)} points in R^{c.k}"
+    return "box " + " x ".join(f"[{a:g}, {b:g}]" for a, b in zip(c.lo, c.hi)) + (
+        " (closed-form min)" if model.affine is not None else f" ({' x '.join(map(str, c.n))} grid nodes)")
+
+
 def run_periodic(case: Case) -> Result:
     """The periodic cell problems of a ``periodic`` case: Hbar(P), correctors chi, Lbar."""
     from .homogenization import ergodic_stage
@@ -148,11 +225,26 @@ def run(case: Case, on_cell: Callable | None = None, on_result: Callable | None 
     if case.family == "periodic":
         return run_periodic(case)
     model = build_model(case)
-    result = run_cell(case, model)
-    if on_cell is not None:
-        on_cell(result)
-    if case.run["values"]:
-        t0 = time.perf_counter()
-        result.extra_groups.update(run_values(case, model, result.cell, on_result))
-        result.timings["values"] = time.perf_counter() - t0
+    try:
+        if model.m == 0:
+            return run_plain(case, model, on_result)
+        result = run_cell(case, model)
+        if on_cell is not None:
+            on_cell(result)
+        if case.run["values"]:
+            t0 = time.perf_counter()
+            result.extra_groups.update(run_values(case, model, result.cell, on_result))
+            result.timings["values"] = time.perf_counter() - t0
+    except NumericalError as e:
+        raise _name_the_key(case, e) from None
     return result
+
+
+def _name_the_key(case: Case, e: NumericalError) -> NumericalError:
+    """'coefficient l is nan at ...' -> '<file>: model.l: coefficient l is nan at ...' (expr formulas are keys)."""
+    text = str(e)
+    words = text.split()
+    if len(words) > 1 and words[0] == "coefficient" and not text.startswith(case.source):
+        key = f"model.{words[1]}" if case.family == "expr" else "model"
+        return NumericalError(f"{case.source}: {key}: {text}")
+    return e

@@ -1174,6 +1174,9 @@ def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000,
     case = _load(case)
     model = model or build_model(case)
     eps_values = case.run["eps"] if eps_values is None else list(np.atleast_1d(eps_values))
+    if model.m == 0:
+        raise HJBError("simulate: plain HJB problems (m = 0, no fast variable) are not simulated; the value "
+                       "function and its feedback are in the result file")
     xg, yg = case_grids(case, model, cell)
     x0 = default_start(xg) if x0 is None else np.asarray(x0, float)
     _check_start("x0", x0, xg, model.n)

@@ -46,6 +46,7 @@ error dominates what the grid can resolve (the SL error is O(dt^q + dx²/dt)), a
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ from .sl import kernels as K
 from .sl.build import AveragedProblem, control_nodes, fast_generators, per_y_stepper
 from .sl.fast import FastSolver
 from .sl.steppers import interior_window
+
+log = logging.getLogger(__name__)
 
 EXTRAPOLATIONS = {"linear": 0, "clamp": 1, "neumann": 1}
 
@@ -206,11 +209,18 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
         ygrid = None
     n = model.n
     nsteps = max(1, int(round(T / dt)))
+    if abs(T / nsteps - dt) > 0.01 * dt:
+        warnings.warn(f"dt = {dt:g} does not divide T = {T:g}: using dt = {T / nsteps:g} ({nsteps} steps)",
+                      TimeStepWarning, stacklevel=2)
     dt = T / nsteps
     if output_times is None:
         output_times = T * np.array([0.0, 0.25, 0.5, 0.75, 1.0])
     out_steps = sorted({min(nsteps, max(0, int(round(t / dt)))) for t in np.atleast_1d(output_times)})
     t_out = np.array([k * dt for k in out_steps])
+    off = [t for t in np.atleast_1d(output_times) if abs(min(nsteps, max(0, round(t / dt))) * dt - t) > 1e-9 * max(T, 1)]
+    if off:
+        log.info("output times %s are not multiples of dt = %g: stored at the nearest step (the stored t is exact)",
+                 np.round(off, 6).tolist(), dt)
     xs = xgrid.flat_points()
     xshape = xgrid.shape
     timings = {}
@@ -233,7 +243,8 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
             gens, pi = fast_generators(model, xgrid, ygrid)
         if same:
             pi = np.ascontiguousarray(cell.mu.reshape(xgrid.size, ygrid.size))
-        _mass_warning(pi, ygrid)
+        else:            # the cell stage has checked its own laws on this grid already
+            _mass_warning(pi, ygrid)
     timings["setup"] = time.perf_counter() - t_start
 
     def run(kind: str):
@@ -308,8 +319,9 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
                     d = st.displacement_cells(rows)
                     if d > max_cells:
                         warnings.warn(f"dt = {dt:g}: the optimal feet move up to {d:.1f} grid cells per step "
-                                      f"(more than {max_cells:g}); the time error dominates what the grid "
-                                      f"resolves: recommended dt <= {dt * max_cells / d:.3g}",
+                                      f"(more than {max_cells:g}); unless the characteristics are exact (constant "
+                                      "coefficients), the time error then dominates what the grid resolves: "
+                                      f"recommended dt <= {dt * max_cells / d:.3g}",
                                       TimeStepWarning, stacklevel=3)
             if k in out_steps:
                 outs.append(V.copy())

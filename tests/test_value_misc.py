@@ -79,10 +79,14 @@ def test_dt_warning_recommends_a_step():
 
 def test_y_box_warning_names_the_side():
     p = dict(PARAMS, a21=2.0)         # mu_x = N(x, 0.125): at x = -2 the box [-3, 5] cuts 2e-3 on the low side
-    model, cell = _cell(2.0, h=0.1, ny=81, ybox=[-3.0, 5.0], params=p)
-    with pytest.warns(YBoxWarning, match="low side") as rec:
-        value_function(model, cell, 0.0, 0.2, 0.1)
+    model = lq.build(p)
+    xg = Grid.from_box([-2.0, 2.0], 41)
+    with pytest.warns(YBoxWarning, match="cell stage.*low side") as rec:
+        cell = cell_stage(model, xg, Grid.from_box([-3.0, 5.0], 81))
     assert not any("high side" in str(w.message) for w in rec)
+    # the value stage checks the laws it computes on its own y grid (the cell's were checked already)
+    with pytest.warns(YBoxWarning, match="value stage.*low side"):
+        value_function(model, cell, 0.1, 0.2, 0.1, ygrid=Grid.from_box([-3.0, 5.0], 41))
 
 
 def test_y_box_that_does_not_hold_the_law_is_refused():

@@ -1572,7 +1572,14 @@ def _solve(ctx, P, nu, tol, maxiter, chi0=None, hbar0=None):
 
 
 def _failure_message(st, nu, failures):
-    hist = ", ".join(f"{r:.3e}" for r in st.hist) if st.hist else "(no iteration)"
+    h = list(st.hist)
+    if not h:
+        hist = "(no iteration)"
+    elif len(h) <= 8:
+        hist = ", ".join(f"{r:.3e}" for r in h)
+    else:                  # one line: the first and the last few of the iterations
+        hist = (", ".join(f"{r:.3e}" for r in h[:3]) + f", ... ({len(h) - 6} more) ..., "
+                + ", ".join(f"{r:.3e}" for r in h[-3:]))
     best = ""
     if math.isfinite(st.best[0]):
         best = (f". Best certified bracket (discrete comparison, at nu = {nu:.6g}): "

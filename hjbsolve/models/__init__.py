@@ -14,7 +14,8 @@ def build_model(case) -> Model:
         from .lq import build
     elif case.family == "expr":
         from .expr_family import build
-        return build(case.model, u_nodes=nu, where=case.source)
+        return build(case.model, u_nodes=nu, where=case.source, radii=case.grid["u"]["radii"],
+                     directions=case.grid["u"]["directions"])
     else:  # pragma: no cover - validated earlier
         raise ValueError(case.family)
     return build(case.model, u_nodes=nu)

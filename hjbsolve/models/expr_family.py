@@ -40,31 +40,53 @@ def _matrix(text, dim, variables, params, where):
     return compile_matrix(rows, variables, params, where=where), rows
 
 
-def build(p: dict, u_nodes: int = 21, where: str = "<case>") -> Model:
+def control_set(p: dict, u_nodes=21, radii: int = 10, directions: int = 32) -> ControlSet:
+    """The control set of an expr model: u_box (tensor grid of u_nodes per axis), u_ball (the centre plus
+    ``radii`` circles of ``directions`` nodes, :func:`hjbsolve.sl.controls.ball_controls`), u_list (the
+    points), or none (no control, k = 0)."""
+    from ..sl.controls import ball_controls, list_controls
+    if p.get("u_ball") is not None:
+        ball = p["u_ball"]
+        k = len(ball["centre"])
+        pts = ball_controls(float(ball["radius"]), k=k, n_radii=radii, n_dirs=directions, centre=ball["centre"])
+        return ControlSet.from_points(pts, "ball")
+    if p.get("u_list") is not None:
+        return ControlSet.from_points(list_controls(p["u_list"]), "list")
+    box = p.get("u_box")
+    if box is None:
+        return ControlSet((), (), ())
+    rows = box if isinstance(box[0], list) else [box]
+    nn = u_nodes if isinstance(u_nodes, (list, tuple)) else [u_nodes] * len(rows)
+    if len(nn) != len(rows):
+        nn = [nn[0]] * len(rows)
+    return ControlSet(tuple(r[0] for r in rows), tuple(r[1] for r in rows), tuple(int(v) for v in nn))
+
+
+def build(p: dict, u_nodes=21, where: str = "<case>", radii: int = 10, directions: int = 32) -> Model:
     n, m = int(p["n"]), int(p["m"])
     params = dict(p["params"])
-    box = p["u_box"]
-    if box is None:
-        controls, k = ControlSet((), (), ()), 0
-    else:
-        rows = box if isinstance(box[0], list) else [box]
-        controls = ControlSet(tuple(r[0] for r in rows), tuple(r[1] for r in rows), (u_nodes,) * len(rows))
-        k = len(rows)
+    controls = control_set(p, u_nodes, radii, directions)
+    k = controls.k
     vx = {"x": n, "y": m, "u": k}
     vfast = {"x": n, "y": m, "u": 0}
     a = _vector(p["a"], n, vx, params, f"{where}: model.a")
     sig, sig_rows = _matrix(p["sigma"], n, vx, params, f"{where}: model.sigma")
-    b = _vector(p["b"], m, vfast, params, f"{where}: model.b")
-    tau, _ = _matrix(p["tau"], m, vfast, params, f"{where}: model.tau")
+    if m:
+        b = _vector(p["b"], m, vfast, params, f"{where}: model.b")
+        tau, _ = _matrix(p["tau"], m, vfast, params, f"{where}: model.tau")
     l = compile_expression(p["l"], vx, params, where=f"{where}: model.l")
     g = compile_expression(p["g"], vfast, params, where=f"{where}: model.g")
 
     def ev(ce, x, y, u=None):
         return ce.evaluate(x=x, y=y, u=u) if (u is not None and k) else ce.evaluate(x=x, y=y)
 
+    def no_fast(x, y, *shape):
+        return np.zeros(np.broadcast_shapes(x.shape[:-1], y.shape[:-1]) + shape)
+
     sigma_zero = all(s.strip() in ("0", "0.0") for r in sig_rows for s in r)
     affine = None
-    if k and sigma_independent_of_u(sig_rows):
+    # the closed-form maximiser clips to a box: ball and list sets use their nodes
+    if k and controls.points is None and sigma_independent_of_u(sig_rows):
         affine = detect_affine_quadratic(lambda x, y, u: ev(a, x, y, u), lambda x, y, u: ev(l, x, y, u),
                                          n, m, controls)
     u_ref = p.get("u_ref")
@@ -72,7 +94,8 @@ def build(p: dict, u_nodes: int = 21, where: str = "<case>") -> Model:
         raise CaseError(f"{where}: model.u_ref: expected {k} value(s)")
     return Model(family="expr", n=n, m=m, controls=controls,
                  a=lambda x, y, u: ev(a, x, y, u), sigma=lambda x, y, u: ev(sig, x, y, u),
-                 b=lambda x, y: ev(b, x, y), tau=lambda x, y: ev(tau, x, y),
+                 b=(lambda x, y: ev(b, x, y)) if m else (lambda x, y: no_fast(x, y, 0)),
+                 tau=(lambda x, y: ev(tau, x, y)) if m else (lambda x, y: no_fast(x, y, 0, 0)),
                  l=lambda x, y, u: ev(l, x, y, u), g=lambda x, y: ev(g, x, y),
                  params=dict(p), sigma_zero=sigma_zero, affine=affine,
                  u_ref=tuple(u_ref) if u_ref is not None else None)

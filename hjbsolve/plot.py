@@ -616,6 +616,7 @@ def _plot_mu(f, fig, opts):
         ys0 = _coord(g, yd[0], d.shape[0])
         ys1 = _coord(g, yd[1], d.shape[1])
         _contour(fig, ax, ys0, ys1, d / vol, "density mu_x(y)  [mu / (h_y1 h_y2)]")
+        ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel(f"{yd[0]}  (fast state)")
         ax.set_ylabel(f"{yd[1]}  (fast state)")
         where = _where(chosen)
@@ -851,6 +852,7 @@ def _plot_value(f, fig, opts):
         z, chosen = _slice(g, v, xd[:2], opts)
         _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, xd[1], z.shape[1]), _finite(z),
                  f"{name}  {VALUE_LABEL}")
+        ax.set_aspect("equal", adjustable="box")          # both axes are the slow state: keep its geometry
         ax.set_xlabel(f"{xd[0]}  (slow state)")
         ax.set_ylabel(f"{xd[1]}  (slow state)")
         where = _where(chosen)
@@ -932,6 +934,7 @@ def _plot_value_feedback(f, fig, opts):
     else:
         z, chosen = _slice(g, v, xd[:2], opts)
         _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, xd[1], z.shape[1]), z, "u*(x)")
+        ax.set_aspect("equal", adjustable="box")
         ax.set_ylabel(f"{xd[1]}  (slow state)")
     ax.set_xlabel(f"{xd[0]}  (slow state)")
     where = _where(chosen)

@@ -99,8 +99,12 @@ class Result:
                                        {"long_name": "averaged slow drift at the reference control"})
             root.variables["gbar"] = V(c.gbar, tuple(xd), {"long_name": "effective initial datum gbar(x)"})
             if c.hbar is not None:
-                root.variables["hbar"] = V(c.hbar, (*xd, *pd, *Pd), {"long_name": "effective Hamiltonian Hbar(x,p)",
-                                                                     "convention": CONVENTIONS["effective_hamiltonian"]})
+                hb_attrs = {"long_name": "effective Hamiltonian Hbar(x,p)" + ("" if Pd else " at P = D_xx V = 0"),
+                            "convention": CONVENTIONS["effective_hamiltonian"]}
+                if not Pd:
+                    hb_attrs["hessian_slot"] = ("P = 0: no grid.P values given (the slow noise term -tr(sigma "
+                                                "sigma^T P) vanishes; give grid.P.values to tabulate it)")
+                root.variables["hbar"] = V(c.hbar, (*xd, *pd, *Pd), hb_attrs)
             if c.lbar is not None:
                 qd = axis_names("q", n)
                 for nm, ax in zip(qd, c.q_axes):

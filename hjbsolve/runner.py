@@ -144,9 +144,14 @@ def run_values(case: Case, model: Model, cell, on_result: Callable | None = None
     ``on_result(name, group)`` is called as soon as each eps is finished (the CLI writes it to disk then),
     so that a run stopped halfway keeps what it finished.
     """
+    import warnings
+
     from .value import value_function
     groups = {}
     r = case.run
+    if r["blind"] and 0.0 not in [float(e) for e in r["eps"]]:
+        warnings.warn(f"{case.source}: run.blind = true asks for the y-blind value of the effective problem, but "
+                      "run.eps has no 0: add 0.0 to run.eps", UserWarning, stacklevel=2)
     for eps in r["eps"]:
         log.info("value stage, eps = %g", eps)
         res = value_function(model, cell, eps=eps, T=case.time["T"], dt=case.time["dt"],

@@ -886,7 +886,7 @@ def time_step(T: float, eps: float, ds: float | None = None, fast_resolution: fl
     return T / nsteps, nsteps
 
 
-def resolution_for(dyn: Dynamics, bias: float = 0.05) -> float:
+def resolution_for(dyn: Dynamics, bias: float = 0.01) -> float:
     """A ``fast_resolution`` (steps per unit eps) for which the Euler chain's fast law is biased by about
     ``bias`` (relative, ``lambda ds / (2 eps)`` with lambda the mean fast rate) and stable on the visited
     region (``lambda_max ds / eps <= 1``); at least 10."""
@@ -985,7 +985,9 @@ class Simulation:
                             "sqrt(2 ds/eps) tau zeta; running cost by the left-point rule"
                             if self.eps > 0 else
                             "Euler-Maruyama (weak order 1) for the effective system: X += ds abar + sqrt(2 ds) sbar xi"),
-                 "time_step_rule": "ds = T / ceil(T / min(ds_user, eps/10))",
+                 "time_step_rule": (f"ds = T / ceil(T / min(ds_user, eps/{float(self.attrs['fast_resolution']):.4g}))"
+                                    if self.attrs.get("fast_resolution") is not None else
+                                    "ds = T / ceil(T / min(ds_user, eps/fast_resolution))"),
                  "convention": "s = time elapsed; the feedback uses D_xV(T - s) (t = time remaining); "
                                "total cost estimates V(T, x0[, y0])",
                  "rng": "xoshiro256++ per path seeded by splitmix64(seed, path); ziggurat normals; "
@@ -1060,7 +1062,8 @@ def simulate(dyn: Dynamics, x0, y0=None, n_paths: int = 10000, ds: float | None 
     vp = dyn.value_at(X0[0], z0[0, n:] if m else None) if x0.ndim == 1 and (y0 is None or np.ndim(y0) == 1) else None
     return Simulation(eps=dyn.eps, s=rec * ds, X=out_X, Y=out_Y, C=out_C, G=np.asarray(G, float), U=out_U, ds=ds,
                       nsteps=nsteps, seed=int(seed), x0=x0, y0=z0[0, n:] if m else np.zeros(0), source=dyn.source,
-                      value_pde=vp, attrs={**dyn.attrs, "control_kind": MODE_NAMES[dyn.mode]},
+                      value_pde=vp, attrs={**dyn.attrs, "control_kind": MODE_NAMES[dyn.mode],
+                                           "fast_resolution": float(fast_resolution)},
                       timings={"paths": t1 - t0, "path_steps_per_s": N * nsteps / max(t1 - t0, 1e-12)})
 
 

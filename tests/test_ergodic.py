@@ -272,6 +272,78 @@ def test_two_equal_wells_identity(nu):
                    - solve_ergodic(HQ1, P, 100, 2 * nu, 1, offset=0.5 / 100).hbar) <= 1e-11
 
 
+@njit
+def V1_two_maxima(y):
+    return np.sin(TWO_PI * y[0]) + 0.5 * np.cos(2.0 * TWO_PI * y[0])
+
+
+def _V_two_maxima(y):
+    return np.sin(TWO_PI * y) + 0.5 * np.cos(2.0 * TWO_PI * y)
+
+
+def _P_of_H_two_maxima(H):
+    """int_0^1 sqrt(2(H - V)) dy for V = sin(2 pi y) + cos(4 pi y)/2 (max V = 0.75 at y = 1/12
+    and 5/12, where the integrand has its (near-)kinks: quad breakpoints)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IntegrationWarning)
+        return quad(lambda y: np.sqrt(max(2.0 * (H - _V_two_maxima(y)), 0.0)), 0.0, 1.0,
+                    points=[1.0 / 12.0, 5.0 / 12.0], epsabs=1e-15, epsrel=1e-14, limit=400)[0]
+
+
+def test_two_unequal_discrete_maxima_shifted_grid_nu0():
+    """Regression (failed at N = 400, 800 with 'did not converge ... discounted problem').
+
+    V = sin(2 pi y) + cos(4 pi y)/2 has two global maxima, V = 0.75 at y = 1/12 and 5/12. On a
+    grid shifted by 0.37 h they are missed by different amounts: the discrete maxima differ by
+    delta = O(h^2), both are absorbing classes of the nu = 0 policy for |P| < P0, and when the
+    vanishing discount reaches lambda ~ delta the basins reorganise, kinks of the corrector
+    crossing O(N) nodes (one per policy iteration). Exact: Hbar = 0.75 for |P| <= P0 =
+    int sqrt(2(0.75 - V)), else |P| = int sqrt(2(Hbar - V)). The discrete problem is the
+    periodic rectangle rule of that integral: Hbar_h = max_j V(y_j) on the flat part (error
+    O(h^2), here exactly 4x smaller per doubling: one maximiser sits 0.037 h off the grid for
+    both N), O(h^2) at the kink P = +-P0, spectrally accurate for |P| > P0."""
+    P0w = _P_of_H_two_maxima(0.75)
+
+    def exact(P):
+        if abs(P) <= P0w:
+            return 0.75
+        return brentq(lambda H: _P_of_H_two_maxima(H) - abs(P), 0.75, 0.75 + 0.5 * P * P + 2.0,
+                      xtol=1e-15, rtol=1e-15, maxiter=500)
+
+    # the reference is what it claims: rectangle rule (spectral for H > max V) and quad agree
+    yy = (np.arange(4096) + 0.5) / 4096
+    assert abs(np.mean(np.sqrt(2.0 * (1.5 - _V_two_maxima(yy)))) - _P_of_H_two_maxima(1.5)) < 1e-13
+    assert 1.0 < P0w < 1.03
+
+    ham = PeriodicHamiltonian.quadratic(V1_two_maxima)
+    flat = [-0.5, 0.0, 0.3, 0.9]
+    outside = [-2.5, -1.3, 1.2, 1.6, 2.0, 3.0]
+    edge = [-P0w, P0w]
+    err_flat, err_edge = {}, {}
+    for N in (400, 800):
+        off = 0.37 / N
+        vmax_h = float(np.max(_V_two_maxima(off + np.arange(N) / N)))
+        gap = 0.75 - vmax_h
+        assert gap > 0.0
+        res = {P: solve_ergodic(ham, P, N, 0.0, 1, offset=off) for P in flat + outside + edge}
+        for P, r in res.items():  # converged (cold starts: the path that failed), certified
+            assert r.stages[-1][3] == "ok" and r.residual <= 1e-11, (N, P, r.stages)
+        for P in flat:
+            # the discrete flat value is max_j V(y_j): 0.75 up to the gap of the grid
+            assert abs(res[P].hbar - vmax_h) <= 1e-11, (N, P, res[P].hbar, vmax_h)
+            assert abs(res[P].hbar - exact(P)) <= gap + 1e-11
+        for P in outside:
+            assert abs(res[P].hbar - exact(P)) <= 1e-11, (N, P, res[P].hbar - exact(P))
+        err_flat[N] = max(abs(res[P].hbar - exact(P)) for P in flat)
+        err_edge[N] = max(abs(res[P].hbar - exact(P)) for P in edge)
+        # a table (warm starts along P) gives the same values
+        H = effective_hamiltonian_table(ham, flat + outside, N, 0.0, 1, offset=off)
+        assert np.max(np.abs(H - [res[P].hbar for P in flat + outside])) <= 1e-11
+    assert err_flat[800] <= 1e-7 and err_edge[800] <= 5e-7, (err_flat, err_edge)
+    assert 1.9 <= _order(err_flat[400], err_flat[800]) <= 2.1, err_flat
+    assert 1.8 <= _order(err_edge[400], err_edge[800]) <= 2.4, err_edge
+
+
 # ------------------------------------------------------------------------------------------
 # nu > 0: Hopf-Cole
 # ------------------------------------------------------------------------------------------

@@ -95,6 +95,10 @@ Howard's policy iteration for the ergodic problem. Pipeline of ``solve_ergodic``
      stopped when the certified ergodic residual lambda Q osc(w) / 2 is <= tol. This is what
      makes the degenerate nu = 0 problem robust (several absorbing classes: |P| below the
      critical value, several maximisers of V, where the ergodic Newton system is singular).
+     Policy iteration moves a kink of the corrector by one node per iteration, and when the
+     discrete maxima of V nearly tie (a grid missing the maximisers) the basins reorganise
+     once lambda reaches their O(h^2) gap, moving kinks across the torus: a lambda stage may
+     take maxiter iterations per 50 nodes of an axis (O(N), see ``_discount``).
 Linear systems: the system is singular in chi up to constants, so it is solved with dchi = 0
 at an anchor node r in a recurrent class of the linearisation (found by following the
 strongest couplings): two right-hand sides on the nonsingular Dirichlet-at-r matrix, dHbar
@@ -152,6 +156,9 @@ _REG = 1e-9  # Jacobian-only graph Laplacian, relative to Q / h
 _NU_STOP = 0.25  # nu-continuation stops at max(2 nu, _NU_STOP h Q, _NU_STOP_Q Q)
 _NU_STOP_Q = 1.0 / 256
 _DISC_FAC = 1e-3  # vanishing discount: lambda *= _DISC_FAC (0.1 while the policy still moves)
+# a vanishing-discount stage may use maxiter Newton iterations per _MIGRATE_NODES nodes of an
+# axis (policy iteration moves a kink by one node per iteration; see _discount)
+_MIGRATE_NODES = 50
 
 
 class NonConvexHamiltonianError(HJBError):
@@ -1436,7 +1443,20 @@ def _discount(st, sch, chi, hbar, tol, maxiter):
     min F(w) <= Hbar_h <= max F(w), and F(w) = c - lambda_j Q w, so Hbar = midpoint has the
     certified ergodic residual lambda_j Q osc(w) / 2; stop once it is <= tol. Robust where the
     ergodic Newton system is (nearly) singular: nu = 0 with several absorbing classes (|P|
-    below the critical value, several maximisers of V), small nu with several wells."""
+    below the critical value, several maximisers of V), small nu with several wells.
+
+    Iteration budget of a lambda stage: policy iteration on a degenerate (nu = 0) problem
+    moves a kink of w, i.e. reverses the policy, by one node per iteration. When the discrete
+    maxima of V differ by a tiny delta (O(h^2) on a grid that misses the maximisers), every
+    maximiser is an absorbing class, with w offset by delta / (lambda Q) between their basins,
+    so the certified residual stays >= delta / 2 until lambda ~ delta; at the lambda stage that
+    crosses this the basins reorganise and kinks travel across the torus: O(N) iterations,
+    whatever the lambda schedule (the total is the distance travelled). Newton on this
+    discounted convex monotone problem converges (monotonically after the first step, finitely
+    many policies), so a stage may use maxiter iterations per _MIGRATE_NODES nodes of an axis.
+    The max-norm residual is no progress measure there: an absorbing node whose class stops
+    being optimal takes a step ~ residual / (lambda Q), and the kink it leaves has a residual
+    ~ (step / h)^2 that decays as the kink travels."""
     ctx, P = st.ctx, st.P
     n, w = ctx.n, 1 + 2 * ctx.m
     R = np.empty(n)
@@ -1445,9 +1465,10 @@ def _discount(st, sch, chi, hbar, tol, maxiter):
     c = float(hbar)
     lam = 1e-2
     res = float("inf")
+    budget = maxiter * max(1, -(-ctx.N // _MIGRATE_NODES))
     while True:
         lq = lam * st.Q
-        for it in range(maxiter + 1):
+        for it in range(budget + 1):
             ctx.evaluate(chi, c, P, sch, R, C)
             G = R + lq * chi
             g = float(np.max(np.abs(G)))
@@ -1456,8 +1477,8 @@ def _discount(st, sch, chi, hbar, tol, maxiter):
                 return chi, c, "non-finite residual (discounted problem)", res
             if g <= max(0.25 * tol, _residual_floor(C, G, chi, c)):
                 break
-            if it == maxiter:
-                return chi, c, (f"no convergence in {maxiter} iterations (discounted problem, "
+            if it == budget:
+                return chi, c, (f"no convergence in {budget} iterations (discounted problem, "
                                 f"lambda = {lam:.1e})"), res
             Cs = C.copy()
             Cs[:, 0] += lq
@@ -1622,7 +1643,8 @@ def solve_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-12, maxiter=100, chi
     Parameters: ham (PeriodicHamiltonian), P (float or array of m floats), N nodes per axis
     (h = 1/N), nu >= 0, m (1 or 2; default: len(P)), offset (grid y_i = offset + i h; scalar
     or one per axis), tol (max-norm residual; the rounding floor ~16 eps (|J| |chi| + |G|)
-    is used when larger), maxiter (Newton iterations per stage), chi0/hbar0 (warm start).
+    is used when larger), maxiter (Newton iterations per stage; a vanishing-discount stage
+    may use maxiter per 50 nodes of an axis), chi0/hbar0 (warm start).
 
     Returns an ErgodicResult. Raises NumericalError (with the residual history) when the
     iteration does not converge, NonConvexHamiltonianError / NonPeriodicHamiltonianError on

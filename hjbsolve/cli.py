@@ -231,6 +231,8 @@ def cmd_study(args) -> int:
     if not vary_texts:
         raise HJBError(f"{case.source}: nothing to vary: give --vary KEY=V1,V2 or a [study] vary table")
     out = args.output or f"results/{case.name}.study.h5"
+    if not Path(out).suffix:           # -o name -> name.h5 (beside name.csv and name_runs/)
+        out += ".h5"
     store.check_writable(out)
     folder = str(Path(out).with_suffix("")) + "_runs"
     vary = parse_vary(vary_texts, case.as_dict())

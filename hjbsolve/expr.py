@@ -270,6 +270,12 @@ def _prefix(where: str) -> str:
     return f"{where}: " if where else ""
 
 
+
+def _why_absent(name: str) -> str:
+    """Why a state variable has dimension 0 (the usual cases in hjbsolve models)."""
+    return {"u": ": the model has no control set (give model.u_box, u_ball or u_list)",
+            "y": ": the model has no fast variable (m = 0)"}.get(name, "")
+
 class _Context:
     """Names visible to a formula: variables, aliases, parameters, constants."""
 
@@ -460,7 +466,7 @@ class _Translator:
         if name in ctx.variables:
             dim = ctx.variables[name]
             if dim == 0:
-                raise self.fail(f"variable {name!r} is not available in this model (dimension 0)")
+                raise self.fail(f"variable {name!r} is not available in this model (dimension 0){_why_absent(name)}")
             if dim > 1:
                 raise self.fail(
                     f"{name!r} has {dim} components; write {name}[0]..{name}[{dim - 1}] "
@@ -485,7 +491,8 @@ class _Translator:
         if stem != name and stem in ctx.variables:
             dim = ctx.variables[stem]
             if dim == 0:
-                raise self.fail(f"unknown name {name!r}: variable {stem!r} is not available (dimension 0)")
+                raise self.fail(f"unknown name {name!r}: variable {stem!r} is not available (dimension 0)"
+                                f"{_why_absent(stem)}")
             raise self.fail(
                 f"unknown name {name!r}: {stem!r} has {dim} component(s), "
                 f"1-based aliases are {stem}1..{stem}{dim}"
@@ -500,7 +507,7 @@ class _Translator:
         name = base.id
         dim = self.ctx.variables[name]
         if dim == 0:
-            raise self.fail(f"variable {name!r} is not available in this model (dimension 0)")
+            raise self.fail(f"variable {name!r} is not available in this model (dimension 0){_why_absent(name)}")
         index = node.slice
         if not (
             isinstance(index, ast.Constant) and isinstance(index.value, int) and not isinstance(index.value, bool)

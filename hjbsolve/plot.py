@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -478,7 +479,11 @@ def _finite(a: np.ndarray) -> np.ndarray:
 
 
 def _title(ax, opts, text: str) -> None:
-    ax.set_title(opts.get("title") or text)
+    """Axes title; lines longer than the axes allow are wrapped (about 12 characters per inch at 12 pt)."""
+    import textwrap
+    text = opts.get("title") or text
+    width = max(40, int(12 * ax.get_position().width * ax.figure.get_figwidth()))
+    ax.set_title("\n".join(textwrap.fill(line, width) for line in text.split("\n")))
 
 
 def _case_name(f: _File) -> str:
@@ -801,7 +806,9 @@ def _plot_chi(f, fig, opts):
 # value groups
 
 
-def _eps_label(eps: float) -> str:
+def _eps_label(eps: float, g=None) -> str:
+    if g is not None and str(g.attrs.get("problem", "")).startswith("plain"):
+        return "plain HJB (no fast variable)"
     return "eps = 0 (effective)" if eps == 0 else f"eps = {eps:g}"
 
 
@@ -856,7 +863,7 @@ def _plot_value(f, fig, opts):
         ax.set_xlabel(f"{xd[0]}  (slow state)")
         ax.set_ylabel(f"{xd[1]}  (slow state)")
         where = _where(chosen)
-    _title(ax, opts, f"Value function, {_eps_label(eps)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Value function, {_eps_label(eps, g)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
 
 
 def _final(g, v, opts):
@@ -938,7 +945,7 @@ def _plot_value_feedback(f, fig, opts):
         ax.set_ylabel(f"{xd[1]}  (slow state)")
     ax.set_xlabel(f"{xd[0]}  (slow state)")
     where = _where(chosen)
-    _title(ax, opts, f"Optimal feedback, {_eps_label(eps)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Optimal feedback, {_eps_label(eps, g)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
 
 
 def _plot_blind(f, fig, opts):
@@ -1046,26 +1053,60 @@ def _param_name(f):
     return str(f.attrs.get("parameter") or "param")
 
 
+def _study_series(f: _File, n: int):
+    """(series index per run, {series: label}, {series: stored fits [kmax, spread, kl2, spread]}) of a study:
+    one series per combination of the varied keys other than the first (the abscissa)."""
+    v = f.root.variables
+    series = (np.asarray(v["series"].data, int).ravel() if "series" in v and np.asarray(v["series"].data).size == n
+              else np.zeros(n, int))
+    varied = [str(k) for k in np.atleast_1d(f.attrs.get("varied", []))]
+    labels = {}
+    for s in np.unique(series):
+        i = int(np.flatnonzero(series == s)[0])
+        parts = []
+        for key in varied[1:]:
+            var = v.get("vary_" + re.sub(r"[^A-Za-z0-9_]", "_", key))
+            if var is not None:
+                parts.append(f"{key} = {np.asarray(var.data).ravel()[i]:g}")
+        labels[int(s)] = ", ".join(parts) or f"series {int(s)}"
+    fits = {}
+    for s in labels:
+        raw = f.attrs.get(f"fit_series_{s}")
+        if raw is not None and np.size(raw) == 4:
+            fits[s] = [float(x) for x in np.ravel(raw)]
+    return series, labels, fits
+
+
 def _plot_convergence(f, fig, opts):
     param, cols = _study_columns(f)
+    series, labels, fits = _study_series(f, param.size)
+    several = len(labels) > 1
     ax = fig.add_subplot()
-    handles, labels = [], []
-    for (norm, (err, _)), marker, color in zip(cols.items(), ("o", "s"), ("C0", "C3")):
-        slope, spread, icpt, ok = _fit(param, err, _attr_float(f.attrs, f"fit_order_{norm}"),
-                                       _attr_float(f.attrs, f"fit_order_{norm}_spread"))
-        if not ok.any():
-            continue
-        (pts,) = ax.loglog(param[ok], err[ok], marker, color=color, ls="none", ms=6)
-        label = f"{_NORM_NAMES[norm]}, {_slope_text(slope, spread)}"
-        if slope is not None and icpt is not None:
-            h = np.geomspace(param[ok].min(), param[ok].max(), 50)
-            (line,) = ax.loglog(h, np.exp(icpt) * h ** slope, "--", color=color, lw=1.2)
-            handles.append((pts, line))
-        else:
-            handles.append(pts)
-        labels.append(label)
+    handles, names = [], []
+    for si, s in enumerate(sorted(labels)):
+        sel = series == s
+        for ni, (norm, (err, _)) in enumerate(cols.items()):
+            color = f"C{(2 * si + ni) % 10}" if several else ("C0", "C3")[ni]
+            marker = ("o", "s")[ni]
+            stored = fits.get(s)
+            k_st = stored[0 if norm == "max" else 2] if stored else _attr_float(f.attrs, f"fit_order_{norm}")
+            sp_st = stored[1 if norm == "max" else 3] if stored else _attr_float(f.attrs, f"fit_order_{norm}_spread")
+            slope, spread, icpt, ok = _fit(param[sel], err[sel], k_st, sp_st)
+            if not ok.any():
+                continue
+            ps, es = param[sel][ok], err[sel][ok]
+            (pts,) = ax.loglog(ps, es, marker, color=color, ls="none", ms=6)
+            label = (f"{labels[s]}: " if several else "") + f"{_NORM_NAMES[norm]}, {_slope_text(slope, spread)}"
+            if slope is not None and icpt is not None and ps.size > 1:
+                h = np.geomspace(ps.min(), ps.max(), 50)
+                (line,) = ax.loglog(h, np.exp(icpt) * h ** slope, "--", color=color, lw=1.2)
+                handles.append((pts, line))
+            else:
+                handles.append(pts)
+            names.append(label)
     if handles:
-        ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=1)}, title="error (markers), fit (dashed)")
+        ax.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=1)}, title="error (markers), fit (dashed)",
+                  fontsize=8 if several else None)
     name = _param_name(f)
     ax.set_xlabel(_PARAM_LABELS.get(name, name))
     ref = str(f.attrs.get("reference") or "unknown")
@@ -1080,26 +1121,38 @@ def _cell(v, fmt):
 
 def _plot_table(f, fig, opts):
     param, cols = _study_columns(f)
+    series, labels, fits = _study_series(f, param.size)
+    v = f.root.variables
     name = _param_name(f)
-    header = [name]
+    varied = [str(k) for k in np.atleast_1d(f.attrs.get("varied", []))]
+    vcols = [(k, np.asarray(v["vary_" + re.sub(r"[^A-Za-z0-9_]", "_", k)].data).ravel()) for k in varied
+             if ("vary_" + re.sub(r"[^A-Za-z0-9_]", "_", k)) in v]
+    header = [k for k, _ in vcols] + ([name] if name not in [k for k, _ in vcols] else [])
     for norm in ("max", "l2"):
         if norm in cols:
             header += [f"err_{norm}", "order"]
     rows = []
     for i in range(param.size):
-        row = [_cell(param[i], ".4g")]
+        row = [_cell(float(vals[i]), "g") for _, vals in vcols]
+        if name not in [k for k, _ in vcols]:
+            row.append(_cell(param[i], ".4g"))
         for norm in ("max", "l2"):
             if norm in cols:
                 err, order = cols[norm]
                 row += [_cell(err[i], ".3e"), _cell(order[i], ".2f")]
         rows.append(row)
-    fitrow = ["fit"]
-    for norm in ("max", "l2"):
-        if norm in cols:
-            slope, spread, _, _ = _fit(param, cols[norm][0], _attr_float(f.attrs, f"fit_order_{norm}"),
-                                       _attr_float(f.attrs, f"fit_order_{norm}_spread"))
-            fitrow += ["", _slope_text(slope, spread).replace("slope ", "") if slope is not None else "–"]
-    rows.append(fitrow)
+    lead = len(header) - 2 * len(cols)
+    for s in sorted(labels):
+        sel = series == s
+        fitrow = [f"fit ({labels[s]})" if len(labels) > 1 else "fit"] + [""] * (lead - 1)
+        for norm in ("max", "l2"):
+            if norm in cols:
+                stored = fits.get(s)
+                k_st = stored[0 if norm == "max" else 2] if stored else _attr_float(f.attrs, f"fit_order_{norm}")
+                sp_st = stored[1 if norm == "max" else 3] if stored else _attr_float(f.attrs, f"fit_order_{norm}_spread")
+                slope, spread, _, _ = _fit(param[sel], cols[norm][0][sel], k_st, sp_st)
+                fitrow += ["", _slope_text(slope, spread).replace("slope ", "") if slope is not None else "–"]
+        rows.append(fitrow)
     ax = fig.add_subplot()
     ax.axis("off")
     tab = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="center")

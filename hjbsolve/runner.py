@@ -84,6 +84,15 @@ def probe_coefficients(case: Case, model: Model, xg: Grid, yg: Grid | None, max_
         check("a", model.a(Xb, Yb, Ub), u)
         check("sigma", model.sigma(Xb, Yb, Ub), u)
         check("l", model.l(Xb, Yb, Ub), u)
+    if yg is not None:
+        # the fast generator at a few x nodes: ellipticity of tau, monotonicity of the stencil on this y grid
+        from .cell.generator import fast_generator
+        for x in xs[np.unique(np.linspace(0, len(xs) - 1, 3).astype(int))]:
+            xb = np.broadcast_to(x, (len(ys), model.n))
+            try:
+                fast_generator(yg, model.fast_diffusion(xb, ys), drift=np.zeros((len(ys), model.m)))
+            except NumericalError as e:
+                raise _name_the_key(case, e) from None
 
 
 def p_axes(case: Case, model: Model):
@@ -169,10 +178,15 @@ def run_values(case: Case, model: Model, cell, on_result: Callable | None = None
 def run_plain(case: Case, model: Model, on_result: Callable | None = None) -> Result:
     """A plain HJB problem (expr family with m = 0): no fast variable, hence no cell stage; the value
     function V(t, x) in the group ``eps_0`` (``run.eps`` plays no part)."""
+    import warnings
+
     from .value import value_function
     t0 = time.perf_counter()
     xg = slow_grid(case, model)
     r = case.run
+    if any(float(e) != 0.0 for e in r["eps"]):
+        warnings.warn(f"{case.source}: run.eps = {r['eps']} plays no part in a plain problem (m = 0, no fast "
+                      "variable): its value function is the group eps_0", UserWarning, stacklevel=2)
     exact = case.grid["u"]["exact"] and model.controls.points is None
     res = value_function(model, None, eps=0.0, T=case.time["T"], dt=case.time["dt"], xgrid=xg,
                          output_times=r["output_times"], order=r["order"], extrapolation=r["extrapolation"],
@@ -249,7 +263,13 @@ def _name_the_key(case: Case, e: NumericalError) -> NumericalError:
     """'coefficient l is nan at ...' -> '<file>: model.l: coefficient l is nan at ...' (expr formulas are keys)."""
     text = str(e)
     words = text.split()
-    if len(words) > 1 and words[0] == "coefficient" and not text.startswith(case.source):
+    if text.startswith(case.source):
+        return e
+    if len(words) > 1 and words[0] == "coefficient":
         key = f"model.{words[1]}" if case.family == "expr" else "model"
         return NumericalError(f"{case.source}: {key}: {text}")
+    if text.startswith("grid.y:"):
+        return NumericalError(f"{case.source}: {text}")
+    if text.startswith("fast diffusion"):
+        return NumericalError(f"{case.source}: {'model.tau' if case.family == 'expr' else 'model'}: {text}")
     return e

@@ -77,6 +77,7 @@ class StudyResult:
     fits: dict = field(default_factory=dict)   # series -> {"max": (k, spread), "l2": (k, spread)}
     notes: list = field(default_factory=list)
     resolved: np.ndarray | None = None         # runs used in the fits (eps sweeps: error >> discretisation)
+    succ_max: np.ndarray | None = None         # reference 'finest': (max, L2) of V_i - V_{i+1} (next finer run)
 
     def pairwise(self, err) -> np.ndarray:
         out = np.full(len(err), np.nan)
@@ -103,6 +104,9 @@ class StudyResult:
         head = ["run", *keys, *([self.parameter] if show_param else []), "err_max", "order", "err_l2", "order"]
         if self.disc_max is not None:
             head.append("disc_err_max")
+        if self.succ_max is not None:
+            head += ["succ_diff_max", "order"]
+            osd = self.pairwise(self.succ_max[:, 0])
         om, ol = self.pairwise(self.err_max), self.pairwise(self.err_l2)
         rows = []
         for i, r in enumerate(self.runs):
@@ -114,6 +118,9 @@ class StudyResult:
             if self.disc_max is not None:
                 mark = "" if self.resolved is None or self.resolved[i] else " (not resolved)"
                 row.append(f"{self.disc_max[i]:.2e}{mark}")
+            if self.succ_max is not None:
+                d = self.succ_max[i, 0]
+                row += ["" if not np.isfinite(d) else f"{d:.3e}", "" if np.isnan(osd[i]) else f"{osd[i]:.2f}"]
             rows.append(row)
         w = [max(len(h), *(len(r[j]) for r in rows)) for j, h in enumerate(head)]
         lines = ["  ".join(h.rjust(w[j]) for j, h in enumerate(head))]
@@ -147,6 +154,11 @@ class StudyResult:
         if self.disc_max is not None:
             g.variables["disc_err_max"] = V(self.disc_max, ("run",),
                                             {"long_name": "discretisation error |V^eps_h - V^eps| (max)"})
+        if self.succ_max is not None:
+            g.variables["succ_diff_max"] = V(self.succ_max[:, 0], ("run",), {
+                "long_name": "max |V_i - V_(i+1)| against the next finer run of the series (the fits use it)"})
+            g.variables["succ_diff_l2"] = V(self.succ_max[:, 1], ("run",), {
+                "long_name": "L2 |V_i - V_(i+1)| against the next finer run of the series (the fits use it)"})
         for k in (self.runs[0].values if n else []):
             vals = [r.values[k] for r in self.runs]
             if all(isinstance(v, (int, float)) for v in vals):
@@ -467,15 +479,24 @@ def analyse(case: Case, runs: list[Run], vary: list[tuple[str, list]], window: d
             raise HJBError(f"unknown reference {reference!r}: use exact, limit or finest")
         diff = (V - ref)[sl]
         err_max[i], err_l2[i] = _norms(diff, [a[m] for a, m in zip(axes, masks)])
+    succ = None
     if reference == "finest":
-        # the finest run of each series is its own reference: drop it from the fit
-        notes.append("the finest run of each series is the reference (error 0, left out of the fits)")
+        # errors against the finest run are biased (e_i = C h_i^k (1 - (h_f/h_i)^k) steepens the slope); the
+        # differences of successive runs d_i = |V_i - V_{i+1}| ~ C h_i^k (1 - r^-k) have the true slope k
+        notes.append("the finest run of each series is the reference (error 0); the fitted orders use the "
+                     "differences of successive runs (succ_diff_max), which are not biased by the reference")
+        succ = _successive_differences(runs, series, window)
     res = StudyResult(case.name, parameter, reference, runs, param, err_max, err_l2, series, disc, notes=notes)
+    res.succ_max = succ
     resolved = np.ones(len(runs), bool)
     if disc is not None:
         # |V^eps_h - V_h| measures the eps-rate only where it is well above the discretisation error
         resolved = ~(err_max <= RESOLVED_RATIO * disc)
     for s in np.unique(series):
+        if succ is not None:
+            idx = np.flatnonzero((series == s) & np.isfinite(succ[:, 0]) & (succ[:, 0] > 0))
+            res.fits[int(s)] = {"max": fit_order(param[idx], succ[idx, 0]), "l2": fit_order(param[idx], succ[idx, 1])}
+            continue
         idx = np.flatnonzero((series == s) & (err_max > 0))
         use = idx[resolved[idx]]
         dropped = idx[~resolved[idx]]
@@ -494,6 +515,24 @@ def analyse(case: Case, runs: list[Run], vary: list[tuple[str, list]], window: d
         notes.append("the discretisation error of each run is not known here (no closed form): check with a "
                      "grid series (--vary grid=1,2) that |V^eps - V| is well above it, mainly at the smallest eps")
     return res
+
+
+def _successive_differences(runs: list[Run], series: np.ndarray, window: dict) -> np.ndarray:
+    """(len(runs), 2): max and L2 norms of V_i - V_{i+1} on the window at the nodes of run i, where i + 1 is
+    the next finer run of the same series (the finer solution interpolated); NaN for the finest."""
+    out = np.full((len(runs), 2), np.nan)
+    for s in np.unique(series):
+        idx = sorted(np.flatnonzero(series == s), key=lambda j: -runs[j].dx)
+        for a, b in zip(idx[:-1], idx[1:]):
+            Va, xa, ya, _ = _final_value(runs[a].path, runs[a].eps)
+            Vb, xb, yb, _ = _final_value(runs[b].path, runs[b].eps)
+            axes_a, axes_b = xa + (ya or []), xb + (yb or [])
+            same = all(len(p) == len(q) and np.allclose(p, q) for p, q in zip(axes_a, axes_b))
+            ref = Vb if same else _interpolate(Vb, axes_b, axes_a)
+            win = [window["x"]] * len(xa) + ([window["y"]] * len(ya) if ya else [])
+            masks = _window_mask(axes_a, win)
+            out[a] = _norms((Va - ref)[np.ix_(*masks)], [p[m] for p, m in zip(axes_a, masks)])
+    return out
 
 
 def _limit_run(case: Case, r: Run, runs: list[Run], others: list, notes: list):

@@ -407,3 +407,11 @@ def test_too_correlated_noise_for_the_grid_is_refused_with_the_admissible_aspect
     g = Grid.from_box([[-1.0, 1.0], [-4.0, 4.0]], 21)          # h2 = 4 h1: |A12| > A22 h1/h2
     with pytest.raises(NumericalError, match=r"h_2/h_1 lies in \[0.9, 1.11\]"):
         fast_generator(g, A, drift=np.zeros((g.size, 2)))
+
+
+def test_singular_fast_noise_is_refused():
+    from hjbsolve.errors import NumericalError
+
+    g = Grid.from_box([[-1.0, 1.0], [-1.0, 1.0]], 11)
+    with pytest.raises(NumericalError, match="singular.*uniformly elliptic"):
+        fast_generator(g, np.array([[1.0, 1.0], [1.0, 1.0]]), drift=np.zeros((g.size, 2)))

@@ -157,3 +157,28 @@ def test_python_api_value_accessor(tmp_path):
     assert np.abs(v["V"][-1] - ex)[np.abs(v["x"]) <= 2].max() < 1e-12
     with pytest.raises(KeyError, match="eps = 0.1.*eps_0"):
         res.value(0.1)
+
+
+ANISO = """
+name = "aniso"
+family = "expr"
+[model]
+n = 1
+m = 2
+a = "-x + y1"
+b = ["-y1", "-y2"]
+tau = [["1.0", "0.9"], ["0.9", "1.0"]]
+[grid]
+x = { box = [-1.0, 1.0], n = 5 }
+y = { box = [[-6.0, 6.0], [-6.0, 6.0]], n = [41, 45] }
+"""
+
+
+def test_check_refuses_a_y_grid_the_monotone_stencil_cannot_use(tmp_path, capsys):
+    case = tmp_path / "aniso.toml"
+    case.write_text(ANISO)
+    assert main(["check", str(case)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "aniso.toml: grid.y: " in err[0] and "h_1/h_2 lies in" in err[0], err
+    case.write_text(ANISO.replace("n = [41, 45]", "n = 41"))
+    assert main(["check", str(case)]) == 0

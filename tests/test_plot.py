@@ -496,6 +496,31 @@ def test_error_table(study_file):
     assert cells[(5, 0)] == "fit" and cells[(5, 2)] == "2.00 ± 0.00"
 
 
+def test_study_with_two_series_plots_each_series(tmp_path):
+    """--vary eps=.. --vary grid=..: one legend entry, fit line and table fit row per series, labelled by
+    the second key; the table has a column per varied key."""
+    eps = np.array([0.1, 0.1, 0.03, 0.03])
+    grid = np.array([1.0, 2.0, 1.0, 2.0])
+    series = np.array([0, 1, 0, 1])
+    err = np.where(series == 0, 0.2 * eps ** 0.5, 0.3 * eps ** 0.75)
+    g = Group(coords={"run": V(np.arange(4), ("run",))},
+              variables={"param": V(eps, ("run",)), "err_max": V(err, ("run",)), "err_l2": V(err / 2, ("run",)),
+                         "series": V(series, ("run",)), "vary_eps": V(eps, ("run",)), "vary_grid": V(grid, ("run",))},
+              attrs={"study_name": "two", "parameter": "eps", "reference": "limit", "varied": ["eps", "grid"],
+                     "fit_series_0": np.array([0.5, np.nan, 0.5, np.nan]),
+                     "fit_series_1": np.array([0.75, np.nan, 0.75, np.nan])})
+    path = tmp_path / "two.h5"
+    store.write(path, g)
+    texts = labels(plot.plot_file(path, "convergence").axes[0])
+    assert texts == ["grid = 1: max norm, slope 0.50", "grid = 1: l2 norm, slope 0.50",
+                     "grid = 2: max norm, slope 0.75", "grid = 2: l2 norm, slope 0.75"]
+    ax = plot.plot_file(path, "table").axes[0]
+    cells = {k: c.get_text().get_text() for k, c in ax.tables[0].get_celld().items()}
+    assert [cells[(0, c)] for c in range(2)] == ["eps", "grid"]
+    assert cells[(2, 1)] == "2" and cells[(5, 0)] == "fit (grid = 1)" and cells[(6, 0)] == "fit (grid = 2)"
+    assert cells[(6, 3)] == "0.75"
+
+
 # ------------------------------------------------------------------------------------------ periodic
 
 

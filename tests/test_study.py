@@ -114,6 +114,19 @@ def test_finest_reference_interpolates_and_says_so(case, tmp_path):
     assert any("interpolated" in n for n in res.notes)
 
 
+def test_finest_reference_fits_successive_differences(case, tmp_path):
+    """Against the finest run the errors steepen (e_i = C h^k (1 - (h_f/h_i)^k)); the fit uses the differences
+    of successive runs instead, and agrees with the fit against the exact solution."""
+    fin = run_study(case, ["grid=1,2,4"], str(tmp_path / "f"), reference="finest")
+    ex = run_study(case, ["grid=1,2,4"], str(tmp_path / "e"), reference="exact")
+    d = fin.succ_max[:, 0]
+    assert np.isnan(d[-1]) and np.all(d[:-1] > 0)
+    k_fin, k_ex = fin.fits[0]["max"][0], ex.fits[0]["max"][0]
+    naive = fit_order(fin.param[:2], fin.err_max[:2])[0]
+    assert abs(k_fin - k_ex) < 0.25 < abs(naive - k_ex), (k_fin, k_ex, naive)
+    assert "succ_diff_max" in fin.table()
+
+
 def test_dask_local_cluster_matches_local_and_resume_skips(case, tmp_path):
     import distributed          # a test dependency: the dask path must run in CI, not be skipped
     vary = parse_vary(["eps=0.1,0.0"], case.as_dict())

@@ -122,6 +122,11 @@ class Generator:
         return self.grid.size
 
 
+def _one_line(a) -> str:
+    """A small array on one line (error messages are one line)."""
+    return np.array2string(np.asarray(a, float), precision=4, separator=", ", max_line_width=10**6).replace("\n", "")
+
+
 def _as_matrix(diffusion, n: int, m: int) -> np.ndarray:
     """``tau tau^T`` as (n, m, m): accepts (n, m, m), (m, m), a diagonal (n, m) / (m,) or a scalar."""
     a = np.asarray(diffusion, float)
@@ -168,8 +173,15 @@ def fast_generator(grid: Grid, diffusion: np.ndarray, drift: np.ndarray | None =
         bad = np.argwhere(~(diag > 0))[0]
         y = grid.flat_points()[bad[0]]
         raise NumericalError(f"fast diffusion (tau tau^T)_{bad[1] + 1}{bad[1] + 1} = {diag[tuple(bad)]:g} "
-                             f"is not positive at y = {np.array2string(y, precision=4)}: the fast noise must be "
-                             "uniformly elliptic")
+                             f"is not positive at y = {_one_line(y)}: the fast noise must be uniformly elliptic")
+    if m > 1:
+        lam = np.linalg.eigvalsh(0.5 * (A + np.swapaxes(A, 1, 2)))[:, 0]
+        bad = lam <= 1e-12 * np.trace(A, axis1=1, axis2=2)
+        if bad.any():
+            i = int(np.argmax(bad))
+            y = grid.flat_points()[i]
+            raise NumericalError(f"fast diffusion tau tau^T = {_one_line(A[i])} is singular at y = {_one_line(y)} "
+                                 f"(smallest eigenvalue {lam[i]:.3g}): the fast noise must be uniformly elliptic")
     # reduced axis diffusion D_k = A_kk - sum_l |A_kl| h_k / h_l
     D = diag.copy()
     for k in range(m):
@@ -183,10 +195,9 @@ def fast_generator(grid: Grid, diffusion: np.ndarray, drift: np.ndarray | None =
         l = int(np.argmax(np.abs(A[i, k]) * (np.arange(m) != k)))
         lo, hi = abs(A[i, k, l]) / A[i, l, l], A[i, k, k] / abs(A[i, k, l])
         raise NumericalError(
-            f"the fast diffusion tau tau^T at y = {np.array2string(y, precision=4)} is too correlated for the y "
-            f"grid: the monotone stencil needs |A_{k + 1}{l + 1}| <= A_{k + 1}{k + 1} h_{l + 1}/h_{k + 1} "
-            f"(A = {np.array2string(A[i], precision=4)}); choose grid.y so that h_{k + 1}/h_{l + 1} lies in "
-            f"[{lo:.3g}, {hi:.3g}] (now {h[k] / h[l]:.3g})")
+            f"grid.y: the fast diffusion tau tau^T at y = {_one_line(y)} is too correlated for the y grid: the "
+            f"monotone stencil needs |A_{k + 1}{l + 1}| <= A_{k + 1}{k + 1} h_{l + 1}/h_{k + 1} (A = {_one_line(A[i])}); "
+            f"choose grid.y so that h_{k + 1}/h_{l + 1} lies in [{lo:.3g}, {hi:.3g}] (now {h[k] / h[l]:.3g})")
     D = np.maximum(D, 0.0)
 
     use_potential = potential is not None

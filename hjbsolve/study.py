@@ -144,6 +144,8 @@ class StudyResult:
                  "case_text": case_text, "convention": "errors of V(T, .) on the interior window"}
         for s, f in self.fits.items():
             attrs[f"fit_series_{s}"] = np.array([f["max"][0], f["max"][1], f["l2"][0], f["l2"][1]])
+        attrs["fit_layout"] = ("fit_order_* are those of series 0; fit_series_<s> = [order max, spread, order L2, "
+                               "spread] for each series s (variable 'series' gives each run's)")
         g = store.Group(coords={"run": V(np.arange(n), ("run",), {"long_name": "run index"})}, attrs=attrs)
         g.variables["param"] = V(self.param, ("run",), {"long_name": f"abscissa {self.parameter}"})
         g.variables["err_max"] = V(self.err_max, ("run",), {"long_name": f"max-norm error against {self.reference}"})

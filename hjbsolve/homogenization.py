@@ -73,4 +73,12 @@ def ergodic_stage(ham, P: np.ndarray, P_axes: list, tensor: bool, m: int, N: int
         grid_h = out.hbar_grid()
         out.q_axes = q_axes if q_axes is not None else default_q_axes(P_axes, grid_h)
         out.lbar = effective_lagrangian(P_axes, grid_h, out.q_axes)
+    elif m == 1 and len(np.unique(np.asarray(P, float).ravel())) >= 3:
+        # an explicit list of P values in 1-D is a (non-uniform) axis once sorted: the transform needs only
+        # the points (P_i, Hbar(P_i)), through their lower convex hull
+        Pv = np.asarray(P, float).ravel()
+        Pu, first = np.unique(Pv, return_index=True)
+        hb_sorted = np.asarray(hb, float).ravel()[first]
+        out.q_axes = q_axes if q_axes is not None else default_q_axes([Pu], hb_sorted)
+        out.lbar = effective_lagrangian([Pu], hb_sorted, out.q_axes)
     return out

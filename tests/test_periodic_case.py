@@ -90,3 +90,16 @@ def test_periodic_bad_input(tmp_path, capsys, change, needles):
     assert code == 2 and len(err) == 1 and not out.exists()
     for n in needles:
         assert n in err[0], (n, err[0])
+
+
+def test_lbar_for_a_list_of_P_values(tmp_path):
+    """P given as an unsorted list (m = 1): Lbar(q) = max_i {-q P_i - Hbar(P_i)} over the listed values."""
+    text = CASE.replace("P = { box = [-3.0, 3.0], n = 25 }", "P = { values = [2.0, -1.5, 0.0, 3.0, -3.0, 1.0] }")
+    code, out = run(tmp_path, text)
+    assert code == 0
+    g = store.read(out)
+    P = g.variables["P_values"].data[:, 0]
+    hb = g.variables["hbar"].data
+    q = g.coords["q"].data
+    brute = np.max(-q[:, None] * P[None, :] - hb[None, :], axis=1)
+    assert np.abs(g.variables["lbar"].data - brute).max() < 1e-12

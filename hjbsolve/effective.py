@@ -79,7 +79,7 @@ def _hamiltonian_tables(model, xs, ys, mu, pgrid, Pv, has_P, affine, u_nodes, hb
     """Fill hbar (nx, np, nP) and feedback with the sup over u inside the mu_x average, chunk by chunk
     of x nodes (one tabulation and one parallel kernel call a chunk)."""
     nx, ny = mu.shape
-    n, m, k = model.n, model.m, model.k
+    n, k = model.n, model.k
     nu = 1 if affine is not None else len(u_nodes)
     chunk = max(1, CHUNK_VALUES // (ny * nu * max(n, 1)))
     for s0 in progress(range(0, nx, chunk), desc="Hbar tables", unit="chunk"):

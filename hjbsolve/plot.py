@@ -892,7 +892,7 @@ def _plot_value_eps(f, fig, opts):
     colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, max(1, len(withy))))
     for c, (eps, _, g) in zip(colors, withy):
         v = g.variables["V"]
-        xd, yd = _dims_with(v.dims, "x"), _dims_with(v.dims, "y")
+        xd = _dims_with(v.dims, "x")
         xname = xd[0]
         _, T = _final(g, v, opts)
         Ts.add(float(T))

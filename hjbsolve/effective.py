@@ -168,7 +168,7 @@ def cell_stage(model: Model, xgrid: Grid, ygrid: Grid, p_axes: list | None = Non
         ta = time.perf_counter()
         x = xs[i]
         xb = np.broadcast_to(x, (ny, n))
-        gen, pi = fast_law(model, x, ygrid)
+        _, pi = fast_law(model, x, ygrid, generator=False)
         tb = time.perf_counter()
         t_laws += tb - ta
         mu[i] = pi

@@ -142,6 +142,8 @@ def _as_matrix(diffusion, n: int, m: int) -> np.ndarray:
 def _divergence(A: np.ndarray, grid: Grid) -> np.ndarray:
     """``(div A)_l = sum_k d_k A_kl`` at the nodes (second-order differences; zero for constant A)."""
     n, m = grid.size, grid.ndim
+    if np.all(A == A[:1]):                      # constant diffusion (the common case): no correction
+        return np.zeros((n, m))
     Ag = A.reshape(tuple(grid.n) + (m, m))
     div = np.zeros(tuple(grid.n) + (m,))
     for k in range(m):
@@ -210,10 +212,14 @@ def fast_generator(grid: Grid, diffusion: np.ndarray, drift: np.ndarray | None =
     shape = np.asarray(grid.n, np.int64)
     srcs, dsts, coefs, ws = [], [], [], []
     for k in range(m):
-        off = np.zeros(m, np.int64)
-        off[k] = 1
-        i, shift = _edges(shape, off)
-        j = i + shift
+        if m == 1:
+            i = np.arange(n - 1)
+            j = i + 1
+        else:
+            off = np.zeros(m, np.int64)
+            off[k] = 1
+            i, shift = _edges(shape, off)
+            j = i + shift
         Dm = 0.5 * (D[i, k] + D[j, k])
         if use_potential:
             w = -(U[j] - U[i])

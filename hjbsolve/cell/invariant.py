@@ -180,10 +180,11 @@ def check_finite(name: str, values: np.ndarray, x: np.ndarray, y: np.ndarray) ->
                              f"y = {np.round(y[min(j, len(y) - 1)], 6).tolist()}")
 
 
-def fast_law(model, x: np.ndarray, ygrid) -> tuple[Generator, np.ndarray]:
+def fast_law(model, x: np.ndarray, ygrid, generator: bool = True) -> tuple[Generator | None, np.ndarray]:
     """The discrete fast generator Q_x and its invariant law pi_x at the slow point x (the one place where
     the cell stage and the value stage build them). Uses the model's potential when it has one (gradient
-    drift, constant diffusion: exact discrete Gibbs law), else its drift b."""
+    drift, constant diffusion: exact discrete Gibbs law), else its drift b. ``generator=False``: the law
+    only (with a potential the generator is then not assembled at all; None is returned in its place)."""
     ys = ygrid.flat_points()
     xb = np.broadcast_to(np.asarray(x, float), (len(ys), model.n))
     A = model.fast_diffusion(xb, ys)
@@ -191,6 +192,8 @@ def fast_law(model, x: np.ndarray, ygrid) -> tuple[Generator, np.ndarray]:
     if model.potential is not None:
         U = model.potential(xb, ys)
         check_finite("potential", U, x, ys)
+        if not generator:
+            return None, _normalise_log(-np.asarray(U, float).ravel())
         gen = fast_generator(ygrid, A, potential=U)
         return gen, invariant_measure(gen, potential=U)
     b = model.b(xb, ys)

@@ -24,14 +24,15 @@ def default_case_path() -> Path:
     return Path(str(resources.files("hjbsolve") / "cases" / DEFAULT_CASE))
 
 
-def _common(p: argparse.ArgumentParser, case: bool = True, optional_case: bool = False, output: bool = True):
+def _common(p: argparse.ArgumentParser, case: bool = True, optional_case: bool = False, output: bool = True,
+            output_help: str = "output file (default: run.output or results/<case-name>.h5)"):
     if case:
         p.add_argument("case", nargs="?" if optional_case else None,
                        help="case file (TOML)" + (f"; default: the packaged {DEFAULT_CASE}" if optional_case else ""))
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a case key, dotted for tables (e.g. --set model.gamma=0.3); repeatable")
     if output:
-        p.add_argument("-o", "--output", help="output file (default: run.output or results/<case-name>.h5)")
+        p.add_argument("-o", "--output", help=output_help)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings and errors only")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv for debug)")
 
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a case and write its HDF5 result")
     _common(p, optional_case=True)
     p = sub.add_parser("cell", help="run the cell stage only (invariant laws, Hbar tables)")
-    _common(p)
+    _common(p, output_help="output file (default: run.output or results/<case-name>.h5 with .cell before the "
+                           "suffix, so that a full run's file is not replaced; periodic cases: the case's output)")
     p = sub.add_parser("check", help="validate a case without running it")
     p.add_argument("case", nargs="?", help="case file (TOML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -64,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convergence in law instead of value errors: E phi(X^eps_T) - E phi(Xbar_T) by Monte Carlo "
                         "under the computed feedback, for phi = x, x^2, tanh(x) (needs --vary eps=...)")
     p.add_argument("--paths", type=int, default=10000, help="--law: Monte Carlo paths per eps (default 10000)")
-    p.add_argument("--x0", type=float, nargs="+", help="--law: start of the slow state (default: centre of the box)")
+    p.add_argument("--x0", type=float, nargs="+", help="--law: start of the slow state (default: three quarters "
+                   "across the box on every axis)")
     p = sub.add_parser("plot", help="plot a stored result, study or cell-problem file")
     p.add_argument("file")
     p.add_argument("--what", metavar="KIND", help="what to plot (default: the file's main quantity); --list shows the kinds")
@@ -80,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--paths", type=int, default=10000, help="number of paths (default 10000)")
     p.add_argument("--ds", type=float, help="time step (default min(T/200, eps/10))")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same paths")
-    p.add_argument("--x0", type=float, nargs="+", help="start of the slow state (default: centre of the box)")
+    p.add_argument("--x0", type=float, nargs="+", help="start of the slow state (default: three quarters across "
+                   "the box on every axis)")
     p.add_argument("--y0", type=float, nargs="+", help="start of the fast state (default: <y>_x0)")
     p.add_argument("--feedback", choices=("optimal", "reference"), default="optimal",
                    help="optimal feedback from V, or the reference control u_ref")
@@ -182,6 +186,10 @@ def cmd_run(args, cell_only: bool = False) -> int:
     from .runner import run, run_cell
     case = _load(args)
     out = args.output or case.output
+    if cell_only and not args.output and case.family != "periodic":
+        # the cell stage alone must not replace a full run's file: results/x.h5 -> results/x.cell.h5
+        p = Path(out)
+        out = str(p.with_name(p.stem + ".cell" + (p.suffix or ".h5")))
     store.check_writable(out)
     partial = partial_path(out)
     t0 = time.perf_counter()

@@ -128,8 +128,10 @@ class StudyResult:
         labels = self.series_labels()
         for s, f in self.fits.items():
             lab = f" (series {s}: {labels[s]})" if len(self.fits) > 1 else ""
-            lines.append(f"fitted order{lab}: max norm {f['max'][0]:.3f} ± {f['max'][1]:.3f}, "
-                         f"L2 {f['l2'][0]:.3f} ± {f['l2'][1]:.3f}   (error ~ {self.parameter}^k)")
+            def pm(k, sd):
+                return f"{k:.3f}" + (f" ± {sd:.3f}" if np.isfinite(sd) else " (2 points: no spread)")
+            lines.append(f"fitted order{lab}: max norm {pm(*f['max'])}, L2 {pm(*f['l2'])}   "
+                         f"(error ~ {self.parameter}^k)")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -503,13 +505,15 @@ def analyse(case: Case, runs: list[Run], vary: list[tuple[str, list]], window: d
         use = idx[resolved[idx]]
         dropped = idx[~resolved[idx]]
         if len(dropped) and len(use) >= 2:
-            notes.append(f"runs {', '.join(str(runs[j].index) for j in dropped)} left out of the fit"
+            notes.append(f"{'runs' if len(dropped) > 1 else 'run'} {', '.join(str(runs[j].index) for j in dropped)} "
+                         "left out of the fit"
                          f"{' of series ' + str(int(s)) if len(np.unique(series)) > 1 else ''}: their error is "
                          f"within {RESOLVED_RATIO:g}x the discretisation error (disc_err_max), so it does not "
                          "measure the eps-rate; refine the grid to use them")
             idx = use
         elif len(dropped):
-            notes.append(f"runs {', '.join(str(runs[j].index) for j in dropped)}: error within {RESOLVED_RATIO:g}x "
+            notes.append(f"{'runs' if len(dropped) > 1 else 'run'} {', '.join(str(runs[j].index) for j in dropped)}: "
+                         f"error within {RESOLVED_RATIO:g}x "
                          "the discretisation error; the fitted order is not reliable: refine the grid")
         res.fits[int(s)] = {"max": fit_order(param[idx], err_max[idx]), "l2": fit_order(param[idx], err_l2[idx])}
     res.resolved = resolved

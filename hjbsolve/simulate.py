@@ -528,6 +528,10 @@ def _make_kernel(n, m):
 # coefficient tables
 
 
+#: effective dynamics: coefficient entries per chunk of x nodes (bounds the memory)
+CHUNK_ENTRIES = 2e7
+
+
 @dataclass
 class Dynamics:
     """What the path kernel reads: coefficient tables on a grid, the feedback, the terminal cost.
@@ -609,9 +613,9 @@ def _control_kind(model: Model, feedback: str, exact: bool) -> int:
     return MODE_AFFINE if (exact and model.affine is not None) else MODE_GRID
 
 
-def _coefficients(model: Model, xgrid: Grid, ygrid: Grid, kind: int, u_nodes: np.ndarray):
-    """Coefficient arrays on the tensor nodes, leading axes (Nx, Ny)."""
-    xs = xgrid.flat_points()
+def _coefficients(model: Model, xgrid: Grid, ygrid: Grid, kind: int, u_nodes: np.ndarray, xs=None):
+    """Coefficient arrays on the tensor nodes, leading axes (Nx, Ny) (``xs``: a subset of the x nodes)."""
+    xs = xgrid.flat_points() if xs is None else xs
     ys = ygrid.flat_points()
     Nx, Ny, n, m, k = len(xs), len(ys), model.n, model.m, model.k
     X, Y = xs[:, None, :], ys[None, :, :]
@@ -791,23 +795,33 @@ def effective_dynamics(model: Model, xgrid: Grid, ygrid: Grid, mu: np.ndarray, T
     kind = _control_kind(model, feedback, exact)
     u_nodes = np.asarray(model.controls.nodes() if u_nodes is None else u_nodes, float).reshape(-1, max(model.k, 1))
     u_nodes = u_nodes if model.k else np.zeros((1, 0))
-    co = _coefficients(model, xgrid, ygrid, kind, u_nodes)
     n, k = model.n, model.k
-    mu = np.asarray(mu, float).reshape(xgrid.size, ygrid.size)
-    Nx = xgrid.size
-
-    def avg(arr):
-        return np.einsum("ij,ij...->i...", mu, arr)
-
-    def sbar_of(S):
-        return _sqrtm_psd(avg(np.einsum("...ij,...kj->...ik", S, S))).reshape(Nx, n * n)
-
-    rows = []
+    mu_all = np.asarray(mu, float).reshape(xgrid.size, ygrid.size)
+    Nx_all, Ny = xgrid.size, ygrid.size
+    xs_all = xgrid.flat_points()
+    t_tab = _time_table(value) if kind in (MODE_AFFINE, MODE_GRID) and value is not None else np.zeros(1)
+    G_all = None
     if kind in (MODE_AFFINE, MODE_GRID):
         if value is None:
             raise ValueError("the optimal extended feedback needs the eps = 0 value function (dense output times)")
-        t_tab = _time_table(value)
-        G = value_gradient(value, xgrid).reshape(len(t_tab), Nx, n)
+        G_all = value_gradient(value, xgrid).reshape(len(t_tab), Nx_all, n)
+    # the coefficients live on (x, y[, u]): work in chunks of x nodes so that memory stays bounded
+    width = Ny * max(1, len(u_nodes) if kind == MODE_GRID else 1) * (n * n + n * max(k, 1) + n + 2)
+    chunk = max(1, int(CHUNK_ENTRIES // max(1, width)))
+    blocks = []
+    for s0 in range(0, Nx_all, chunk):
+        sl = slice(s0, min(s0 + chunk, Nx_all))
+        co = _coefficients(model, xgrid, ygrid, kind, u_nodes, xs=xs_all[sl])
+        mu = mu_all[sl]
+        Nx = mu.shape[0]
+
+        def avg(arr):
+            return np.einsum("ij,ij...->i...", mu, arr)
+
+        def sbar_of(S):
+            return _sqrtm_psd(avg(np.einsum("...ij,...kj->...ik", S, S))).reshape(Nx, n * n)
+
+        rows = []
         if kind == MODE_AFFINE:
             aff = model.affine
             c = float(aff.c)
@@ -816,7 +830,7 @@ def effective_dynamics(model: Model, xgrid: Grid, ygrid: Grid, mu: np.ndarray, T
             a0, B, l0 = np.asarray(co["a0"]), np.asarray(co["B"]), np.asarray(co["l0"])
             sb = sbar_of(np.asarray(co["S"]))
             for it in range(len(t_tab)):
-                q = np.einsum("ijnk,in->ijk", B, G[it])
+                q = np.einsum("ijnk,in->ijk", B, G_all[it, sl])
                 if c > 0:
                     u = uref - q / c
                 else:
@@ -825,24 +839,27 @@ def effective_dynamics(model: Model, xgrid: Grid, ygrid: Grid, mu: np.ndarray, T
                 a = a0 + np.einsum("ijnk,ijk->ijn", B, u)
                 ell = l0 + 0.5 * c * np.sum((u - uref) ** 2, axis=-1)
                 rows.append(np.concatenate([avg(a), avg(ell)[:, None], sb], axis=1))
-        else:
+        elif kind == MODE_GRID:
             A, L, S = np.asarray(co["A"]), np.asarray(co["L"]), np.asarray(co["S"])
             for it in range(len(t_tab)):
-                h = -np.einsum("ijun,in->iju", A, G[it]) - L
+                h = -np.einsum("ijun,in->iju", A, G_all[it, sl]) - L
                 jb = np.argmax(h, axis=2)
                 a = np.take_along_axis(A, jb[..., None, None], axis=2)[:, :, 0]
                 ell = np.take_along_axis(L, jb[..., None], axis=2)[:, :, 0]
                 Sj = np.take_along_axis(S, jb[..., None, None, None], axis=2)[:, :, 0]
                 rows.append(np.concatenate([avg(a), avg(ell)[:, None], sbar_of(Sj)], axis=1))
+        else:
+            rows.append(np.concatenate([avg(np.asarray(co["a"])), avg(np.asarray(co["l"]))[:, None],
+                                        sbar_of(np.asarray(co["S"]))], axis=1))
+        blocks.append(np.stack(rows, axis=1))
+    if kind in (MODE_AFFINE, MODE_GRID):
         source = (f"V effective value stage (eps = 0), {len(t_tab)} output times, dt = "
                   f"{value.attrs.get('dt', np.nan):g}; extended feedback averaged with mu_x")
     else:
-        t_tab = np.zeros(1)
-        rows.append(np.concatenate([avg(np.asarray(co["a"])), avg(np.asarray(co["l"]))[:, None],
-                                    sbar_of(np.asarray(co["S"]))], axis=1))
         source = "uncontrolled (averaged drift abar)" if k == 0 else \
             f"reference control u = {_u_ref(model).tolist()} (averaged with mu_x)"
-    dyn3 = np.stack(rows, axis=1)                                  # (Nx, nt, n + 1 + n*n)
+    mu, Nx = mu_all, Nx_all
+    dyn3 = np.concatenate(blocks, axis=0)                          # (Nx, nt, n + 1 + n*n)
     has_sig = bool(np.any(dyn3[..., n + 1:] != 0))
     dyn = np.ascontiguousarray(dyn3.reshape(Nx, -1))
     ys = ygrid.flat_points()

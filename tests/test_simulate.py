@@ -212,3 +212,15 @@ def test_simulate_case_file_uncontrolled(tmp_path):
     s = g.coords["s"].data
     assert np.allclose(g.variables["X_mean"].data[:, 0], np.exp(-s / 2), atol=2e-3)
     assert g.attrs["feedback_source"].startswith("uncontrolled")
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_effective_tables_do_not_depend_on_the_chunking(monkeypatch, exact):
+    """The effective system's tables are built over chunks of x nodes (bounded memory): one node per chunk
+    gives the same tables as one chunk."""
+    case = load_case({"name": "lq_chunks", "family": "lq", "model": dict(LQ, u_box=[-4.0, 4.0]),
+                      "grid": {"x": {"box": [-3.0, 3.0], "n": 31}, "y": {"n": 21}, "u": {"n": 9, "exact": exact}},
+                      "time": {"T": 0.5, "dt": 0.05}, "run": {"eps": [0.0]}})
+    whole = S.prepare(case, 0.0).dyn
+    monkeypatch.setattr(S, "CHUNK_ENTRIES", 1)
+    np.testing.assert_array_equal(S.prepare(case, 0.0).dyn, whole)

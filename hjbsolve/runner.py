@@ -53,9 +53,8 @@ def probe_coefficients(case: Case, model: Model, xg: Grid, yg: Grid | None, max_
     from .errors import CaseError
     xs = xg.flat_points()
     ys = yg.flat_points() if yg is not None else np.zeros((1, 0))
-    step_x = max(1, int(np.ceil(len(xs) * len(ys) / max_points / max(1, len(ys)))))
-    step_y = max(1, int(np.ceil(len(ys) / max(1, max_points // max(1, len(xs[::step_x]))))))
-    X, Y = xs[::step_x], ys[::step_y]
+    step = max(1, int(np.ceil(np.sqrt(len(xs) * len(ys) / max_points))))     # the same stride on x and y
+    X, Y = xs[::step], ys[::step]
     # include the box corners and the last nodes, where growth makes trouble
     X = np.concatenate([X, xs[-1:]]) if len(xs) > 1 else X
     Y = np.concatenate([Y, ys[-1:]]) if len(ys) > 1 else Y

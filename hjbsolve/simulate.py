@@ -164,6 +164,19 @@ def _next_double(s):
     return (_next_u64(s) >> uint64(11)) * (1.0 / 9007199254740992.0)
 
 
+@njit(cache=True, inline="always")
+def _ziggurat_candidate(r):
+    """Split a 64-bit draw into the ziggurat layer idx (8 bits), a sign bit and 52 bits rabs; return
+    (idx, the candidate x = ±rabs * w_idx, rabs)."""
+    idx = np.int64(r & uint64(0xFF))
+    r = r >> uint64(8)
+    rabs = (r >> uint64(1)) & _MASK52
+    x = rabs * _ZWI[idx]
+    if r & uint64(1):
+        x = -x
+    return idx, x, rabs
+
+
 @njit(cache=True)
 def _normal_slow(s, idx, x, rabs):
     """The ziggurat's rare branches (base strip tail, wedges), then fresh draws until one is accepted."""
@@ -177,13 +190,7 @@ def _normal_slow(s, idx, x, rabs):
         elif (_ZFI[idx - 1] - _ZFI[idx]) * _next_double(s) + _ZFI[idx] < math.exp(-0.5 * x * x):
             return x
         r = _next_u64(s)
-        idx = np.int64(r & uint64(0xFF))
-        r = r >> uint64(8)
-        sign = r & uint64(1)
-        rabs = (r >> uint64(1)) & _MASK52
-        x = rabs * _ZWI[idx]
-        if sign:
-            x = -x
+        idx, x, rabs = _ziggurat_candidate(r)
         if rabs < _ZKI[idx]:
             return x
 
@@ -192,13 +199,7 @@ def _normal_slow(s, idx, x, rabs):
 def _normal_row(S, w):
     """:func:`_normal` from the stream in row w of the (W, 4) state array S (the same deviates)."""
     r = _next_u64_row(S, w)
-    idx = np.int64(r & uint64(0xFF))
-    r = r >> uint64(8)
-    sign = r & uint64(1)
-    rabs = (r >> uint64(1)) & _MASK52
-    x = rabs * _ZWI[idx]
-    if sign:
-        x = -x
+    idx, x, rabs = _ziggurat_candidate(r)
     if rabs < _ZKI[idx]:
         return x
     return _normal_slow(S[w], idx, x, rabs)
@@ -209,13 +210,7 @@ def _normal(s):
     """A standard normal deviate: the 256-layer ziggurat (NumPy's algorithm); the fast path (about 99% of
     the draws) inline, the rest in :func:`_normal_slow`."""
     r = _next_u64(s)
-    idx = np.int64(r & uint64(0xFF))
-    r = r >> uint64(8)
-    sign = r & uint64(1)
-    rabs = (r >> uint64(1)) & _MASK52
-    x = rabs * _ZWI[idx]
-    if sign:
-        x = -x
+    idx, x, rabs = _ziggurat_candidate(r)
     if rabs < _ZKI[idx]:
         return x
     return _normal_slow(s, idx, x, rabs)

@@ -95,6 +95,19 @@ def plain_c_step(flags=("-O3", "-march=native")):
     return step, f"{os.path.basename(cc)} {' '.join(flags)}"
 
 
+def time_on_threads(run, repeat):
+    """(warm-up time of the first call, {threads: best time}) for 1 and 2 numba threads."""
+    t0 = time.perf_counter()
+    run()
+    warm = time.perf_counter() - t0
+    res = {}
+    for nt in (1, 2):
+        numba.set_num_threads(nt)
+        res[nt] = best_time(run, repeat)
+    numba.set_num_threads(2)
+    return warm, res
+
+
 def bench_tab2d(n, nc, repeat, c_step=None):
     rng = np.random.default_rng(0)
     x0 = np.array([-2.0, -2.0])
@@ -116,14 +129,7 @@ def bench_tab2d(n, nc, repeat, c_step=None):
     def run():
         K.step_tab_2d(Vf, C, disp_cells, noise, 0, False, out, arg)
 
-    t0 = time.perf_counter()
-    run()
-    warm = time.perf_counter() - t0
-    res = {}
-    for nt in (1, 2):
-        numba.set_num_threads(nt)
-        res[nt] = best_time(run, repeat)
-    numba.set_num_threads(2)
+    warm, res = time_on_threads(run, repeat)
     t_np = best_time(lambda: reference.step_tab_2d(Vf, C, disp_cells, noise, 0, False), max(1, repeat // 3))
     ref, ref_arg = reference.step_tab_2d(Vf, C, disp_cells, noise, 0, False)
     run()
@@ -161,14 +167,7 @@ def bench_aff2d(n, nu, repeat):
     def run():
         K.step_aff_2d(F, c0, base, bet, noise, False, Cm, dt, uref, unodes, du, lo, hi, x0, h, 0, 0, out, us)
 
-    t0 = time.perf_counter()
-    run()
-    warm = time.perf_counter() - t0
-    res = {}
-    for nt in (1, 2):
-        numba.set_num_threads(nt)
-        res[nt] = best_time(run, repeat)
-    numba.set_num_threads(2)
+    warm, res = time_on_threads(run, repeat)
     return warm, res, n * n * len(unodes)
 
 

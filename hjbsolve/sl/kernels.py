@@ -46,6 +46,14 @@ GOLDEN = 0.6180339887498949
 
 
 @njit(cache=True, inline="always")
+def _task_block(task, nb, N):
+    """Work item ``task`` of a prange over (batch row, block of BLOCK slow nodes), nb blocks per row:
+    (row j, first node i0, end i1)."""
+    i0 = (task % nb) * BLOCK
+    return task // nb, i0, min(i0 + BLOCK, N)
+
+
+@njit(cache=True, inline="always")
 def celli(t, N, mode):
     """Cell index m in [0, N-2] and local coordinate of the index-space position t = (xi - x0)/h
     (theta outside [0, 1] extrapolates linearly; mode 1 clamps t onto [0, N-1] first)."""
@@ -104,9 +112,7 @@ def step_tab_1d(V, C, disp, noise, mode, has_noise, out, arg):
     ncs = noise.shape[1]
     nb = (N + BLOCK - 1) // BLOCK
     for task in prange(J * nb):
-        j = task // nb
-        i0 = (task % nb) * BLOCK
-        i1 = min(i0 + BLOCK, N)
+        j, i0, i1 = _task_block(task, nb, N)
         Vj = V[j]
         o = out[j]
         ag = arg[j]
@@ -378,9 +384,7 @@ def step_aff_1d(F, c0, alpha, beta, eta, dtc, uref, ulo, uhi, x0, h, mode, out, 
     J, N = F.shape
     nb = (N + BLOCK - 1) // BLOCK
     for task in prange(J * nb):
-        j = task // nb
-        i0 = (task % nb) * BLOCK
-        i1 = min(i0 + BLOCK, N)
+        j, i0, i1 = _task_block(task, nb, N)
         Fj = F[j]
         smin = np.inf
         smax = -np.inf

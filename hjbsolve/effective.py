@@ -1,4 +1,4 @@
-"""The linear cell stage: invariant laws mu_x and the effective quantities (MATH.md §3).
+"""The linear cell stage: invariant laws mu_x and the effective quantities (docs/mathematics.md §3).
 
 For every node x of the slow grid:
 

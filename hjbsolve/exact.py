@@ -1,4 +1,4 @@
-"""Closed-form (Riccati) solutions used as references by studies and tests (MATH.md §4).
+"""Closed-form (Riccati) solutions used as references by studies and tests (docs/mathematics.md §4).
 
 LQ two-scale family, sup convention, t = time remaining, u unconstrained (a box that the optimal
 feedback does not reach on the region of interest changes nothing there):
@@ -11,7 +11,7 @@ feedback does not reach on the region of interest changes nothing there):
 Derivation: insert the quadratic ansatz into
 ``V_t = (a11 x + a12 y) V_x - b^2 V_x^2/(2r) + sigma^2 V_xx + q x^2/2 + s y^2/2 + (1/eps)[(a21 x + a22 y) V_y + tau^2 V_yy]``.
 
-The limit (MATH.md §4, checked): ``V(t, x) = Pbar x^2/2 + Sbar`` with ``abar = a11 - a12 a21/a22``,
+The limit (docs/mathematics.md §4, checked): ``V(t, x) = Pbar x^2/2 + Sbar`` with ``abar = a11 - a12 a21/a22``,
 ``qbar = q + s (a21/a22)^2``, ``Pbar' = 2 abar Pbar - (b^2/r) Pbar^2 + qbar``, ``Pbar(0) = g0``,
 ``Sbar' = sigma^2 Pbar + s tau^2/(-2 a22)``, ``Sbar(0) = 0``: from
 ``Hbar(x, p) = -(a11 x + a12 <y>_x) p + b^2 p^2/(2r) - sigma^2 P - q x^2/2 - s(<y>_x^2 + Var)/2``,

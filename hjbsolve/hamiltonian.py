@@ -1,6 +1,6 @@
 """The Hamiltonian averaged against a discrete invariant law, with the sup over u inside the average.
 
-MATH.md §2-3, sup convention:
+docs/mathematics.md §2-3, sup convention:
 
     H(x, y, p, P) = sup_u { -a(x, y, u).p - tr(sigma sigma^T(x, y, u) P) - l(x, y, u) }
     Hbar(x, p, P) = sum_j pi_j H(x, y_j, p, P)          (pi = discrete mu_x)

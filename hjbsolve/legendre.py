@@ -1,6 +1,6 @@
 """Discrete Legendre-Fenchel transforms and the effective Lagrangian.
 
-Convention (MATH.md, sup convention): ``Hbar(x, p) = sup_q { -q.p - Lbar(x, q) }``, q the averaged
+Convention (docs/mathematics.md, sup convention): ``Hbar(x, p) = sup_q { -q.p - Lbar(x, q) }``, q the averaged
 velocity ``abar``. For convex, lower semicontinuous Lbar this inverts to
 
     Lbar(x, q) = sup_p { -q.p - Hbar(x, p) } = Hbar(x, .)^*(-q).

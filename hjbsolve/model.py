@@ -1,4 +1,4 @@
-"""The two-scale control model (MATH.md §2) as vectorised coefficient functions.
+"""The two-scale control model (docs/mathematics.md §2) as vectorised coefficient functions.
 
     dX = a(X, Y, u) ds + sqrt(2) sigma(X, Y, u) dW          (slow, controlled)
     dY = (1/eps) b(X, Y) ds + sqrt(2/eps) tau(X, Y) dW       (fast)

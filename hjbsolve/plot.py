@@ -4,7 +4,7 @@
     available_kinds(path) -> list[str]      the kinds the file at ``path`` supports
     plot_file(path, what=None, output=None, **options) -> matplotlib.figure.Figure
 
-Conventions shown on the axes are the package's (MATH.md): the Hamiltonian is the *sup* convention
+Conventions shown on the axes are the package's (docs/mathematics.md): the Hamiltonian is the *sup* convention
 ``H = sup_u {-a.p - tr(sigma sigma^T P) - l}``, ``p = D_x V``, ``t`` is the time *remaining* and V is the
 inf of the expected cost.
 

@@ -1,4 +1,4 @@
-"""Monte Carlo of the controlled two-scale system and of its effective limit (MATH.md §2-3).
+"""Monte Carlo of the controlled two-scale system and of its effective limit (docs/mathematics.md §2-3).
 
 Convention: ``s`` is the time *elapsed* along a path, ``s in [0, T]``; the value function's argument is the
 time *remaining* ``t = T - s`` (package convention, sup convention for the Hamiltonian).
@@ -24,7 +24,7 @@ Effective system (eps = 0)::
     Xbar_{j+1} = Xbar_j + ds abar(s_j, Xbar_j) + sqrt(2 ds) sbar(s_j, Xbar_j) xi_j,     J = sum_j ds lbar + gbar(Xbar_N)
     abar(s, x) = sum_i mu_x(y_i) a(x, y_i, alpha(y_i)),  alpha(y) = argmax_u { -a(x, y, u).D_xV(T - s, x) - l(x, y, u) }
 
-(the extended feedback of MATH.md §3: a function of the fast state, averaged against the invariant law mu_x);
+(the extended feedback of docs/mathematics.md §3: a function of the fast state, averaged against the invariant law mu_x);
 likewise ``lbar``, and ``sbar sbar^T = sum_i mu_x(y_i) sigma sigma^T``. These averages are tabulated at the x
 nodes and every output time of the eps = 0 value function, then interpolated.
 
@@ -1347,7 +1347,7 @@ def linear_moments(A, Dm, m0, C0, times) -> tuple[np.ndarray, np.ndarray]:
 
 
 def entropy_sgd_linear(a: float, gamma: float, beta: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """(A, Dm) of Chaudhari's system on the quadratic loss f = a y^2/2 (MATH.md §1, d = 1, uncontrolled):
+    """(A, Dm) of Chaudhari's system on the quadratic loss f = a y^2/2 (docs/mathematics.md §1, d = 1, uncontrolled):
     ``dx = -(x - y)/gamma ds``, ``dy = -(1/eps)[a y + (y - x)/gamma] ds + sqrt(2/(beta eps)) dW``."""
     A = np.array([[-1.0 / gamma, 1.0 / gamma], [1.0 / (eps * gamma), -(a + 1.0 / gamma) / eps]])
     Dm = np.diag([0.0, 1.0 / (beta * eps)])

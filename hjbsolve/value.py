@@ -1,6 +1,6 @@
 """Value functions V^eps(t, x, y) and V(t, x) by monotone semi-Lagrangian (SL) schemes.
 
-Convention (MATH.md, sup convention): t is the time *remaining*, V is the inf of the expected cost,
+Convention (docs/mathematics.md, sup convention): t is the time *remaining*, V is the inf of the expected cost,
 
     ∂_t V^eps + H(x, y, D_x V, D_xx V) - (1/eps) L^x V = 0,   V^eps(0) = g        (eps > 0)
     ∂_t V + Hbar(x, D V, D² V) = 0,                           V(0) = gbar          (eps = 0)

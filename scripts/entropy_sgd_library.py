@@ -4,7 +4,7 @@ For every uncontrolled case and a few starting points (x0, and the replica y0 = 
 
     GD          dx = -grad f(x) ds                                     (plain gradient descent)
     Langevin    dx = -grad f(x) ds + sqrt(2/beta) dW                   (SGLD at the case's temperature)
-    ESGD eps    the two-scale system of MATH.md §1 (hjbsolve.simulate, Euler-Maruyama, 'auto' fast resolution)
+    ESGD eps    the two-scale system of docs/mathematics.md §1 (hjbsolve.simulate, Euler-Maruyama, 'auto' fast resolution)
     limit       the limit flow dx = -grad f_gamma(x) ds = abar(x) ds   (the effective system, eps = 0)
 
 over the case's horizon T, and classifies each end point by the minimum of f that gradient descent from it

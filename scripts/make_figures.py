@@ -5,7 +5,7 @@
 
 Each figure is produced by the package's own stages, studies and plot kinds, from the cases in cases/:
   cos       Hbar(P) of the periodic cell problem |P + chi'|^2/2 + cos(2 pi y) = Hbar (nu = 0) against
-            the exact formula of MATH.md §4, with the max error printed
+            the exact formula of docs/mathematics.md §4, with the max error printed
   lq_eps    V^eps -> V on the LQ family: |V^eps - V| (eps-rate, fitted) and the discretisation error
             |V^eps_h - V^eps| from the Riccati solution, which must be >= 10x smaller at every eps
   lq_grid   grid convergence of the effective (eps = 0) solver against the Riccati solution
@@ -50,7 +50,7 @@ def fig_cos():
         F = lambda H: integrate.quad(lambda y: np.sqrt(2 * (H - V(y))), 0, 1, epsabs=1e-14, limit=200)[0] - abs(p)
         return optimize.brentq(F, 1.0, 1.0 + p * p, xtol=1e-15)
     ex = np.array([exact(p) for p in P])
-    g.variables["hbar_exact"] = store.Variable(ex, ("P",), {"long_name": "exact Hbar(P) (MATH.md §4)"})
+    g.variables["hbar_exact"] = store.Variable(ex, ("P",), {"long_name": "exact Hbar(P) (docs/mathematics.md §4)"})
     path = WORK / "periodic_cos.h5"
     store.write(path, g)
     plot_file(path, "hbar", DOCS / "periodic_cos_hbar.png")

@@ -1,4 +1,4 @@
-"""Cell stage: generator properties, invariant laws and averages against closed forms (MATH.md §4)."""
+"""Cell stage: generator properties, invariant laws and averages against closed forms (docs/mathematics.md §4)."""
 
 import warnings
 

@@ -1,4 +1,4 @@
-"""The periodic family end to end: case -> cell problems -> file, against MATH.md §4, and bad input."""
+"""The periodic family end to end: case -> cell problems -> file, against docs/mathematics.md §4, and bad input."""
 
 import numpy as np
 import pytest

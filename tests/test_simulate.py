@@ -51,7 +51,7 @@ def test_normal_deviates():
 
 
 def test_linear_system_mean_and_covariance():
-    """Chaudhari's system on f = a y^2/2: (X, Y) is Gaussian, m' = A m, C' = AC + CA^T + 2D (MATH.md §1)."""
+    """Chaudhari's system on f = a y^2/2: (X, Y) is Gaussian, m' = A m, C' = AC + CA^T + 2D (docs/mathematics.md §1)."""
     a, gamma, beta, eps = 1.0, 1.0, 2.0, 0.1
     case = esgd_case(quadratic_a=a, gamma=gamma, beta=beta)
     dyn = S.prepare(case, eps)

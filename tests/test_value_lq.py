@@ -9,7 +9,7 @@ V^eps(t, x, y) = [x y] M(t) [x y]^T / 2 + c(t) with (derived here, sup conventio
  + (1/eps)[(a21 x + a22 y) V_y + tau^2 V_yy]). The limit V = Pbar x^2/2 + Sbar: Hbar averages
  H = -(a11 x + a12 y) p + b^2 p^2/(2r) - q x^2/2 - s y^2/2 - sigma^2 P against N(-a21 x/a22, tau^2/(-a22));
  the optimal control -b p/r does not depend on y, and E[y^2] = (a21 x/a22)^2 + tau^2/(-a22) gives
- abar = a11 - a12 a21/a22, qbar = q + s (a21/a22)^2 and the constant s tau^2/(-2 a22): the MATH.md lines.
+ abar = a11 - a12 a21/a22, qbar = q + s (a21/a22)^2 and the constant s tau^2/(-2 a22): the docs/mathematics.md lines.
 """
 
 import numpy as np
@@ -43,7 +43,7 @@ def riccati(eps, t, p=PARAMS):
 
 
 def limit(t, p=PARAMS):
-    """MATH.md: Pbar' = 2 abar Pbar - (b^2/r) Pbar^2 + qbar, Sbar' = sigma^2 Pbar + s tau^2/(-2 a22)."""
+    """docs/mathematics.md: Pbar' = 2 abar Pbar - (b^2/r) Pbar^2 + qbar, Sbar' = sigma^2 Pbar + s tau^2/(-2 a22)."""
     a11, a12, a21, a22, b, sig, tau, r, q, s, g0 = (p[k] for k in "a11 a12 a21 a22 b sigma tau r q s g0".split())
     ab = a11 - a12 * a21 / a22
     qb = q + s * (a21 / a22) ** 2
@@ -77,7 +77,7 @@ def eps_error(res, eps):
 
 
 def test_math_md_limit_lines_are_right():
-    """The MATH.md Pbar/Sbar ODEs are the eps -> 0 limit of the Riccati system (M11 -> Pbar, c -> Sbar)."""
+    """The docs/mathematics.md Pbar/Sbar ODEs are the eps -> 0 limit of the Riccati system (M11 -> Pbar, c -> Sbar)."""
     Pb, Sb = limit(T)
     errs = []
     for eps in (1e-2, 1e-3, 1e-4):

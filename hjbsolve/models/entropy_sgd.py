@@ -1,4 +1,4 @@
-"""Entropy-SGD (Chaudhari et al. 2018) as a two-scale control problem (MATH.md §1), n = m = d.
+"""Entropy-SGD (Chaudhari et al. 2018) as a two-scale control problem (docs/mathematics.md §1), n = m = d.
 
     slow   a = -(x - y)/gamma            (control "none")
            a = -(x - y)/gamma + u        (control "steering", u in a box of R^d)

@@ -1,7 +1,7 @@
 """Loss library for the Entropy-SGD family: f(y) and grad f(y), vectorised over leading axes.
 
 Each loss takes ``y`` of shape ``(..., d)``. The Gaussian mixture has the exact local entropy
-``f_gamma`` and replica mean ``<y>_x`` in closed form (MATH.md §4); the quadratic loss too.
+``f_gamma`` and replica mean ``<y>_x`` in closed form (docs/mathematics.md §4); the quadratic loss too.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The linear-quadratic two-scale family (MATH.md §4), x, y in R:
+"""The linear-quadratic two-scale family (docs/mathematics.md §4), x, y in R:
 
     dX = (a11 X + a12 Y + b u) ds + sqrt(2) sigma dW1,     dY = (1/eps)(a21 X + a22 Y) ds + sqrt(2/eps) tau dW2,
     l = r u^2/2 + q x^2/2 + s y^2/2,    g = g0 x^2/2,     a22 < 0, u in [u_min, u_max].

@@ -1,4 +1,4 @@
-"""The ``periodic`` family: nonlinear ergodic cell problems on the torus T^m (MATH.md §3),
+"""The ``periodic`` family: nonlinear ergodic cell problems on the torus T^m (docs/mathematics.md §3),
 
     -nu Δchi(y) + G(y, P + Dchi(y)) = Hbar(P),     y in [0, 1)^m, m = 1 or 2,
 

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("run", help="run a case and write its HDF5 result")
     _common(p, optional_case=True)
+    p.add_argument("--resume", action="store_true", help="keep the stages of an interrupted run (<output>."
+                   "partial.h5) when they were made from the same resolved case; compute the rest")
     p = sub.add_parser("cell", help="run the cell stage only (invariant laws, Hbar tables)")
     _common(p, output_help="output file (default: run.output or results/<case-name>.h5 with .cell before the "
                            "suffix, so that a full run's file is not replaced; periodic cases: the case's output)")
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0)
     p = sub.add_parser("info", help="describe what an HDF5 result file holds")
     p.add_argument("file")
+    p.add_argument("--case", action="store_true", help="print the resolved case the file was made from (TOML; "
+                   "hjbsolve run on it reproduces the file)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return ap
@@ -165,61 +169,117 @@ def partial_path(out: str) -> str:
     return str(p.with_name(p.stem + ".partial" + (p.suffix or ".h5")))
 
 
-def _mark_stopped(partial: str, how: str) -> None:
-    """Say in the .partial.h5 file that the run stopped (its 'complete' attribute said 'still running')."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line that says what was kept."""
+
+
+def _mark_stopped(partial: str, how: str) -> bool:
+    """Say in the .partial.h5 file that the run stopped (its 'complete' attribute said 'still running'):
+    rewrite it atomically from its last saved state. False when there is no partial file to mark."""
+    from . import store
+    if not os.path.exists(partial):
+        return False
     try:
-        import h5py
-        with h5py.File(partial, "a") as f:
-            f.attrs["complete"] = f"no: the run {how}; this .partial.h5 file holds the stages finished before"
-    except (OSError, ImportError):
-        pass
+        with store.FileImage(partial) as image:
+            image.set_attrs({"complete": f"no: the run {how}; this .partial.h5 file holds the stages finished "
+                                         "before (hjbsolve run CASE --resume computes the rest)"})
+            image.save(partial)
+    except HJBError as e:
+        log.warning("could not mark %s as stopped: %s", partial, e)
+    return True
 
 
 def cmd_run(args, cell_only: bool = False) -> int:
-    """Run the stages; each finished stage goes to <output>.partial.h5, renamed onto <output> at the end.
+    """Run the stages; each finished stage goes to <output>.partial.h5, saved as <output> at the end.
 
-    An existing <output> is untouched until the whole run has succeeded; a run that fails or is
-    interrupted leaves its finished stages in the .partial.h5 file (and says so)."""
-    import os
-
+    The output is locked for the whole run (a second run on it stops at once with a clear error). An
+    existing <output> is untouched until the whole run has succeeded; a run that fails or is interrupted
+    leaves its finished stages in the .partial.h5 file (and says so); ``--resume`` keeps them when the
+    file's case hash matches. The file is built in memory, so each array is encoded once."""
     from . import store
-    from .runner import run, run_cell
     case = _load(args)
     out = args.output or case.output
     if cell_only and not args.output and case.family != "periodic":
         # the cell stage alone must not replace a full run's file: results/x.h5 -> results/x.cell.h5
         p = Path(out)
         out = str(p.with_name(p.stem + ".cell" + (p.suffix or ".h5")))
-    store.check_writable(out)
-    partial = partial_path(out)
+    target = store.check_writable(out)
+    if target != os.path.abspath(out):
+        log.info("%s is a symbolic link: writing its target %s", out, target)
+    partial = partial_path(target)
+    store.check_writable(partial)
+    with store.output_lock(target, f"hjbsolve {'cell' if cell_only else 'run'} on {out}"):
+        return _run_locked(args, case, out, partial, cell_only)
+
+
+def _resumed(case, partial: str):
+    """(image, Result) of the partial file when its case hash matches ``case``; (None, None) otherwise, with
+    a warning saying why everything is computed again."""
+    from . import store
+    from .provenance import case_hash, check_reusable
+    from .result import Result
+    if not os.path.exists(partial):
+        log.warning("--resume: no partial file %s: computing every stage", partial)
+        return None, None
+    try:
+        image = store.FileImage(partial)
+    except HJBError as e:
+        log.warning("--resume: %s: computing every stage", e)
+        return None, None
+    why = check_reusable(partial, image.attrs, case_hash(case))
+    try:
+        resumed = Result.load(partial) if why is None else None
+    except (HJBError, KeyError, ValueError, TypeError, IndexError) as e:
+        why = f"{partial}: unreadable ({type(e).__name__}: {e})"
+    if why is not None:
+        image.close()
+        log.warning("--resume: %s: computing every stage", why)
+        return None, None
+    kept = ["cell stage"] * (resumed.cell is not None) + [g for g in resumed.extra_groups if g.startswith("eps_")]
+    log.warning("--resume: keeping %s from %s", ", ".join(kept) or "nothing", partial)
+    return image, resumed
+
+
+def _run_locked(args, case, out: str, partial: str, cell_only: bool) -> int:
+    from . import store
+    from .runner import run, run_cell
     t0 = time.perf_counter()
-    started = []
+    image, resumed = _resumed(case, partial) if getattr(args, "resume", False) else (None, None)
+    image = image or store.FileImage()
+    saved = []
+
+    def save_partial():
+        image.save(partial)
+        saved.append(True)
 
     def on_cell(result):
         result.attrs["complete"] = "no: stages still running (this is the .partial.h5 file)"
-        store.write(partial, result.to_group())
-        started.append(True)
+        image.merge(result.to_group())
+        save_partial()
 
     def on_result(name, group):
-        store.update(partial, name, group)
+        image.add_group(name, group)
+        save_partial()
         log.info("wrote %s to %s", name, partial)
 
     try:
-        if cell_only:
-            result = run_cell(case)
-        else:
-            result = run(case, on_cell=on_cell, on_result=on_result)
+        with image:
+            if cell_only:
+                result = run_cell(case)
+            else:
+                result = run(case, on_cell=on_cell, on_result=on_result, resumed=resumed)
+            result.attrs["complete"] = "yes"
+            result.timings["wall"] = time.perf_counter() - t0
+            image.merge(result.to_group())
+            image.save(out)
     except (HJBError, KeyboardInterrupt) as e:
-        if started:
-            msg = f"{e} (finished stages kept in {partial})" if isinstance(e, HJBError) else None
-            _mark_stopped(partial, "interrupted" if msg is None else "failed")
-            if msg is not None:
-                raise type(e)(msg) from None
-            print(f"hjbsolve: interrupted; finished stages kept in {partial}", file=sys.stderr)
+        stopped = isinstance(e, KeyboardInterrupt)
+        if (saved or resumed is not None) and _mark_stopped(partial, "was interrupted" if stopped else "failed"):
+            if not stopped:
+                raise type(e)(f"{e} (finished stages kept in {partial})") from None
+            raise Interrupted(f"interrupted; finished stages kept in {partial} (the output file was not "
+                              "written or changed)") from None
         raise
-    result.attrs["complete"] = "yes"
-    result.timings["wall"] = time.perf_counter() - t0
-    result.save(out)
     if os.path.exists(partial):
         os.remove(partial)
     if not args.quiet:
@@ -355,11 +415,45 @@ def _law_study(case, vary, out, args) -> int:
 
 def cmd_info(args) -> int:
     from . import store
+    if args.case:
+        from .provenance import resolved_text, stored_case
+        attrs = store.root_attrs(args.file)
+        text = attrs.get("case_resolved")
+        if not isinstance(text, str) or not text:
+            text = resolved_text(stored_case(attrs, args.file))
+        sys.stdout.write(text)
+        return 0
     print(store.describe(args.file))
     return 0
 
 
+def _on_sigint(signum, frame):
+    """Ctrl-C: a KeyboardInterrupt the first time; later ones are ignored while the first is handled (the
+    partial file is being marked, temporary files removed)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        if not isinstance(e, Interrupted) or not str(e):
+            e = Interrupted("interrupted (the output file was not written or changed)")
+        print(f"hjbsolve: {e}", file=sys.stderr)
+        return 130
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
     try:
@@ -380,9 +474,6 @@ def main(argv: list[str] | None = None) -> int:
     except HJBError as e:
         print(f"hjbsolve: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("hjbsolve: interrupted (the output file was not written or changed)", file=sys.stderr)
-        return 130
     except BrokenPipeError:        # output piped into `head` and closed: not an error of ours
         try:
             sys.stdout = open(os.devnull, "w")

@@ -106,9 +106,15 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+#: the top-level keys of a case, in the order the resolved text lists them
+CASE_KEYS = ("name", "description", "family", "model", "grid", "time", "run", "study")
+
+
 def resolved_text(case) -> str:
-    """The canonical TOML of a validated :class:`~hjbsolve.case.Case` (defaults and overrides applied)."""
-    return to_toml(case.as_dict())
+    """The canonical TOML of a validated case (a :class:`~hjbsolve.case.Case` or the dict
+    :func:`~hjbsolve.case.validate` returns: defaults and overrides applied)."""
+    d = case if isinstance(case, dict) else case.as_dict()
+    return to_toml({k: d[k] for k in CASE_KEYS if k in d})
 
 
 def versions() -> str:
@@ -121,6 +127,11 @@ def versions() -> str:
         except ImportError:        # pragma: no cover - all are dependencies
             parts.append(f"{mod} missing")
     return "; ".join(parts)
+
+
+def case_hash(case) -> str:
+    """sha256 of :func:`resolved_text`: the key under which a stored run is reused."""
+    return sha256(resolved_text(case))
 
 
 def case_attrs(case) -> dict:

@@ -96,6 +96,7 @@ __all__ = [
     "output_target",
     "output_lock",
     "write_bytes",
+    "root_attrs",
     "FileImage",
     "FORMAT_VERSION",
     "COMPRESS_THRESHOLD",
@@ -827,6 +828,15 @@ def _open_for_reading(path: str | os.PathLike) -> h5py.File:
         return h5py.File(text, "r")
     except OSError as exc:
         raise StoreError(f"cannot read {text}: {exc}") from exc
+
+
+def root_attrs(path: str | os.PathLike) -> dict:
+    """The root attributes of a file (without reading its data)."""
+    with _open_for_reading(path) as f:
+        try:
+            return _read_attrs(f, FORMAT_ATTR in f.attrs, skip=(FORMAT_ATTR,))
+        except OSError as exc:
+            raise StoreError(f"cannot read {os.fspath(path)}: {exc}") from exc
 
 
 def read(path: str | os.PathLike) -> Group:

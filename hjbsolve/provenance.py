@@ -152,14 +152,14 @@ def _overrides_from_comments(text: str) -> list[str]:
     return out
 
 
-def stored_case(attrs: dict, path: str, overrides: list[str] | None = None):
-    """The :class:`~hjbsolve.case.Case` a result file was made with, from its root attributes: the resolved
-    case when the file has one, else (older files) the raw ``case_text`` with its recorded overrides, and a
-    warning. ``overrides`` (``key=value``) are applied on top. Raises :class:`~hjbsolve.store.StoreError` naming the
-    file when neither attribute is usable."""
+def stored_raw(attrs: dict, path: str) -> dict:
+    """The case a result file was made with, from its root attributes, as a raw (not validated) dict: the
+    resolved case when the file has one, else (older files) the raw ``case_text`` with its recorded
+    overrides applied, and a warning. Raises :class:`~hjbsolve.store.StoreError` naming the file when
+    neither attribute is usable."""
     import warnings
 
-    from .case import load_case
+    from .case import apply_overrides
     from .store import StoreError
     text = attrs.get("case_resolved")
     extra: list[str] = []
@@ -172,10 +172,18 @@ def stored_case(attrs: dict, path: str, overrides: list[str] | None = None):
                       "case_text" + (f" and the recorded overrides {extra}" if extra else ""), UserWarning,
                       stacklevel=2)
     try:
-        raw = tomllib.loads(text)
+        return apply_overrides(tomllib.loads(text), extra)
     except tomllib.TOMLDecodeError as e:
         raise StoreError(f"{path}: the stored case is not valid TOML ({e})") from None
-    case = load_case(raw, extra + list(overrides or []))
+    except CaseError as e:
+        raise StoreError(f"{path}: the stored case: {e}") from None
+
+
+def stored_case(attrs: dict, path: str, overrides: list[str] | None = None):
+    """The validated :class:`~hjbsolve.case.Case` of :func:`stored_raw`, with ``overrides`` (``key=value``)
+    applied on top; its source names the file."""
+    from .case import load_case
+    case = load_case(stored_raw(attrs, path), overrides)
     case.source = f"{path} (stored case)"
     return case
 

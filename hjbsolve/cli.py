@@ -290,6 +290,7 @@ def _run_locked(args, case, out: str, partial: str, cell_only: bool) -> int:
 def cmd_study(args) -> int:
     """Plan, run and analyse a study; print the table; write <output>.h5, .csv and the run files."""
     from . import store
+    from .provenance import case_attrs
     from .study import analyse, execute, parse_vary, plan
     case = _load(args)
     vary_texts = list(args.vary)
@@ -302,19 +303,27 @@ def cmd_study(args) -> int:
     if not Path(out).suffix:           # -o name -> name.h5 (beside name.csv and name_runs/)
         out += ".h5"
     store.check_writable(out)
+    csv_path = str(Path(out).with_suffix(".csv"))
+    store.check_writable(csv_path)
     folder = str(Path(out).with_suffix("")) + "_runs"
     vary = parse_vary(vary_texts, case.as_dict())
-    if args.law:
-        return _law_study(case, vary, out, args)
-    runs = plan(case, vary, folder)
     if args.jobs < 1:
         raise HJBError(f"-j {args.jobs}: give at least one job")
-    log.info("%d runs in %s", len(runs), folder)
-    execute(runs, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume)
-    res = analyse(case, runs, vary, case.study["window"], args.reference or case.study["reference"])
-    store.write(out, res.to_group(case.text))
-    csv_path = str(Path(out).with_suffix(".csv"))
-    res.write_csv(csv_path)
+    # one study at a time on an output: its run files, table and csv are one result
+    with store.output_lock(out, f"hjbsolve study on {out}"):
+        if args.law:
+            return _law_study(case, vary, out, args)
+        runs = plan(case, vary, folder)
+        if runs:
+            store.check_writable(runs[0].path)
+        log.info("%d runs in %s", len(runs), folder)
+        execute(runs, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume)
+        res = analyse(case, runs, vary, case.study["window"], args.reference or case.study["reference"],
+                      resume=args.resume)
+        group = res.to_group(case.text)
+        group.attrs.update(case_attrs(case))
+        store.write(out, group)
+        res.write_csv(csv_path)
     print(res.table())
     if not args.quiet:
         print(f"wrote {out}, {csv_path} and {len(runs)} run files in {folder}")
@@ -394,8 +403,9 @@ def _law_study(case, vary, out, args) -> int:
     rows = convergence_in_law(case, eps_values, x0=args.x0, n_paths=args.paths, fast_resolution="auto")
     print(format_table(rows))
     V = store.Variable
+    from .provenance import case_attrs
     g = store.Group(coords={"row": V(np.arange(len(rows)), ("row",))},
-                    attrs={"study_name": f"{case.name} (convergence in law)", "case_text": case.text,
+                    attrs={"study_name": f"{case.name} (convergence in law)", **case_attrs(case),
                            "convention": "E phi(X^eps_s) - E phi(Xbar_s), Monte Carlo, independent samples"})
     for key in ("eps", "s", "mean_eps", "se_eps", "mean_bar", "se_bar", "diff", "se_diff"):
         g.variables[key] = V(np.array([r[key] for r in rows], float), ("row",))

@@ -23,13 +23,16 @@ Observed orders: pairwise ``log(e_i/e_{i+1}) / log(h_i/h_{i+1})`` and a least-sq
 
 Executors: in-process (``-j 1``), local processes (``-j N``, spawn context) or a dask.distributed
 cluster (``--scheduler ADDRESS``). Each run writes its own HDF5 file in the study folder, so a crash loses
-at most the runs in progress, and ``--resume`` skips the runs whose file is complete.
+at most the runs in progress, and ``--resume`` skips the runs whose file is complete and holds the same
+resolved case (its sha256, see :mod:`hjbsolve.provenance`) made by the same version; without ``--resume`` no
+existing file is read.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import io
 import itertools
 import logging
 import os
@@ -172,19 +175,18 @@ class StudyResult:
     def write_csv(self, path) -> None:
         keys = list(self.runs[0].values) if self.runs else []
         om, ol = self.pairwise(self.err_max), self.pairwise(self.err_l2)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            show_param = self.parameter not in keys
-            w.writerow(["run", *keys, *([self.parameter] if show_param else []), "err_max", "order_max", "err_l2",
-                        "order_l2", "series"]
-                       + (["disc_err_max"] if self.disc_max is not None else []))
-            for i, r in enumerate(self.runs):
-                w.writerow([r.index, *(r.values[k] for k in keys), *([self.param[i]] if show_param else []),
-                            self.err_max[i], om[i],
-                            self.err_l2[i], ol[i], int(self.series[i])]
-                           + ([self.disc_max[i]] if self.disc_max is not None else []))
-        os.replace(tmp, path)
+        fh = io.StringIO(newline="")
+        w = csv.writer(fh)
+        show_param = self.parameter not in keys
+        w.writerow(["run", *keys, *([self.parameter] if show_param else []), "err_max", "order_max", "err_l2",
+                    "order_l2", "series"]
+                   + (["disc_err_max"] if self.disc_max is not None else []))
+        for i, r in enumerate(self.runs):
+            w.writerow([r.index, *(r.values[k] for k in keys), *([self.param[i]] if show_param else []),
+                        self.err_max[i], om[i],
+                        self.err_l2[i], ol[i], int(self.series[i])]
+                       + ([self.disc_max[i]] if self.disc_max is not None else []))
+        store.write_bytes(path, fh.getvalue().encode("utf-8"))      # atomic, regular files only
 
 
 def _safe(key: str) -> str:
@@ -315,18 +317,34 @@ def store_text(d: dict) -> str:
     return resolved_text(d)
 
 
-def _complete(path: str) -> bool:
+def unusable(path: str, case_dict: dict) -> str | None:
+    """Why the run file ``path`` cannot stand for a run of ``case_dict`` (None when it can): it must exist,
+    be complete, and hold the same resolved case (hash) made by this package version."""
+    from .provenance import case_hash, check_reusable
+    if not os.path.exists(path):
+        return f"{path} does not exist"
     try:
-        import h5py
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("complete") == "yes"
-    except Exception:
-        return False
+        attrs = store.root_attrs(path)
+    except HJBError as e:
+        return str(e)
+    if attrs.get("complete") != "yes":
+        return f"{path} is not complete"
+    return check_reusable(path, attrs, case_hash(case_dict))
 
 
 def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume: bool = False) -> None:
-    """Run every study point not already finished (with ``resume``), on the chosen executor."""
-    todo = [r for r in runs if not (resume and _complete(r.path))]
+    """Run every study point, on the chosen executor. With ``resume``, a run whose file holds the same
+    resolved case (hash), complete and made by this version, is kept; any other file is recomputed, and
+    the log says why. Without ``resume`` no existing file is read: every run is computed and its file
+    replaced atomically."""
+    todo = []
+    for r in runs:
+        why = unusable(r.path, r.case) if resume else "no --resume"
+        if why is None:
+            continue
+        if resume and os.path.exists(r.path):
+            log.warning("--resume: recomputing run %d: %s", r.index, why)
+        todo.append(r)
     if len(todo) < len(runs):
         log.info("resume: %d of %d runs already finished", len(runs) - len(todo), len(runs))
     for r in runs:
@@ -426,8 +444,9 @@ def fit_order(param, err) -> tuple[float, float]:
 
 
 def analyse(case: Case, runs: list[Run], vary: list[tuple[str, list]], window: dict,
-            reference: str = "auto") -> StudyResult:
-    """Errors, pairwise orders and fitted orders of the finished runs (see module docstring)."""
+            reference: str = "auto", resume: bool = False) -> StudyResult:
+    """Errors, pairwise orders and fitted orders of the finished runs (see module docstring). ``resume``:
+    an eps = 0 run the sweep lacks may be taken from its file (same hash, see :func:`execute`)."""
     from .exact import exact_value, has_exact_value
     keys = [k for k, _ in vary]
     first = keys[0]
@@ -461,7 +480,7 @@ def analyse(case: Case, runs: list[Run], vary: list[tuple[str, list]], window: d
         elif reference == "limit":
             key = tuple(r.values[k] for k in others)
             if key not in limit_cache:
-                limit_cache[key] = _limit_run(case, r, runs, others, notes)
+                limit_cache[key] = _limit_run(case, r, runs, others, notes, resume)
             Vl, xl, _, _ = limit_cache[key]
             ref_x = Vl if all(np.array_equal(a, b) for a, b in zip(xl, xa)) else _interpolate(Vl, xl, xa)
             ref = ref_x.reshape(ref_x.shape + (1,) * (len(ya) if ya else 0))
@@ -541,7 +560,7 @@ def _successive_differences(runs: list[Run], series: np.ndarray, window: dict) -
     return out
 
 
-def _limit_run(case: Case, r: Run, runs: list[Run], others: list, notes: list):
+def _limit_run(case: Case, r: Run, runs: list[Run], others: list, notes: list, resume: bool = False):
     """V(T, x) of the eps = 0 run with the same other values (computed now if the sweep lacks it)."""
     for q in runs:
         if q.eps == 0.0 and all(q.values[k] == r.values[k] for k in others):
@@ -549,7 +568,7 @@ def _limit_run(case: Case, r: Run, runs: list[Run], others: list, notes: list):
     d = copy.deepcopy(r.case)
     d["run"]["eps"] = [0.0]
     path = str(Path(r.path).with_name(Path(r.path).stem + "_limit.h5"))
-    if not _complete(path):
+    if not resume or unusable(path, d) is not None:
         execute_run(d, path, f"study limit run for {r.values}")
     if "limit" not in " ".join(notes):
         notes.append("reference 'limit': V of the effective problem (eps = 0) on the same grid")
@@ -563,4 +582,4 @@ def run_study(case: Case, vary_texts: list[str], folder: str, jobs: int = 1, sch
     runs = plan(case, vary, folder)
     execute(runs, jobs=jobs, scheduler=scheduler, resume=resume)
     w = window or {"x": [-1.0, 1.0], "y": [-1.0, 1.0]}
-    return analyse(case, runs, vary, w, reference)
+    return analyse(case, runs, vary, w, reference, resume)

@@ -465,7 +465,7 @@ class FileImage:
         with _open_for_reading(text):
             pass                                   # the same checks and messages as read()
         try:
-            self._f = h5py.File(text, "r+", **kw)
+            self._f = h5py.File(text, "r+", locking=False, **kw)     # the file itself is never written
             self._scope = {k: v for k, v in _read_group(self._f, True, shallow=True).coords.items()}
         except (OSError, KeyError, ValueError) as exc:
             raise StoreError(f"cannot read {text}: {exc}") from exc

@@ -459,7 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hjbsolve: {e}", file=sys.stderr)
         return 130
     finally:
-        if handler is not None:
+        # after a real Ctrl-C, SIGINT stays ignored until the process has exited: a second one must not
+        # turn the exit code 130 into a death by signal
+        if handler is not None and signal.getsignal(signal.SIGINT) is _on_sigint:
             signal.signal(signal.SIGINT, handler)
 
 

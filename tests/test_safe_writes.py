@@ -14,25 +14,10 @@ import pytest
 
 from hjbsolve import store
 from hjbsolve.cli import main
+from tests.test_cli import EXPR
 
-OU = """
-name = "ou"
-family = "expr"
-[model]
-n = 1
-m = 1
-params = { theta = 2.0, s = 0.5 }
-a = "-(x - y) + u"
-b = "-theta*(y - x)"
-tau = "s"
-l = "0.5*u**2"
-g = "x**2"
-u_box = [-1.0, 1.0]
-[grid]
-x = { box = [-1.0, 1.0], n = 41 }
-y = { box = [-4.0, 4.0], n = 81 }
-p = { box = [-1.0, 1.0], n = 21 }
-[time]
+#: the OU test case of test_cli on finer grids, two eps
+OU = EXPR.replace("n = 11 }", "n = 41 }").replace("n = 5 }", "n = 21 }") + """[time]
 T = 1.0
 dt = 0.05
 [run]

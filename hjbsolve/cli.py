@@ -37,6 +37,14 @@ def _common(p: argparse.ArgumentParser, case: bool = True, optional_case: bool =
     p.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv for debug)")
 
 
+def _guard_flags(p: argparse.ArgumentParser) -> None:
+    """The resource-guard options of the commands that compute (see hjbsolve.resources)."""
+    p.add_argument("--max-memory", metavar="SIZE", help="memory the run may use, e.g. 8G or 500M "
+                   "(default: MemAvailable of /proc/meminfo); a run estimated above it is refused")
+    p.add_argument("--yes", action="store_true", help="proceed past the cost guards (estimated time or "
+                   "memory above the limits) instead of refusing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="hjbsolve", description="Effective Hamiltonians, cell problems and value "
                                  "functions of two-scale stochastic control problems.")
@@ -46,13 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, optional_case=True)
     p.add_argument("--resume", action="store_true", help="keep the stages of an interrupted run (<output>."
                    "partial.h5) when they were made from the same resolved case; compute the rest")
+    _guard_flags(p)
     p = sub.add_parser("cell", help="run the cell stage only (invariant laws, Hbar tables)")
     _common(p, output_help="output file (default: run.output or results/<case-name>.h5 with .cell before the "
                            "suffix, so that a full run's file is not replaced; periodic cases: the case's output)")
+    _guard_flags(p)
     p = sub.add_parser("check", help="validate a case without running it")
     p.add_argument("case", nargs="?", help="case file (TOML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--schema", action="store_true", help="print the case schema and exit")
+    _guard_flags(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p = sub.add_parser("study", help="convergence study: vary keys, measure errors and observed orders")
@@ -60,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="vary a key (eps, grid, dt or any dotted case key); repeatable; default: [study] vary")
     p.add_argument("-j", "--jobs", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run on a dask.distributed cluster at ADDRESS")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on a dask.distributed cluster at ADDRESS "
+                   "(tcp://HOST:PORT; tls:// with certificates in the dask configuration)")
+    p.add_argument("--scheduler-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds to wait for the scheduler to answer (default 5)")
+    _guard_flags(p)
     p.add_argument("--resume", action="store_true", help="skip runs whose file is already complete")
     p.add_argument("--reference", choices=("auto", "exact", "limit", "finest"), default=None,
                    help="what errors are measured against (default: [study] reference, else auto)")
@@ -96,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", type=float, help="time step of the value recomputation (default: the case's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-o", "--output", help="file to write the simulation groups to (default: FILE itself)")
+    _guard_flags(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p = sub.add_parser("info", help="describe what an HDF5 result file holds")
@@ -140,6 +156,10 @@ def cmd_check(args) -> int:
     if args.case is None:
         raise HJBError("check: give a case file (or --schema)")
     case = _load(args)
+    from . import resources
+    est = resources.estimate(case)
+    print(f"{case.source}: {est.describe()}")
+    resources.guard(est, case.source, args.max_memory, args.yes)
     from .models import build_model
     from .runner import fast_grid, slow_grid
     from .runner import probe_coefficients
@@ -310,7 +330,8 @@ def cmd_study(args) -> int:
     if args.jobs < 1:
         raise HJBError(f"-j {args.jobs}: give at least one job")
     log.info("%d runs in %s", len(runs), folder)
-    execute(runs, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume)
+    execute(runs, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume,
+            scheduler_timeout=args.scheduler_timeout)
     res = analyse(case, runs, vary, case.study["window"], args.reference or case.study["reference"])
     store.write(out, res.to_group(case.text))
     csv_path = str(Path(out).with_suffix(".csv"))
@@ -435,52 +456,102 @@ def _on_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    import signal
-    import threading
-    handler = None
-    if threading.current_thread() is threading.main_thread():
-        handler = signal.signal(signal.SIGINT, _on_sigint)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the same clean-up as for Ctrl-C runs (partial files
+    marked, local workers killed)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _dispatch(args) -> int:
+    commands = {"check": cmd_check, "run": cmd_run, "cell": lambda a: cmd_run(a, cell_only=True),
+                "study": cmd_study, "plot": cmd_plot, "simulate": cmd_simulate, "info": cmd_info}
+    _guard_inputs(args)
+    return commands[args.command](args)
+
+
+def _guard_inputs(args) -> None:
+    """Before a command starts: a stored file it reads must be a readable hjbsolve file (corrupt or
+    foreign files give one line naming the dataset), and a case it runs must fit in memory and time
+    (:mod:`hjbsolve.resources`)."""
+    path = getattr(args, "file", None)
+    if path is not None and not (args.command == "simulate" and str(path).endswith(".toml")):
+        from .result import check_file
+        check_file(path)
+    if args.command in ("run", "cell", "simulate", "study"):
+        from . import resources
+        resources.guard_command(args)
+
+
+def _say(line: str) -> None:
     try:
-        return _main(argv)
-    except KeyboardInterrupt as e:
-        if not isinstance(e, Interrupted) or not str(e):
-            e = Interrupted("interrupted (the output file was not written or changed)")
-        print(f"hjbsolve: {e}", file=sys.stderr)
-        return 130
-    finally:
-        if handler is not None:
-            signal.signal(signal.SIGINT, handler)
+        print(line, file=sys.stderr)
+    except (OSError, ValueError):     # stderr closed: nothing more we can do
+        pass
 
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
     try:
-        if args.command == "check":
-            return cmd_check(args)
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "cell":
-            return cmd_run(args, cell_only=True)
-        if args.command == "study":
-            return cmd_study(args)
-        if args.command == "plot":
-            return cmd_plot(args)
-        if args.command == "simulate":
-            return cmd_simulate(args)
-        if args.command == "info":
-            return cmd_info(args)
+        return _dispatch(args)
     except HJBError as e:
-        print(f"hjbsolve: error: {e}", file=sys.stderr)
+        for line in getattr(e, "lines", None) or [str(e)]:   # CaseErrors: one line per mistake
+            _say(f"hjbsolve: error: {' '.join(str(line).split())}")
         return 2
+    except Terminated:
+        _say("hjbsolve: terminated (SIGTERM); the output file was not written or changed")
+        return 143
+    except KeyboardInterrupt as e:
+        said = str(e) if isinstance(e, Interrupted) and str(e) else \
+            "interrupted (the output file was not written or changed)"
+        _say(f"hjbsolve: {said}")
+        return 130
     except BrokenPipeError:        # output piped into `head` and closed: not an error of ours
         try:
             sys.stdout = open(os.devnull, "w")
         except OSError:
             pass
         return 0
-    return 0  # pragma: no cover
+    except MemoryError as e:
+        _say(f"hjbsolve: error: out of memory ({e or 'MemoryError'}); `hjbsolve check CASE` prints the "
+             "memory estimate: lower the grid sizes (grid.*.n), the P or p values, or the number of paths")
+        return 2
+    except Exception as e:   # the last-resort net: one line, the traceback only with -v
+        if getattr(args, "verbose", 0):
+            import traceback
+            traceback.print_exc()
+        _say(f"hjbsolve: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+             "(please report; rerun with -v for the traceback)")
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``hjbsolve`` command: exit 0 (done), 2 (bad input, one line on stderr), 130 (Ctrl-C, also a
+    second Ctrl-C during the clean-up), 143 (SIGTERM), 1 (internal error: one line, traceback with -v)."""
+    import signal
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:              # not the main thread (e.g. called from a thread in tests)
+        previous = None
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous is not None:
+        signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:  # a second Ctrl-C inside a handler or clean-up
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:
+            pass
+        _say("hjbsolve: terminated" if isinstance(e, Terminated) else "hjbsolve: interrupted")
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":  # pragma: no cover

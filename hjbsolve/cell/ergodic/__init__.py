@@ -28,7 +28,7 @@ control) and their data checks (convexity, periodicity);
 """
 
 from .forms import NonConvexHamiltonianError, NonPeriodicHamiltonianError, PeriodicHamiltonian
-from .solvers import ErgodicResult, long_time_ergodic, solve_ergodic
+from .solvers import ErgodicResult, check_hamiltonian, long_time_ergodic, solve_ergodic
 from .tables import effective_hamiltonian_table
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "solve_ergodic",
     "effective_hamiltonian_table",
     "long_time_ergodic",
+    "check_hamiltonian",
     "NonConvexHamiltonianError",
     "NonPeriodicHamiltonianError",
 ]

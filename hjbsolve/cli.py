@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, output_help="output file (default: run.output or results/<case-name>.h5 with .cell before the "
                            "suffix, so that a full run's file is not replaced; periodic cases: the case's output)")
     _guard_flags(p)
+    p.add_argument("--tol", type=float, metavar="TOL",
+                   help="periodic cases: double N until every Hbar(P) error estimate is <= TOL (sets grid.y.tol)")
     p = sub.add_parser("check", help="validate a case without running it")
     p.add_argument("case", nargs="?", help="case file (TOML)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -145,7 +148,16 @@ def _setup_logging(args) -> None:
 def _load(args):
     from .case import load_case
     path = args.case if args.case is not None else default_case_path()
-    return load_case(path, args.overrides)
+    overrides = list(args.overrides)
+    tol = getattr(args, "tol", None)
+    if tol is not None:
+        if not (tol > 0.0 and math.isfinite(tol)):
+            raise HJBError(f"--tol: must be a positive number (got {tol})")
+        overrides.append(f"grid.y.tol={tol!r}")
+    case = load_case(path, overrides)
+    if tol is not None and case.family != "periodic":
+        raise HJBError(f"{case.source}: --tol: only for family = \"periodic\" (this case is {case.family!r})")
+    return case
 
 
 def cmd_check(args) -> int:
@@ -164,10 +176,20 @@ def cmd_check(args) -> int:
     from .runner import fast_grid, slow_grid
     from .runner import probe_coefficients
     if case.family == "periodic":
+        import numpy as np
+
+        from .cell.ergodic import check_hamiltonian
         from .models.periodic import P_values
         from .models.periodic import build as build_periodic
-        build_periodic(case.model, where=case.source)
+        ham = build_periodic(case.model, where=case.source)
         P, _ = P_values(case.grid, case.model["m"])
+        try:  # periodicity (with a tolerance) and convexity on the case's grid, as the solver does
+            N = case.grid["y"]["n"]
+            N = N[0] if isinstance(N, list) else N
+            check_hamiltonian(ham, case.model["m"], N, case.grid["y"]["offset"] / N,
+                              float(np.max(np.abs(P))) if len(P) else 0.0)
+        except HJBError as e:
+            raise type(e)(f"{case.source}: model: {e}") from None
         print(f"{case.source}: ok: case {case.name!r}, family periodic, m = {case.model['m']}, "
               f"hamiltonian {case.model['hamiltonian']}, nu = {case.model['nu']}, {len(P)} P values; "
               f"output {case.output}")

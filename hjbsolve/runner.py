@@ -276,7 +276,8 @@ def run_periodic(case: Case) -> Result:
     N = grid["y"]["n"] if not isinstance(grid["y"]["n"], list) else grid["y"]["n"][0]
     try:
         table = ergodic_stage(ham, P, axes, grid["P"]["values"] is None, mod["m"], N, mod["nu"],
-                              offset=grid["y"]["offset"], tol=mod["tol"], maxiter=mod["maxiter"], q_axes=q_axes)
+                              offset=grid["y"]["offset"], tol=mod["tol"], maxiter=mod["maxiter"], q_axes=q_axes,
+                              hbar_tol=grid["y"]["tol"])
     except HJBError as e:          # name the case: the solver's messages name the point, not the file
         raise type(e)(f"{case.source}: model: {e}") from None
     timings = dict(table.timings, total=time.perf_counter() - t0)

@@ -25,17 +25,68 @@ def default_case_path() -> Path:
     return Path(str(resources.files("hjbsolve") / "cases" / DEFAULT_CASE))
 
 
+def packaged_cases() -> dict[str, Path]:
+    """The cases shipped with the package (hjbsolve/cases/*.toml), name -> path, sorted by name."""
+    folder = Path(str(resources.files("hjbsolve") / "cases"))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def case_summary(path: Path) -> str:
+    """One line about a case file: its ``description`` key, else its first comment line."""
+    import tomllib
+    text = path.read_text(encoding="utf-8")
+    try:
+        desc = str(tomllib.loads(text).get("description", "")).strip()
+    except tomllib.TOMLDecodeError:
+        desc = ""
+    if not desc:
+        desc = next((ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#")), "")
+    return desc
+
+
+def find_case(text: str | None) -> Path:
+    """The case file meant by ``text``: the default case for None, an existing path, or else the packaged case
+    of that name (``lq``, ``lq.toml`` or ``cases/lq.toml``), so that every verb works from any folder."""
+    if text is None:
+        return default_case_path()
+    path = Path(text)
+    if path.exists():
+        return path
+    name = path.name[:-5] if path.name.endswith(".toml") else path.name
+    cases = packaged_cases()
+    if name in cases and path.parent in (Path("."), Path("cases")):
+        log.info("%s: not in this folder; using the packaged case %s", text, cases[name])
+        return cases[name]
+    raise HJBError(f"{text}: case file not found (packaged cases, usable by name: {', '.join(cases)}; "
+                   f"'hjbsolve cases' describes them)")
+
+
+def _case_help_epilog() -> str:
+    from .case import FAMILIES, RUN
+    return (f"CASE is a TOML file or the name of a packaged case ('hjbsolve cases' lists them). Families: "
+            f"{', '.join(FAMILIES)}. Schemes: run.effective_scheme = "
+            f"{' | '.join(RUN['effective_scheme'].choices)}, run.order = {' | '.join(map(str, RUN['order'].choices))}, "
+            f"run.extrapolation = {' | '.join(RUN['extrapolation'].choices)} (--set KEY=VALUE). "
+            f"'hjbsolve check --schema' lists every key.")
+
+
 def _common(p: argparse.ArgumentParser, case: bool = True, optional_case: bool = False, output: bool = True,
             output_help: str = "output file (default: run.output or results/<case-name>.h5)"):
     if case:
         p.add_argument("case", nargs="?" if optional_case else None,
-                       help="case file (TOML)" + (f"; default: the packaged {DEFAULT_CASE}" if optional_case else ""))
+                       help="case file (TOML) or packaged case name" + (f"; default: the packaged {DEFAULT_CASE}"
+                                                                         if optional_case else ""))
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a case key, dotted for tables (e.g. --set model.gamma=0.3); repeatable")
     if output:
         p.add_argument("-o", "--output", help=output_help)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings and errors only")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more messages (-vv for debug)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
+
+
+VERBOSE_HELP = "the package's progress and decisions (grids, boxes, stages, timings); -vv: debugging detail"
+PLOT_KINDS = ("hbar", "hbar_map", "mu", "drift", "lbar", "feedback", "chi", "value", "value_eps", "value_feedback",
+              "blind", "convergence", "table", "simulation", "law")     # hjbsolve.plot.KINDS (a test keeps them equal)
 
 
 def _guard_flags(p: argparse.ArgumentParser) -> None:
@@ -47,29 +98,41 @@ def _guard_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    epilog = _case_help_epilog()
     ap = argparse.ArgumentParser(prog="hjbsolve", description="Effective Hamiltonians, cell problems and value "
-                                 "functions of two-scale stochastic control problems.")
+                                 "functions of two-scale stochastic control problems.", epilog=epilog)
     ap.add_argument("--version", action="version", version=f"hjbsolve {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("run", help="run a case and write its HDF5 result")
+    p = sub.add_parser("run", help="run a case and write its HDF5 result", epilog=epilog)
     _common(p, optional_case=True)
     p.add_argument("--resume", action="store_true", help="keep the stages of an interrupted run (<output>."
                    "partial.h5) when they were made from the same resolved case; compute the rest")
     _guard_flags(p)
-    p = sub.add_parser("cell", help="run the cell stage only (invariant laws, Hbar tables)")
+    p = sub.add_parser("cell", help="run the cell stage only (invariant laws, Hbar tables)", epilog=epilog)
     _common(p, output_help="output file (default: run.output or results/<case-name>.h5 with .cell before the "
                            "suffix, so that a full run's file is not replaced; periodic cases: the case's output)")
     _guard_flags(p)
     p.add_argument("--tol", type=float, metavar="TOL",
                    help="periodic cases: double N until every Hbar(P) error estimate is <= TOL (sets grid.y.tol)")
-    p = sub.add_parser("check", help="validate a case without running it")
-    p.add_argument("case", nargs="?", help="case file (TOML)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--schema", action="store_true", help="print the case schema and exit")
+    p = sub.add_parser("check", help="validate a case without running it", epilog=epilog)
+    p.add_argument("case", nargs="?", help=f"case file (TOML) or packaged case name; default: the packaged {DEFAULT_CASE}")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a case key, dotted for tables (e.g. --set model.gamma=0.3); repeatable")
+    p.add_argument("--schema", action="store_true", help="print every case key (type, default, allowed values) and exit")
     _guard_flags(p)
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p = sub.add_parser("study", help="convergence study: vary keys, measure errors and observed orders")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
+    p = sub.add_parser("cases", help="list the packaged cases, or copy one out to edit it")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
+    cs = p.add_subparsers(dest="cases_command", metavar="copy", required=False)
+    c = cs.add_parser("copy", help="copy a packaged case to DIR/NAME.toml")
+    c.add_argument("name", help="a packaged case name (as 'hjbsolve cases' lists them)")
+    c.add_argument("dir", nargs="?", default=".", help="destination folder (default: the current folder; created)")
+    c.add_argument("--force", action="store_true", help="overwrite an existing file")
+    c.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    c.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
+    p = sub.add_parser("study", help="convergence study: vary keys, measure errors and observed orders", epilog=epilog)
     _common(p)
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="vary a key (eps, grid, dt or any dotted case key); repeatable; default: [study] vary")
@@ -89,16 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x0", type=float, nargs="+", help="--law: start of the slow state (default: three quarters "
                    "across the box on every axis)")
     p = sub.add_parser("plot", help="plot a stored result, study or cell-problem file")
-    p.add_argument("file")
-    p.add_argument("--what", metavar="KIND", help="what to plot (default: the file's main quantity); --list shows the kinds")
+    p.add_argument("file", help="an HDF5 file written by run, cell, study or simulate")
+    p.add_argument("--what", metavar="KIND",
+                   help=f"what to plot: one of {', '.join(PLOT_KINDS)} (default: the file's main quantity; "
+                        "--list shows the kinds this file supports)")
     p.add_argument("--list", action="store_true", help="list the kinds this file supports and exit")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="plot option, e.g. --opt eps=0.01 --opt x=0.5 --opt n_curves=3; repeatable")
     p.add_argument("-o", "--output", help="image file (.png, .pdf or .svg); default FILE-stem.KIND.png")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     p = sub.add_parser("simulate", help="Monte Carlo paths under the computed optimal feedback")
-    p.add_argument("file", help="a result file (.h5, uses its case and eps groups) or a case file (.toml)")
+    p.add_argument("file", help="a result file (.h5, uses its case and eps groups), a case file (.toml) or a "
+                                "packaged case name")
     p.add_argument("--eps", type=float, nargs="+", help="eps values (default: the file's value groups)")
     p.add_argument("-n", "--paths", type=int, default=10000, help="number of paths (default 10000)")
     p.add_argument("--ds", type=float, help="time step (default min(T/200, eps/10))")
@@ -108,31 +174,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--y0", type=float, nargs="+", help="start of the fast state (default: <y>_x0)")
     p.add_argument("--feedback", choices=("optimal", "reference"), default="optimal",
                    help="optimal feedback from V, or the reference control u_ref")
-    p.add_argument("--fast-resolution", default="10", help="steps per unit eps, or 'auto' (bias-controlled)")
-    p.add_argument("--record", type=int, default=101, help="times at which statistics are stored")
-    p.add_argument("--keep", type=int, default=20, help="paths stored in the file")
+    p.add_argument("--fast-resolution", default="10", metavar="N|auto",
+                   help="time steps per unit eps (default 10), or 'auto' (fast-law bias bounded by 1%%)")
+    p.add_argument("--record", type=int, default=101, metavar="N",
+                   help="number of equally spaced times in [0, T] at which the statistics are stored (default 101)")
+    p.add_argument("--keep", type=int, default=20, metavar="N", help="number of sample paths stored in the file (default 20)")
     p.add_argument("--dt", type=float, help="time step of the value recomputation (default: the case's)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the stored case (e.g. --set grid.x.n=101); repeatable")
     p.add_argument("-o", "--output", help="file to write the simulation groups to (default: FILE itself)")
     _guard_flags(p)
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     p = sub.add_parser("info", help="describe what an HDF5 result file holds")
-    p.add_argument("file")
+    p.add_argument("file", help="an HDF5 file written by hjbsolve")
     p.add_argument("--case", action="store_true", help="print the resolved case the file was made from (TOML; "
                    "hjbsolve run on it reproduces the file)")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     return ap
 
 
+THIRD_PARTY_LOGGERS = ("h5py", "numba", "matplotlib", "PIL", "distributed", "dask", "asyncio", "fsspec", "urllib3",
+                       "tornado", "sphinx")
+
+
 def _setup_logging(args) -> None:
-    level = logging.WARNING if args.quiet else (logging.INFO if args.verbose <= 1 else logging.DEBUG)
-    if args.verbose == 0 and not args.quiet:
+    """-q: warnings and errors; default: also hjbsolve's warnings; -v: the package's INFO messages (progress
+    and decisions); -vv: its DEBUG messages. Other libraries' loggers stay at WARNING whatever the flags."""
+    if args.quiet or args.verbose == 0:
         level = logging.WARNING
-    logging.basicConfig(level=level, format="hjbsolve: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
-    # numba's own DEBUG logging (bytecode dumps) is not ours to show, even with -vv
-    logging.getLogger("numba").setLevel(max(level, logging.WARNING))
+    else:
+        level = logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=logging.WARNING, format="hjbsolve: %(levelname)s: %(message)s", stream=sys.stderr,
+                        force=True)
+    logging.getLogger("hjbsolve").setLevel(level)
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     # Python warnings (BoxWarning, TimeStepWarning, ...) become one log line each: category and message,
     # without the source line Python's default format adds
     warn_log = logging.getLogger("hjbsolve.warnings")
@@ -147,7 +225,7 @@ def _setup_logging(args) -> None:
 
 def _load(args):
     from .case import load_case
-    path = args.case if args.case is not None else default_case_path()
+    path = find_case(args.case)
     overrides = list(args.overrides)
     tol = getattr(args, "tol", None)
     if tol is not None:
@@ -157,7 +235,23 @@ def _load(args):
     case = load_case(path, overrides)
     if tol is not None and case.family != "periodic":
         raise HJBError(f"{case.source}: --tol: only for family = \"periodic\" (this case is {case.family!r})")
+    _describe(case)
     return case
+
+
+def _describe(case) -> None:
+    """-v: what the case asks for (the grids and boxes as given; the run logs the boxes it derives)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    log.info("case %r (family %s) from %s%s", case.name, case.family, case.source,
+             f", overrides {case.overrides}" if case.overrides else "")
+    for axis, spec in case.grid.items():
+        if isinstance(spec, dict) and spec:
+            log.info("grid.%s: %s", axis, ", ".join(f"{k} = {v}" for k, v in spec.items() if v is not None))
+    if case.family != "periodic":
+        log.info("time: T = %g, dt = %g; run.eps = %s; effective scheme %s, order %s, extrapolation %s",
+                 case.time["T"], case.time["dt"], case.run["eps"], case.run["effective_scheme"],
+                 case.run["order"], case.run["extrapolation"])
 
 
 def cmd_check(args) -> int:
@@ -165,8 +259,6 @@ def cmd_check(args) -> int:
     if args.schema:
         print(schema_text())
         return 0
-    if args.case is None:
-        raise HJBError("check: give a case file (or --schema)")
     case = _load(args)
     from . import resources
     est = resources.estimate(case)
@@ -404,7 +496,9 @@ def cmd_simulate(args) -> int:
         except ValueError:
             raise HJBError(f"--fast-resolution {args.fast_resolution!r}: a number or 'auto'") from None
     if not Path(args.file).exists():
-        raise HJBError(f"{args.file}: file not found")
+        if args.file.endswith(".h5"):
+            raise HJBError(f"{args.file}: file not found")
+        args.file = str(find_case(args.file))          # a packaged case by name
     groups = simulate_file(args.file, eps_values=args.eps, n_paths=args.paths, ds=args.ds, seed=args.seed,
                            output=args.output, x0=args.x0, y0=args.y0, feedback=args.feedback,
                            n_record=args.record, n_keep=args.keep, dt=args.dt, fast_resolution=fr,
@@ -456,6 +550,39 @@ def _law_study(case, vary, out, args) -> int:
     return 0
 
 
+def cmd_cases(args) -> int:
+    """``hjbsolve cases``: the packaged cases with one line each; ``hjbsolve cases copy NAME [DIR]``: copy one out."""
+    cases = packaged_cases()
+    if args.cases_command is None:
+        width = max(map(len, cases))
+        for name, path in cases.items():
+            print(f"{name:{width}s}  {case_summary(path)}")
+        if not args.quiet:
+            print(f"\n{len(cases)} cases; run one by name from any folder (hjbsolve run lq), or copy it out to edit "
+                  f"it: hjbsolve cases copy NAME [DIR]")
+        return 0
+    name = args.name[:-5] if args.name.endswith(".toml") else args.name
+    if name not in cases:
+        raise HJBError(f"cases copy {args.name}: no packaged case of that name; one of {', '.join(cases)}")
+    folder = Path(args.dir)
+    if folder.exists() and not folder.is_dir():
+        raise HJBError(f"cases copy: {folder} is a file, not a folder")
+    dest = folder / f"{name}.toml"
+    if dest.exists() and not args.force:
+        raise HJBError(f"{dest}: exists; not overwritten (give --force to replace it)")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(cases[name].read_bytes())
+        os.replace(tmp, dest)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise HJBError(f"{dest}: cannot write: {e.strerror or e}") from None
+    if not args.quiet:
+        print(f"wrote {dest}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from . import store
     if args.case:
@@ -488,7 +615,7 @@ def _on_sigterm(signum, frame):
 
 
 def _dispatch(args) -> int:
-    commands = {"check": cmd_check, "run": cmd_run, "cell": lambda a: cmd_run(a, cell_only=True),
+    commands = {"cases": cmd_cases, "check": cmd_check, "run": cmd_run, "cell": lambda a: cmd_run(a, cell_only=True),
                 "study": cmd_study, "plot": cmd_plot, "simulate": cmd_simulate, "info": cmd_info}
     _guard_inputs(args)
     return commands[args.command](args)
@@ -517,6 +644,7 @@ def _say(line: str) -> None:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
+    started = time.perf_counter()
     try:
         return _dispatch(args)
     except HJBError as e:
@@ -548,6 +676,9 @@ def _main(argv: list[str] | None) -> int:
         _say(f"hjbsolve: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
              "(please report; rerun with -v for the traceback)")
         return 1
+
+    finally:
+        log.info("%s took %.2f s", args.command, time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

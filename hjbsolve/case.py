@@ -78,6 +78,8 @@ PERIODIC_GRID = {
     "y": Spec("table", REQUIRED, "torus grid: N nodes per axis, h = 1/N, y_i = (offset + i) h", table={
         "n": Spec("ints", REQUIRED, "nodes per axis (>= 4)", ge=4),
         "offset": Spec("float", 0.0, "shift of the nodes in units of h (0.5: no node at y = 0)"),
+        "tol": Spec("float", 0.0, "refine N (doubling) until every Hbar error estimate is <= tol (0: no refinement; "
+                    "`hjbsolve cell --tol`)", ge=0),
     }),
     "P": Spec("table", REQUIRED, "P values: a tensor grid (box, n) or an explicit list (values)", table={
         "box": Spec("box", None, "[lo, hi] or per-axis list"),

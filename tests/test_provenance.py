@@ -100,7 +100,7 @@ def test_info_case_reproduces_the_file_bit_for_bit(tmp_path, capsys):
     assert a["case_resolved"] == b["case_resolved"] == printed
     assert a["case_sha256"] == b["case_sha256"] == sha256(printed) == case_hash(case)
     assert a["hjbsolve_version"] == hjbsolve.__version__ and "numpy" in a["versions"] and "numba" in a["versions"]
-    assert a["solver_minimisation"].startswith("exact") and a["solver_control_nodes"] > 0
+    assert a["solver_minimisation"].startswith("eps_0.05: exact") and a["solver_control_nodes"] > 0
     assert "--set model.tau=0.5" in a["case_text"] and a["case_source"] == LQ
     with h5py.File(r1) as f:
         assert f["eps_0.05"].attrs["minimisation"].startswith("exact")
@@ -108,7 +108,7 @@ def test_info_case_reproduces_the_file_bit_for_bit(tmp_path, capsys):
     code, _, err = cli(["run", LQ, *SMALL_LQ, "--set", "grid.u.exact=false", "-o", tmp_path / "grid.h5", "-q"],
                        capsys)
     assert code == 0, err
-    assert store.root_attrs(tmp_path / "grid.h5")["solver_minimisation"].startswith("grid")
+    assert store.root_attrs(tmp_path / "grid.h5")["solver_minimisation"].startswith("eps_0.05: grid")
 
 
 def test_simulate_uses_the_overrides_the_file_was_made_with(tmp_path, capsys):

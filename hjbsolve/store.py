@@ -52,17 +52,23 @@ File layout (format ``hjbsolve_store = 1``)
   HDF5 dimension scales and netCDF-4 (``CLASS``, ``NAME``, ``DIMENSION_LIST``,
   ``REFERENCE_LIST``, ``_Netcdf4*``, ``_NCProperties``) and ``hjbsolve_store``.
 
-Writes are atomic: a file is first written as ``.<basename>.tmp-<pid>-<hex>``
-in the destination folder and renamed onto the final name with ``os.replace``
-only after it was completely written and synced.  On any exception (including
-``KeyboardInterrupt``) the temporary file is removed and an existing file at
-the destination is left untouched.  Call :func:`check_writable` before a long
-computation to fail early on an unwritable destination.
+Writes are atomic and safe.  HDF5 builds every file in memory (:class:`FileImage`,
+the h5py core driver without a backing store); the finished bytes are written
+with plain ``os.write`` to ``.<basename>.tmp-<pid>-<hex>`` in the destination
+folder, synced, and renamed onto the final name with ``os.replace``.  So a full
+disk, a quota, a permission or an I/O error is an ordinary ``OSError``, raised
+as one :class:`StoreError`; h5py never fails halfway through a file on disk.
+On any exception (including ``KeyboardInterrupt``) the temporary file is
+removed and an existing file at the destination is left untouched.  Only
+regular files are replaced (:func:`output_target`): a folder, FIFO, device or
+socket is refused, and a symbolic link is followed (its target is replaced,
+the link stays).  Call :func:`check_writable` before a long computation to
+fail early on an unwritable destination.
 
-:func:`update` is a read-modify-write of the whole file.  It is serialised
-within one process, but concurrent updates of the same file from several
-processes are not coordinated (the last rename wins); let one process collect
-results and write them.
+:func:`update` loads the file into memory, adds the group and writes the
+whole file again.  It is serialised within one process; across processes,
+hold :func:`output_lock` (an ``fcntl.flock`` lock file beside the output), as
+the ``hjbsolve`` commands do.
 """
 
 from __future__ import annotations

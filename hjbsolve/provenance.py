@@ -173,8 +173,8 @@ def stored_raw(attrs: dict, path: str) -> dict:
                       stacklevel=2)
     try:
         return apply_overrides(tomllib.loads(text), extra)
-    except tomllib.TOMLDecodeError as e:
-        raise StoreError(f"{path}: the stored case is not valid TOML ({e})") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise StoreError(f"{path}: the stored case is damaged: not valid TOML ({e})") from None
     except CaseError as e:
         raise StoreError(f"{path}: the stored case: {e}") from None
 

@@ -221,7 +221,6 @@ def check_file(path) -> store.Group:
     the wrong length, a non-numeric numeric attribute, NaN in a stored array, a case text that does not
     parse or validate. Returns the tree (as :func:`hjbsolve.store.read`)."""
     import os
-    import tomllib
 
     from .errors import HJBError
     text = os.fspath(path)
@@ -234,16 +233,16 @@ def check_file(path) -> store.Group:
     except Exception as e:          # h5py / HDF5 errors of damaged files come in many types
         raise HJBError(f"{text}: damaged or foreign HDF5 file: {type(e).__name__}: {' '.join(str(e).split())}") from None
     _check_group(text, root, "/", {})
-    case_text = root.attrs.get("case_text")
-    if case_text is not None:
+    if "case_resolved" in root.attrs or "case_text" in root.attrs:
+        # the case the numbers were made from: the resolved one; older files: the raw text with its overrides
+        import warnings
+
         from .case import validate
-        if not isinstance(case_text, str):
-            raise HJBError(f"{text}: attribute case_text: expected the case's TOML text, got {type(case_text).__name__}")
-        try:
-            raw = tomllib.loads(case_text)
-        except (tomllib.TOMLDecodeError, RecursionError) as e:
-            raise HJBError(f"{text}: attribute case_text: damaged (TOML: {e})") from None
-        validate(raw, f"{text} (attribute case_text)")
+        from .provenance import stored_raw
+        with warnings.catch_warnings():        # the command that reads the case says it once
+            warnings.simplefilter("ignore")
+            raw = stored_raw(root.attrs, text)
+        validate(raw, f"{text} (stored case)")
     return root
 
 

@@ -144,6 +144,19 @@ def test_files_without_a_resolved_case_are_read_from_their_raw_text_with_a_warni
     assert code == 2 and "no case_resolved or case_text" in err and "Traceback" not in err
 
 
+def test_a_case_valid_only_with_its_overrides_is_read_back(tmp_path, capsys):
+    """The stored case that the readers check and use is the resolved one: a raw case that needs its --set to
+    be valid (tau must be > 0) does not make the file unreadable."""
+    raw = tmp_path / "raw.toml"
+    raw.write_text(open(LQ).read().replace("tau = 1.0\n", "tau = -1.0\n"))
+    r = tmp_path / "r.h5"
+    code, _, err = cli(["run", raw, *SMALL_LQ, "-o", r, "-q"], capsys)         # SMALL_LQ sets model.tau = 0.5
+    assert code == 0, err
+    for command in (["info", r], ["info", r, "--case"], ["plot", r, "--list"]):
+        code, out, err = cli(command, capsys)
+        assert code == 0 and not err, (command, err)
+
+
 # --------------------------------------------------------------------------------------- resuming a run
 def test_run_resume_keeps_the_finished_eps_when_the_hash_matches(tmp_path, capsys, monkeypatch):
     import hjbsolve.value as value_mod

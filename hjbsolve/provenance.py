@@ -22,6 +22,7 @@ double, keys that are not bare TOML keys are quoted, and tables nest as ``[a.b]`
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import math
@@ -67,6 +68,8 @@ def _value(v) -> str:
         return repr(v)
     if isinstance(v, str):
         return _string(v)
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):   # TOML's own date-times
+        return v.isoformat()
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, dict):

@@ -2,6 +2,7 @@
 `info --case` + `run` reproduce a file bit for bit; consumers rebuild from the resolved case; --resume and
 study reuse a file only when its hash matches; one writer per output (lock)."""
 
+import datetime
 import math
 import os
 import subprocess
@@ -70,6 +71,8 @@ def test_to_toml_writes_valid_toml_whatever_the_values_hold():
          "floats": [0.1, 1 / 3, 2.0 ** -1074, 1.7976931348623157e308, -0.0, 1e-310, math.pi],
          "special": [math.inf, -math.inf], "big": 2 ** 63 - 1, "neg": -(2 ** 63), "flag": False,
          "nested": {"deeper": {"deepest": {"x": [[1, 2], [3.5, "s"]]}}, "empty": {}},
+         "when": [datetime.date(2026, 12, 4), datetime.datetime(2026, 12, 4, 18, 0, 1, 250000),
+                  datetime.datetime(2026, 12, 4, 18, 0, tzinfo=datetime.timezone.utc), datetime.time(7, 30)],
          "model.gamma": 1.0, "with space": {"k y": "v"}, "": "empty key", "list_of_tables": [{"a": 1}, {"b": [2]}],
          "skipped": None}
     text = to_toml(d)

@@ -375,11 +375,12 @@ def _validate_value(v, spec: Spec, src: str, key: str):
 def _validate_table(d: dict, schema: dict, src: str, prefix: str) -> dict:
     """Validate one table; every mistake in it (and in its sub-tables) is collected, then raised at once
     as :class:`CaseErrors`."""
-    out, errors = {}, []
+    out, errors, hinted = {}, [], set()
     for k in d:
         if k not in schema:
             full = f"{prefix}.{k}" if prefix else k
             hint = difflib.get_close_matches(k, list(schema), n=1)
+            hinted.update(hint)
             allowed = ", ".join(schema)
             errors.append(f"{src}: {full}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                           + f"; allowed here: {allowed}")
@@ -389,7 +390,8 @@ def _validate_table(d: dict, schema: dict, src: str, prefix: str) -> dict:
             if k in d and d[k] is not None:          # None (from a filled-in case dict) means "not given"
                 out[k] = _validate_value(d[k], spec, src, full)
             elif spec.default is REQUIRED:
-                _fail(src, full, f"missing required key ({spec.doc})")
+                if k not in hinted:             # a misspelt required key is reported once, as unknown
+                    _fail(src, full, f"missing required key ({spec.doc})")
             elif spec.kind == "table" and spec.table is not None and spec.default is not None:
                 out[k] = _validate_table(copy.deepcopy(spec.default), spec.table, src, full)
             else:

@@ -212,7 +212,9 @@ def check_file(path) -> store.Group:
 
     from .errors import HJBError
     text = os.fspath(path)
-    if os.path.exists(text) and not os.path.isdir(text) and not os.path.isfile(text):
+    if not os.path.exists(text):
+        raise HJBError(f"{text}: file not found")
+    if not os.path.isdir(text) and not os.path.isfile(text):
         raise HJBError(f"{text}: not a regular file (a device, FIFO or socket): give an HDF5 result file")
     try:
         root = store.read(text)

@@ -411,6 +411,9 @@ def _check_consistency(c: dict, src: str) -> None:
             _fail(src, "model.mixture", "required for loss = 'gaussian_mixture' (weights, centres, widths)")
         if mod["loss"] == "gaussian_mixture":
             mix = mod["mixture"]
+            if not isinstance(mix["centres"], list) or not mix["centres"]:
+                _fail(src, "model.mixture.centres", f"expected a list of numbers (1-D) or of [c1, c2] pairs (2-D), "
+                      f"got {mix['centres']!r:.60}")
             if not (len(mix["weights"]) == len(mix["widths"]) == len(mix["centres"])):
                 _fail(src, "model.mixture", "weights, centres and widths must have the same length")
             for i, cen in enumerate(mix["centres"]):

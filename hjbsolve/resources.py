@@ -228,7 +228,7 @@ def _estimate_periodic(case, est: Estimate) -> Estimate:
     iters = mod.get("maxiter", 100)
     na = _count(mod.get("a_n", 41), len(mod["a_box"]) if isinstance((mod.get("a_box") or [0])[0], list) else 1) \
         if mod.get("hamiltonian") == "control" else 1
-    est.updates = float(nP) * N * min(iters, 20) * na * 10
+    est.updates = float(nP) * N * min(iters, 20) * na * 50      # measured: 6100 P values, N = 400: ~7 s
     est.steps = 0
     return est
 

@@ -316,12 +316,28 @@ def store_text(d: dict) -> str:
 
 
 def _complete(path: str) -> bool:
-    try:
-        import h5py
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("complete") == "yes"
-    except Exception:
+    """A finished run file that reads back whole: complete = "yes", readable (:func:`result.check_file`:
+    no damaged dataset or attribute), and a value group for every eps of its case. Anything else is run
+    again (and a damaged file is named in a warning)."""
+    import os
+
+    from .result import check_file
+    if not os.path.exists(path):
         return False
+    try:
+        root = check_file(path)
+    except HJBError as e:
+        log.warning("resume: %s: run again", e)
+        return False
+    if root.attrs.get("complete") != "yes":
+        return False
+    import tomllib
+    run = tomllib.loads(root.attrs.get("case_text", "")).get("run", {})
+    want = [f"eps_{float(e):g}" for e in run.get("eps", [0.0])] if run.get("values", True) else []
+    missing = [g for g in want if g not in root.groups]
+    if missing:
+        log.warning("resume: %s: group %s missing: run again", path, ", ".join(missing))
+    return not missing
 
 
 def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume: bool = False,

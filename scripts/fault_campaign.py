@@ -9,6 +9,8 @@ Mutations (seeded):
 - ``h5-bitflip``, ``h5-truncate``, ``h5-delete`` (a dataset, attribute, group or dimension scale),
   ``h5-value`` (NaN in an array, a string in a numeric attribute, a damaged case text): small result files
   given to ``info``, ``plot`` and ``simulate``
+- ``study-resume``: one run file of a finished two-run study damaged as above, then ``study --resume`` (which
+  may recompute it: there the case file is the input that must stay unchanged)
 
 For every try: the exit code must be 0 or 2 (2: one ``hjbsolve: error:`` line last on stderr), no traceback on
 stderr, no hang past the bound, no crash of the process, and no file damaged (the input unchanged, no temporary
@@ -62,7 +64,7 @@ OTHER_TYPES = ["text", True, [], [1, 2, 3], [[1.0, 2.0], [3.0, 4.0]], {"a": 1}, 
                "1e400", [1.0, "x"], {"box": [1, 2], "n": "many"}]
 
 CATEGORIES = ("case-type", "case-range", "case-text", "run-range", "h5-bitflip", "h5-truncate", "h5-delete",
-              "h5-value")
+              "h5-value", "study-resume")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -245,9 +247,10 @@ def make_fixtures(work: Path) -> dict:
         rc1 = main(["run", str(tiny), "-o", str(res), "-q"])
         rc2 = main(["cell", str(CASES / "periodic_cos.toml"), "-o", str(per), "-q", "--set", "grid.P.n=5",
                     "--set", "grid.y.n=16"])
-    if rc1 or rc2:
+        rc3 = main(["study", str(tiny), "--vary", "eps=0.1,0.05", "-q", "-o", str(work / "study")])
+    if rc1 or rc2 or rc3:
         raise RuntimeError("fault campaign: the fixtures could not be made")
-    return {"tiny": tiny, "result": res, "periodic": per}
+    return {"tiny": tiny, "result": res, "periodic": per, "study": work / "study_runs"}
 
 
 def plan_tries(seed: int, per_category: int, work: Path, fixtures: dict, categories=CATEGORIES) -> list[dict]:
@@ -267,6 +270,17 @@ def plan_tries(seed: int, per_category: int, work: Path, fixtures: dict, categor
                 dest = folder / "tiny.toml"
                 what = mutate_case(rng, "run-range", fixtures["tiny"], dest)
                 argv = ["run", str(dest), "-q", "-o", str(folder / "out.h5")]
+            elif cat == "study-resume":
+                shutil.copytree(fixtures["study"], folder / "study_runs")
+                shutil.copyfile(fixtures["tiny"], folder / "tiny.toml")
+                runs = sorted((folder / "study_runs").glob("*.h5"))
+                src = rng.choice(runs)
+                how = rng.choice(["h5-bitflip", "h5-truncate", "h5-delete", "h5-value"])
+                what = f"{how} " + mutate_h5(rng, how, src, src.with_suffix(".tmpcopy"))
+                os.replace(src.with_suffix(".tmpcopy"), src)
+                what = f"{src.name}: {what}"
+                dest = folder / "tiny.toml"
+                argv = ["study", str(dest), "--vary", "eps=0.1,0.05", "--resume", "-q", "-o", str(folder / "study")]
             else:
                 src = fixtures["periodic"] if rng.random() < 0.2 else fixtures["result"]
                 dest = folder / src.name
@@ -276,7 +290,8 @@ def plan_tries(seed: int, per_category: int, work: Path, fixtures: dict, categor
                         "plot": ["plot", str(dest), "-q", "-o", str(folder / "out.png")],
                         "simulate": ["simulate", str(dest), "-q", "-n", "64", "--record", "11",
                                      "-o", str(folder / "sim.h5")]}[verb]
-            tries.append({"index": len(tries), "category": cat, "what": f"{dest.name}: {what}", "argv": argv,
+            tries.append({"index": len(tries), "category": cat, "what": what if cat == "study-resume" else
+                          f"{dest.name}: {what}", "argv": argv,
                           "input": str(dest), "folder": str(folder)})
     return tries
 

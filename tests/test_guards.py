@@ -23,21 +23,16 @@ from hjbsolve.errors import HJBError
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "hjbsolve" / "cases"
 
-TINY = """name = "tiny"
-family = "lq"
-[model]
-s = 0.5
-[grid]
-x = { box = [-2.0, 2.0], n = 21 }
-y = { n = 21 }
-p = { box = [-2.0, 2.0], n = 5 }
-u = { n = 5 }
-[time]
-T = 0.2
-dt = 0.05
-[run]
-eps = [0.1, 0.0]
-"""
+
+def _campaign():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fault_campaign", ROOT / "scripts" / "fault_campaign.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TINY = _campaign().TINY        # a tiny lq case (21 x 21 nodes, 4 steps): the campaign's fixture
 
 
 def run_cli(capsys, *argv):

@@ -80,7 +80,6 @@ import math
 import os
 import re
 import sys
-import tomllib
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -528,20 +527,15 @@ def _entropy_free_drift(f: _File) -> bool:
     """True when abar (the drift at the reference control) is Chaudhari's -grad f_gamma."""
     if f.attrs.get("family") != "entropy_sgd":
         return False
-    text = f.attrs.get("case_text") or ""
+    import warnings
+
+    from .provenance import stored_raw
     try:
-        raw = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, TypeError):
+        with warnings.catch_warnings():            # an older file: its raw case text is good enough here
+            warnings.simplefilter("ignore")
+            model = dict(stored_raw(f.attrs, f.path).get("model") or {})   # the resolved case, with overrides
+    except HJBError:
         return False
-    model = dict(raw.get("model") or {})
-    for line in text.splitlines():        # command-line overrides are recorded as comments
-        line = line.strip()
-        if line.startswith("# --set model.") and "=" in line:
-            key, val = line[len("# --set model."):].split("=", 1)
-            try:
-                model[key.strip()] = tomllib.loads(f"v = {val.strip()}")["v"]
-            except tomllib.TOMLDecodeError:
-                model[key.strip()] = val.strip()
     control = model.get("control", "none")
     u_ref = model.get("u_ref")
     if control == "none":

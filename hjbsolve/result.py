@@ -147,6 +147,19 @@ class Result:
                                   {"long_name": "corrector chi(P; y)"})
         root.variables["residual"] = V(e.residual.reshape(shape), tuple(Pd), {"long_name": "final max residual"})
         root.variables["iterations"] = V(e.iterations.reshape(shape), tuple(Pd), {"long_name": "Newton iterations"})
+        if e.estimate is not None:
+            from .cell.ergodic.tables import ESTIMATE_STATUS
+            s = e.estimate
+            for nm, arr, desc in (
+                    ("hbar_error_estimate", s.estimate, "estimate of |hbar - Hbar| from the grids N, N/2, N/4"),
+                    ("hbar_observed_order", s.order, "observed order log2(d_coarse / d_fine) (NaN unless clean)"),
+                    ("hbar_richardson", s.richardson, "Richardson-extrapolated Hbar (NaN unless the order is clean)"),
+                    ("hbar_N2", s.hbar_mid, "Hbar on the grid N/2"),
+                    ("hbar_N4", s.hbar_coarse, "Hbar on the grid N/4")):
+                root.variables[nm] = V(np.asarray(arr).reshape(shape), tuple(Pd), {"long_name": desc})
+            root.variables["hbar_estimate_status"] = V(
+                s.status.reshape(shape), tuple(Pd),
+                {"long_name": "kind of error estimate", **{f"code_{k}": v for k, v in ESTIMATE_STATUS.items()}})
         if e.lbar is not None:
             qd = axis_names("q", e.m)
             for nm, ax in zip(qd, e.q_axes):

@@ -311,8 +311,8 @@ def execute_run(case_dict: dict, path: str, source: str = "study") -> str:
 
 
 def store_text(d: dict) -> str:
-    from .case import _dump_toml
-    return _dump_toml(d)
+    from .provenance import resolved_text
+    return resolved_text(d)
 
 
 def _complete(path: str) -> bool:

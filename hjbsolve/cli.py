@@ -656,7 +656,9 @@ def _main(argv: list[str] | None) -> int:
     _setup_logging(args)
     started = time.perf_counter()
     try:
-        return _dispatch(args)
+        code = _dispatch(args)
+        log.info("%s took %.2f s", args.command, time.perf_counter() - started)
+        return code
     except HJBError as e:
         for line in getattr(e, "lines", None) or [str(e)]:   # CaseErrors: one line per mistake
             _say(f"hjbsolve: error: {' '.join(str(line).split())}")
@@ -686,9 +688,6 @@ def _main(argv: list[str] | None) -> int:
         _say(f"hjbsolve: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
              "(please report; rerun with -v for the traceback)")
         return 1
-
-    finally:
-        log.info("%s took %.2f s", args.command, time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -182,21 +182,22 @@ def estimate(case, simulate_paths: int | None = None, n_record: int = 101) -> Es
     if m >= 2:
         lu = 16.0 * ny ** (1.5 if m == 2 else 5.0 / 3.0) * 2      # fill of two concurrent LU factorisations
     hb = nx * max(npv, 1) * nP * f8 * 2 + nx * nq * nP * f8
-    fb = nx * npv * nP * ny * k * 4.0 if (case.run.get("feedback", True) and npv) else 0.0
-    chunk = 32e6 * 2                                            # the chunked coefficient tables of Hbar
+    # the stored feedback (float32) and, while it is computed, its float64 maximisers and int32 arguments
+    fb = nx * npv * nP * ny * k * 16.0 if (case.run.get("feedback", True) and npv) else 0.0
+    chunk = min(64e6, nx * ny * nu * (n + 2) * f8) if npv else 0.0   # the chunked coefficient tables of Hbar
     if m:
-        est.memory["cell stage"] = nx * ny * f8 * 2 + gen + lu + hb + fb + chunk
+        est.memory["cell stage"] = nx * ny * f8 + gen + lu + hb + fb + chunk
         est.keys["cell stage"] = "grid.x.n, grid.y.n, grid.p.n, grid.P.values" + (", run.feedback" if fb else "")
         est.updates += nx * ny * max(npv, 1) * nP * nu
     # value stage
     T, dt = float(case.time["T"]), float(case.time["dt"])
     steps = max(1, int(round(T / dt))) if math.isfinite(T / dt) else 10 ** 18
     n_out = len(case.run["output_times"]) if case.run.get("output_times") else 5
-    per_table = (6 * n + 3 * n * n + 4) * f8                    # A, Da, disp, L, C, DL and temporaries
+    per_table = (3 * n + n * n + 2) * f8                        # A, Da, disp, L, C, DL (grid minimisation)
     for eps in (case.run["eps"] if case.run.get("values", True) else []):
         j = ny if (eps > 0 or m == 0) else max(ny, 1)
         controls = 4 if affine else nu                          # closed-form / refined min: a few per node
-        tables = nx * j * (per_table * (1 if affine else nu) + (n * k + n * n) * f8 * 3)
+        tables = nx * j * (per_table * nu if not affine else (n * k + n * n + n + 1) * f8 * 2)
         values = nx * (ny if eps > 0 else 1) * f8 * (n_out + 3)
         fast = nx * ny * (2 * m + 1) * f8 * 2 if (eps > 0 and m) else 0.0
         name = f"value stage eps = {eps:g}"
@@ -227,7 +228,7 @@ def _estimate_periodic(case, est: Estimate) -> Estimate:
     iters = mod.get("maxiter", 100)
     na = _count(mod.get("a_n", 41), len(mod["a_box"]) if isinstance((mod.get("a_box") or [0])[0], list) else 1) \
         if mod.get("hamiltonian") == "control" else 1
-    est.updates = float(nP) * N * min(iters, 20) * na * 10
+    est.updates = float(nP) * N * min(iters, 20) * na * 50      # measured: 6100 P values, N = 400: ~7 s
     est.steps = 0
     return est
 

@@ -211,6 +211,8 @@ class Result:
 NUMERIC_ATTRS = ("eps", "x_box", "y_box", "nu", "N", "m", "offset_in_h", "value_pde", "y0", "x0", "x_n",
                  "fast_resolution", "T", "dt")
 #: arrays that are finite or +-inf but never NaN in a file written by hjbsolve (coordinates never hold NaN)
+#: the cell stage's datasets: a file holding one of them holds all
+CELL_DATASETS = ("mu", "ybar", "abar", "gbar")
 NO_NAN = ("mu", "ybar", "abar", "gbar", "hbar", "lbar", "feedback", "V", "chi", "P_matrix", "P_values")
 
 
@@ -224,7 +226,9 @@ def check_file(path) -> store.Group:
 
     from .errors import HJBError
     text = os.fspath(path)
-    if os.path.exists(text) and not os.path.isdir(text) and not os.path.isfile(text):
+    if not os.path.exists(text):
+        raise HJBError(f"{text}: file not found")
+    if not os.path.isdir(text) and not os.path.isfile(text):
         raise HJBError(f"{text}: not a regular file (a device, FIFO or socket): give an HDF5 result file")
     try:
         root = store.read(text)
@@ -233,6 +237,14 @@ def check_file(path) -> store.Group:
     except Exception as e:          # h5py / HDF5 errors of damaged files come in many types
         raise HJBError(f"{text}: damaged or foreign HDF5 file: {type(e).__name__}: {' '.join(str(e).split())}") from None
     _check_group(text, root, "/", {})
+    cell = [k for k in CELL_DATASETS if k in root.variables]
+    if cell and len(cell) < len(CELL_DATASETS):
+        missing = ", ".join(k for k in CELL_DATASETS if k not in root.variables)
+        raise HJBError(f"{text}: dataset {missing} missing beside {', '.join(cell)} (damaged file)")
+    for name, g in root.groups.items():
+        if name.startswith("eps_") and ("V" not in g.variables or "t" not in g.coords):
+            raise HJBError(f"{text}: group /{name}: dataset {'V' if 'V' not in g.variables else 't'} missing "
+                           "(damaged file)")
     if "case_resolved" in root.attrs or "case_text" in root.attrs:
         # the case the numbers were made from: the resolved one; older files: the raw text with its overrides
         import warnings

@@ -319,17 +319,27 @@ def store_text(d: dict) -> str:
 
 def unusable(path: str, case_dict: dict) -> str | None:
     """Why the run file ``path`` cannot stand for a run of ``case_dict`` (None when it can): it must exist,
-    be complete, and hold the same resolved case (hash) made by this package version."""
+    read back whole (:func:`result.check_file`: no damaged dataset or attribute), be complete, hold the same
+    resolved case (hash) made by this package version, and have a value group for every eps of its case."""
     from .provenance import case_hash, check_reusable
+    from .result import check_file
     if not os.path.exists(path):
         return f"{path} does not exist"
     try:
-        attrs = store.root_attrs(path)
+        root = check_file(path)
     except HJBError as e:
         return str(e)
+    attrs = root.attrs
     if attrs.get("complete") != "yes":
         return f"{path} is not complete"
-    return check_reusable(path, attrs, case_hash(case_dict))
+    why = check_reusable(path, attrs, case_hash(case_dict))
+    if why:
+        return why
+    run = case_dict.get("run", {})
+    want = [f"eps_{float(e):g}" for e in run.get("eps", [0.0])] \
+        if run.get("values", True) and case_dict.get("family") != "periodic" else []
+    missing = [g for g in want if g not in root.groups]
+    return f"{path}: group {', '.join(missing)} missing" if missing else None
 
 
 def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume: bool = False,

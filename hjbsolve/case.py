@@ -152,7 +152,7 @@ MODEL = {
         "u_box": Spec("box", [-10.0, 10.0], "control box [u_min, u_max]"),
     },
     "periodic": {
-        "m": Spec("int", 1, "dimension of the torus", choices=(1, 2)),
+        "m": Spec("int", 1, "dimension of the torus (3: not for hamiltonian = \"general\")", choices=(1, 2, 3)),
         "nu": Spec("float", 0.0, "viscosity nu >= 0 in -nu Δchi + G(y, P + Dchi) = Hbar", ge=0),
         "params": Spec("params", {}, "named constants usable in the formulas"),
         "hamiltonian": Spec("str", "quadratic", "form of G",

@@ -2,7 +2,7 @@ r"""Nonlinear ergodic cell problems on the torus (periodic homogenization).
 
 Equation
 --------
-For a constant vector ``P`` in R^m (m = 1, 2) find the ergodic constant ``Hbar(P)`` and a
+For a constant vector ``P`` in R^m (m = 1, 2, 3) find the ergodic constant ``Hbar(P)`` and a
 periodic corrector ``chi`` on the unit torus T^m (period 1 in every axis) with
 
     -nu * Laplace(chi)(y) + G(y, P + D chi(y)) = Hbar(P),        nu >= 0,

@@ -125,7 +125,19 @@ def _axis_function(funcs):
             return f1(s)
 
         return kax2
-    raise HJBError("separable Hamiltonian: give one K (all axes) or one K per axis (m <= 2)")
+    if len(funcs) == 3:
+        f0, f1, f2 = funcs
+
+        @njit
+        def kax3(k, s):
+            if k == 0:
+                return f0(s)
+            if k == 1:
+                return f1(s)
+            return f2(s)
+
+        return kax3
+    raise HJBError("separable Hamiltonian: give one K (all axes) or one K per axis (m <= 3)")
 
 
 def _fd_axis_derivative(Kax):
@@ -287,10 +299,11 @@ class PeriodicHamiltonian:
         ts = np.array([0.0, 0.137, 0.29, 0.5, 0.71, 0.93])
         pts = []
         for k in range(m):
-            others = [np.zeros(0)] if m == 1 else [np.array([t]) for t in ts]
-            for o in others:
-                y0 = np.insert(o, k, 0.0) if m > 1 else np.array([0.0])
-                y1 = np.insert(o, k, 1.0) if m > 1 else np.array([1.0])
+            # the other coordinates: each sample value on every other axis, and a mixed point
+            others = [np.full(m - 1, t) for t in ts] + ([ts[[1, 4]]] if m == 3 else [])
+            for o in (others if m > 1 else [np.zeros(0)]):
+                y0 = np.insert(o, k, 0.0)
+                y1 = np.insert(o, k, 1.0)
                 pts.append((k, y0, y1))
 
         def close(a, b):

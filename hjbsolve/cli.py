@@ -175,6 +175,13 @@ def _mark_stopped(partial: str, how: str) -> None:
         pass
 
 
+def _say_what_ran(name: str, attrs: dict) -> str:
+    """One line per value group: its time scheme and the minimisation over the controls that ran."""
+    ts = "Richardson-extrapolated" if "time_scheme" in attrs else "monotone"
+    return (f"{name}: order in time {str(attrs.get('order_time', '?')).split(' ')[0]} ({ts}); minimisation: "
+            f"{attrs.get('minimisation', '?')}")
+
+
 def cmd_run(args, cell_only: bool = False) -> int:
     """Run the stages; each finished stage goes to <output>.partial.h5, renamed onto <output> at the end.
 
@@ -203,6 +210,8 @@ def cmd_run(args, cell_only: bool = False) -> int:
     def on_result(name, group):
         store.update(partial, name, group)
         log.info("wrote %s to %s", name, partial)
+        if not args.quiet:
+            print(_say_what_ran(name, group.attrs))
 
     try:
         if cell_only:

@@ -394,7 +394,10 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
     else:
         kind = "averaged" if variant == "extended" else "averaged_blind"
     attrs.update(_describe(kind, order, eps, model))
-    if not kind.startswith("averaged"):
+    if _exact_in_splitting(kind, model, xgrid, minimize, order):
+        minimize = "exact"
+        attrs["minimisation"] = _KIND_TEXT["exact"] + EXACT_X_DEPENDENT_B
+    elif not kind.startswith("averaged"):
         attrs["minimisation"] = _minimisation(kind, model, xgrid, minimize, order, u_nodes, T)
     extrapolate = richardson and kind in RICHARDSON_KINDS
     if richardson and not extrapolate:
@@ -463,12 +466,29 @@ def _minimisation(kind: str, model: Model, xgrid: Grid, minimize: str, order: in
     return "grid: " + _control_grid_check(model, control_nodes(model, u_nodes), T, f"value stage ({kind} scheme)")
 
 
+EXACT_X_DEPENDENT_B = ("; B depends on x: the foot's u-quadratic Taylor term (dt^2/2) (D_x B) B u^2 is left out, "
+                       "an O(dt) error like the splitting's own (removed with it by run.richardson)")
+
+
+def _exact_in_splitting(kind: str, model: Model, xgrid: Grid, minimize: str, order: int) -> bool:
+    """True when a 1-D control-affine model with quadratic cost whose B depends on x (``minimisation_kind``
+    says 'grid' for second-order feet) is minimised exactly all the same: in the first-order schemes (the
+    Lie splitting of V^eps, the per-y scheme) the left-out foot term (dt^2/2) (D_x B) B u^2 costs O(dt) like
+    the scheme itself, the O(du^2) of a control grid does not shrink with dt, and Richardson extrapolation
+    removes the O(dt) term (not the grid's)."""
+    return (kind in ("eps", "per_y") and minimize == "auto" and model.n == 1 and model.k == 1
+            and model.affine is not None and model.affine.c > 0
+            and minimisation_kind(model, xgrid, minimize, order) == "grid")
+
+
 _KIND_TEXT = {"exact": "exact piecewise-quadratic (1-D control-affine, quadratic cost)",
               "refined": "refined: grid + golden section (2-D control-affine)",
               "grid-affine": "grid (2-D control-affine, no refinement)"}
 
 
 def _averaged_minimisation(avg, model: Model, xgrid: Grid, minimize: str, order: int, u_nodes, T: float) -> str:
+    if model.k == 0:
+        return "none (no control)"
     if avg.kind == "averaged-affine":
         mk = minimisation_kind(model, xgrid, minimize, order)
         return _KIND_TEXT.get(mk, mk) + " (averaged affine problem)"

@@ -1193,6 +1193,7 @@ class StoredValue:
     V: np.ndarray
     feedback_t: np.ndarray | None
     attrs: dict
+    V_monotone: np.ndarray | None = None    # Richardson runs: the monotone V_{dt/2}; |V - V_monotone| estimates the error
 
 
 def stored_values(result, eps_values=None, dt: float | None = None) -> dict:
@@ -1208,8 +1209,9 @@ def stored_values(result, eps_values=None, dt: float | None = None) -> dict:
         eps = float(g.attrs["eps"])
         if eps_values is not None and eps not in [float(e) for e in np.atleast_1d(eps_values)]:
             continue
+        mono = g.variables.get("V_monotone")
         sv = StoredValue(eps, np.asarray(g.coords["t"].data, float), g.variables["V"].data,
-                         g.variables["feedback_t"].data, dict(g.attrs))
+                         g.variables["feedback_t"].data, dict(g.attrs), None if mono is None else mono.data)
         try:
             _time_table(sv)
         except ValueError:

@@ -509,7 +509,8 @@ def _averaged_minimisation(avg, model: Model, xgrid: Grid, minimize: str, order:
         return _KIND_TEXT.get(mk, mk) + " (averaged affine problem)"
     if avg.kind == "averaged-p-family":
         how = ("closed form" if (model.affine is not None and model.affine.c > 0 and avg._aff is not None)
-               else "argmax over the control grid")
+               else "argmax over the control grid (" + _control_grid_check(
+                   model, control_nodes(model, u_nodes), T, "value stage (averaged scheme, maximisers alpha_p)") + ")")
         return f"p-family: maximisers alpha_p(y) by {how}, min over a grid of {avg.n_p} p nodes per axis (O(dp^2))"
     return "grid: " + _control_grid_check(model, control_nodes(model, u_nodes), T, "value stage (averaged scheme)")
 

@@ -107,6 +107,8 @@ RUN = {
     "extrapolation": Spec("str", "linear", "feet outside the slow box", choices=("linear", "clamp")),
     "effective_scheme": Spec("str", "averaged", "eps = 0 scheme: averaged (2nd order) or per_y (the eps->0 "
                              "limit of the V^eps scheme)", choices=("averaged", "per_y")),
+    "richardson": Spec("bool", False, "Richardson extrapolation in dt of the first-order schemes (eps > 0, "
+                       "per_y, plain): V = 2 V(dt/2) - V(dt), second order; V_monotone = V(dt/2) kept"),
 }
 
 STUDY = {

@@ -323,6 +323,13 @@ def _mark_stopped(partial: str, how: str) -> bool:
     return True
 
 
+def _say_what_ran(name: str, attrs: dict) -> str:
+    """One line per value group: its time scheme and the minimisation over the controls that ran."""
+    ts = "Richardson-extrapolated" if "time_scheme" in attrs else "monotone"
+    return (f"{name}: order in time {str(attrs.get('order_time', '?')).split(' ')[0]} ({ts}); minimisation: "
+            f"{attrs.get('minimisation', '?')}")
+
+
 def cmd_run(args, cell_only: bool = False) -> int:
     """Run the stages; each finished stage goes to <output>.partial.h5, saved as <output> at the end.
 
@@ -395,6 +402,8 @@ def _run_locked(args, case, out: str, partial: str, cell_only: bool) -> int:
         image.add_group(name, group)
         save_partial()
         log.info("wrote %s to %s", name, partial)
+        if not args.quiet:
+            print(_say_what_ran(name, group.attrs))
 
     try:
         with image:

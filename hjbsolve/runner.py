@@ -201,6 +201,7 @@ def run_values(case: Case, model: Model, cell, on_result: Callable | None = None
         res = value_function(model, cell, eps=eps, T=case.time["T"], dt=case.time["dt"],
                              output_times=r["output_times"], blind=(r["blind"] and eps == 0.0), order=r["order"],
                              extrapolation=r["extrapolation"], effective_scheme=r["effective_scheme"],
+                             richardson=r["richardson"],
                              u_nodes=None if case.grid["u"]["exact"] else model.controls.nodes(),
                              minimize="auto" if case.grid["u"]["exact"] else "grid")
         groups[name] = res.to_group()
@@ -224,6 +225,7 @@ def run_plain(case: Case, model: Model, on_result: Callable | None = None) -> Re
     exact = case.grid["u"]["exact"] and model.controls.points is None
     res = value_function(model, None, eps=0.0, T=case.time["T"], dt=case.time["dt"], xgrid=xg,
                          output_times=r["output_times"], order=r["order"], extrapolation=r["extrapolation"],
+                         richardson=r["richardson"],
                          u_nodes=None if exact else model.controls.nodes(), minimize="auto" if exact else "grid")
     res.attrs["problem"] = "plain HJB (m = 0): no fast variable"
     res.attrs["control_set"] = _describe_controls(model)

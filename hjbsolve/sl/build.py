@@ -76,6 +76,8 @@ def tab_tables(model: Model, xgrid: Grid, ys, u: np.ndarray):
 
 #: table entries (batch x controls x nodes) per model call when the tables are built chunk by chunk
 CHUNK = 1 << 19
+#: nodes on which every control is checked by :func:`linear_control_parts`
+SAMPLE = 4096
 
 
 def deterministic_tab_stepper(model: Model, xgrid: Grid, ys, u: np.ndarray, dt: float, order: int = 2,
@@ -108,8 +110,12 @@ def linear_control_parts(model: Model, xgrid: Grid, ys, u: np.ndarray, rtol: flo
     """``(a0 (J, N, n), B (n, k), l0 (J, N), q (nc,))`` when, at every node and control,
     ``a(x, y, u) = a0(x, y) + B u`` with a constant matrix B and ``l(x, y, u) = l0(x, y) + q(u)``; else None.
 
-    B and q come from the first node (least squares over the controls); the identity is then checked on every
-    (node, control) pair, chunk by chunk (memory proportional to the nodes), to ``rtol`` of the data's size.
+    B and q come from the first node (least squares over the controls). The identity is then checked, to
+    ``rtol`` of the data's size, for every control on a sub-grid of about ``SAMPLE`` nodes (every s-th row and
+    column, the last ones included) and for four controls (the first, the last, two inner ones) on every node:
+    checking every (node, control) pair would cost more model evaluations than a dozen time steps (numpy
+    calls per control against one kernel pass), and a formula that is affine in u on all of these but not
+    elsewhere is contrived (a ``where`` on a region between the sampled rows, say).
     """
     xs = xgrid.flat_points()
     ys = _ys(model, ys)
@@ -125,18 +131,25 @@ def linear_control_parts(model: Model, xgrid: Grid, ys, u: np.ndarray, rtol: flo
     l0 = np.broadcast_to(_finite("l", model.l(X, Y, u[None, :1, None])), (J, 1, N))[:, 0] - q[0]
     scale_a = 1.0 + np.abs(a0).max() + np.abs(B).sum() * np.abs(u).max()
     scale_l = 1.0 + np.abs(l0).max() + np.abs(q).max()
-    per = max(1, CHUNK // (J * N))
     a0 = np.ascontiguousarray(a0)
-    for c0 in range(0, nc, per):
-        uc = u[c0:c0 + per]
-        A = np.broadcast_to(model.a(X, Y, uc[None, :, None]), (J, len(uc), N, n))
-        if not K.linear_deviation(A, a0, np.ascontiguousarray(uc @ B.T)) <= rtol * scale_a:
-            _finite("a", A)
-            return None
-        L = np.broadcast_to(model.l(X, Y, uc[None, :, None]), (J, len(uc), N))
-        if not K.linear_deviation(L[..., None], l0[..., None], q[c0:c0 + per, None]) <= rtol * scale_l:
-            _finite("l", L)
-            return None
+    stride = max(1, int(np.ceil(np.sqrt(N / SAMPLE))))
+    axes = [np.unique(np.r_[np.arange(0, m, stride), m - 1]) for m in xgrid.shape]
+    sub = np.ravel_multi_index(np.ix_(*axes), xgrid.shape).ravel()
+    four = np.unique([0, nc // 3, (2 * nc) // 3, nc - 1])
+    for nodes, controls in ((sub, np.arange(nc)), (np.arange(N), four)):
+        Xs, a0s, l0s = X[:, :, nodes], np.ascontiguousarray(a0[:, nodes]), np.ascontiguousarray(l0[:, nodes])
+        per = max(1, CHUNK // (J * len(nodes)))
+        for c0 in range(0, len(controls), per):
+            cs = controls[c0:c0 + per]
+            uc = u[cs]
+            A = np.broadcast_to(model.a(Xs, Y, uc[None, :, None]), (J, len(cs), len(nodes), n))
+            if not K.linear_deviation(A, a0s, np.ascontiguousarray(uc @ B.T)) <= rtol * scale_a:
+                _finite("a", A)
+                return None
+            L = np.broadcast_to(model.l(Xs, Y, uc[None, :, None]), (J, len(cs), len(nodes)))
+            if not K.linear_deviation(L[..., None], l0s[..., None], np.ascontiguousarray(q[cs, None])) <= rtol * scale_l:
+                _finite("l", L)
+                return None
     return a0, B, l0, q
 
 

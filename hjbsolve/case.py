@@ -69,7 +69,7 @@ GRID = {
     "u": Spec("table", {}, "control discretisation", table={
         "n": Spec("ints", 21, "control nodes per axis (>= 1)", ge=1),
         "exact": Spec("bool", True, "use the closed-form maximiser when the family has one"),
-        "radii": Spec("int", 10, "model.u_ball: circles (k = 2) or nodes per half-interval (k = 1)", ge=1),
+        "radii": Spec("int", 5, "model.u_ball: circles (k = 2) or nodes per half-interval (k = 1)", ge=1),
         "directions": Spec("int", 32, "model.u_ball, k = 2: directions on each circle", ge=3),
     }),
 }

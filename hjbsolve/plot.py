@@ -452,10 +452,16 @@ def _where(chosen: dict, skip=()) -> str:
             continue
         if dim in _COMPONENT_DIMS:
             if size > 1:
-                parts.append(f"{dim} component {int(val)}")
+                parts.append(_component_name(dim, int(val)))
         elif size > 1 or dim == "t":
             parts.append(f"{dim} = {_fmt(val)}")
     return ", ".join(parts)
+
+
+def _component_name(dim: str, k: int) -> str:
+    """1-based names of vector components: control u1, u2 (control), x1 (slow), y1 (fast)."""
+    letter = {"control": "u", "slow": "x", "fast": "y"}.get(dim, dim)
+    return f"control {letter}{k + 1}" if dim == "control" else f"component {letter}{k + 1}"
 
 
 def _curve_indices(vals: np.ndarray, opt, count: int, frac=(0.0, 1.0)) -> list[int]:
@@ -478,12 +484,69 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _title(ax, opts, text: str) -> None:
-    """Axes title; lines longer than the axes allow are wrapped (about 12 characters per inch at 12 pt)."""
+def _title(ax, opts, text: str, params: str = "") -> None:
+    """Axes title, with the parameters the figure depends on (``params``) as its last line; lines longer than
+    the axes allow are wrapped (about 12 characters per inch at 12 pt)."""
     import textwrap
-    text = opts.get("title") or text
+    text = opts.get("title") or (text + (f"\n{params}" if params else ""))
     width = max(40, int(12 * ax.get_position().width * ax.figure.get_figwidth()))
     ax.set_title("\n".join(textwrap.fill(line, width) for line in text.split("\n")))
+
+
+def _case_dict(f: _File) -> dict:
+    """The case stored with the file (root attribute ``case_text``) as a dict, with the command-line overrides
+    (recorded as ``# --set key=value`` comments) applied; {} when there is none."""
+    text = f.attrs.get("case_text") or ""
+    try:
+        raw = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, TypeError):
+        return {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("# --set ") and "=" in line:
+            key, val = line[len("# --set "):].split("=", 1)
+            try:
+                value = tomllib.loads(f"v = {val.strip()}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = val.strip()
+            *tables, last = key.strip().split(".")
+            d = raw
+            for t in tables:
+                if not isinstance(d.get(t), dict):
+                    d[t] = {}
+                d = d[t]
+            d[last] = value
+    return raw
+
+
+def _params(f: _File, g: store.Group | None = None, time: bool = False) -> str:
+    """One line with the parameters a figure depends on: the model's constants (gamma, beta for Entropy-SGD,
+    nu for a periodic cell problem, the params of an expr model), the grid sizes stored in the file and, for
+    value groups (``time``), T and dt."""
+    case = _case_dict(f)
+    model, parts = case.get("model") or {}, []
+    family = case.get("family") or f.attrs.get("family")
+    if family == "entropy_sgd":
+        parts += [f"{k} = {_fmt(model[k])}" for k in ("gamma", "beta") if isinstance(model.get(k), (int, float))]
+    elif family == "periodic":
+        parts.append(f"nu = {_fmt(model.get('nu', 0.0))}")
+    elif isinstance(model.get("params"), dict):
+        parts += [f"{k} = {_fmt(v)}" for k, v in list(model["params"].items())[:4] if isinstance(v, (int, float))]
+    where = g if g is not None else f.root
+    sizes = []
+    for letter in ("x", "y"):
+        dims = [d for d in where.coords if _dims_with([d], letter)]
+        if dims:
+            n = [int(np.asarray(where.coords[d].data).size) for d in sorted(dims)]
+            sizes.append(f"{letter}: {' x '.join(map(str, n))} nodes")
+    if sizes:
+        parts.append(", ".join(sizes))
+    if time:
+        attrs = g.attrs if g is not None else {}
+        T = attrs.get("T", (case.get("time") or {}).get("T"))
+        dt = attrs.get("dt", (case.get("time") or {}).get("dt"))
+        parts += [f"{k} = {_fmt(v)}" for k, v in (("T", T), ("dt", dt)) if v is not None]
+    return "; ".join(p for p in parts if p)
 
 
 def _case_name(f: _File) -> str:
@@ -528,20 +591,7 @@ def _entropy_free_drift(f: _File) -> bool:
     """True when abar (the drift at the reference control) is Chaudhari's -grad f_gamma."""
     if f.attrs.get("family") != "entropy_sgd":
         return False
-    text = f.attrs.get("case_text") or ""
-    try:
-        raw = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, TypeError):
-        return False
-    model = dict(raw.get("model") or {})
-    for line in text.splitlines():        # command-line overrides are recorded as comments
-        line = line.strip()
-        if line.startswith("# --set model.") and "=" in line:
-            key, val = line[len("# --set model."):].split("=", 1)
-            try:
-                model[key.strip()] = tomllib.loads(f"v = {val.strip()}")["v"]
-            except tomllib.TOMLDecodeError:
-                model[key.strip()] = val.strip()
+    model = _case_dict(f).get("model") or {}
     control = model.get("control", "none")
     u_ref = model.get("u_ref")
     if control == "none":
@@ -571,7 +621,7 @@ def _plot_hbar(f, fig, opts):
     ax.set_xlabel(f"{pd} = D_x V  (costate)")
     ax.set_ylabel(HAM_LABEL)
     where = _where(chosen, skip=(xd,))
-    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""), _params(f))
     _legend(ax, title="slow state")
 
 
@@ -593,7 +643,7 @@ def _plot_hbar_map(f, fig, opts):
         ax.set_xlabel(f"{pd[0]}  (costate, D_x1 V)")
         ax.set_ylabel(f"{pd[1]}  (costate, D_x2 V)")
     where = _where(chosen)
-    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""), _params(f))
 
 
 def _plot_mu(f, fig, opts):
@@ -625,7 +675,8 @@ def _plot_mu(f, fig, opts):
         ax.set_xlabel(f"{yd[0]}  (fast state)")
         ax.set_ylabel(f"{yd[1]}  (fast state)")
         where = _where(chosen)
-    _title(ax, opts, f"Invariant law of the fast process, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Invariant law of the fast process, {_case_name(f)}" + (f"\n{where}" if where else ""),
+           _params(f))
 
 
 def _plot_drift(f, fig, opts):
@@ -640,14 +691,14 @@ def _plot_drift(f, fig, opts):
         ncomp = a.data.shape[a.dims.index("slow")] if "slow" in a.dims else 1
         for k in range(ncomp):
             z, _ = _slice(g, a, xd, {**opts, "component": k})
-            ax.plot(xs, z, label=alabel if ncomp == 1 else f"{alabel}, component {k}")
+            ax.plot(xs, z, label=alabel if ncomp == 1 else f"{alabel}, {_component_name('slow', k)}")
         if yb is not None and "fast" in yb.dims and yb.data.shape[yb.dims.index("fast")] == 1:
             z, _ = _slice(g, yb, xd, {**opts, "component": 0})
             ax.plot(xs, z - xs, "--", label="<y>_x - x  (replica mean minus x)")
         ax.set_xlabel(f"{xd[0]}  (slow state)")
         ax.set_ylabel("averaged slow drift")
         _legend(ax)
-        _title(ax, opts, f"Averaged dynamics, {_case_name(f)}")
+        _title(ax, opts, f"Averaged dynamics, {_case_name(f)}", _params(f))
         return
     x0 = _coord(g, xd[0], a.data.shape[a.dims.index(xd[0])])
     x1 = _coord(g, xd[1], a.data.shape[a.dims.index(xd[1])])
@@ -674,7 +725,7 @@ def _plot_drift(f, fig, opts):
     if opts.get("title"):
         fig.suptitle(opts["title"])
     else:
-        fig.suptitle(f"Averaged dynamics, {_case_name(f)}")
+        fig.suptitle(f"Averaged dynamics, {_case_name(f)}\n{_params(f)}")
 
 
 def _plot_lbar(f, fig, opts):
@@ -692,7 +743,7 @@ def _plot_lbar(f, fig, opts):
                      _finite(v.data), label)
             ax.set_ylabel(f"{qd[1]}  (averaged velocity)")
         ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
-        _title(ax, opts, f"Effective Lagrangian of the periodic cell problem, {_case_name(f)}")
+        _title(ax, opts, f"Effective Lagrangian of the periodic cell problem, {_case_name(f)}", _params(f))
         return
     if len(xd) == 1:
         xs = _coord(g, xd[0], v.data.shape[v.dims.index(xd[0])])
@@ -711,7 +762,7 @@ def _plot_lbar(f, fig, opts):
         ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
         ax.set_ylabel(f"{qd[1]}  (averaged velocity)")
         where = _where(chosen)
-    _title(ax, opts, f"Effective Lagrangian, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Effective Lagrangian, {_case_name(f)}" + (f"\n{where}" if where else ""), _params(f))
 
 
 def _plot_feedback(f, fig, opts):
@@ -733,7 +784,7 @@ def _plot_feedback(f, fig, opts):
     ax.set_xlabel(f"{keep[0]}  (fast state)")
     ax.set_ylabel(f"{keep[1]} = D_x V  (costate)" if keep[1] in pd else f"{keep[1]}  (fast state)")
     where = _where(chosen)
-    _title(ax, opts, f"Extended feedback, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Extended feedback, {_case_name(f)}" + (f"\n{where}" if where else ""), _params(f))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -769,7 +820,7 @@ def _plot_hbar_periodic(f, fig, opts):
         ax.set_xlabel(f"{v.dims[0]}")
         ax.set_ylabel(f"{v.dims[1]}")
     _title(ax, opts, f"Effective Hamiltonian of the periodic cell problem, {_case_name(f)}"
-           + ("\n(exact: dashed)" if ex is not None and len(v.dims) == 2 else ""))
+           + ("\n(exact: dashed)" if ex is not None and len(v.dims) == 2 else ""), _params(f))
 
 
 def _plot_chi(f, fig, opts):
@@ -799,7 +850,8 @@ def _plot_chi(f, fig, opts):
         ax.set_ylabel(f"{yd[1]}  (fast state)")
         ax.set_aspect("equal", adjustable="box")
         where = _where(chosen)
-    _title(ax, opts, f"Correctors of the periodic cell problem, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Correctors of the periodic cell problem, {_case_name(f)}" + (f"\n{where}" if where else ""),
+           _params(f))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -863,7 +915,8 @@ def _plot_value(f, fig, opts):
         ax.set_xlabel(f"{xd[0]}  (slow state)")
         ax.set_ylabel(f"{xd[1]}  (slow state)")
         where = _where(chosen)
-    _title(ax, opts, f"Value function, {_eps_label(eps, g)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Value function, {_eps_label(eps, g)}, {_case_name(f)}" + (f"\n{where}" if where else ""),
+           _params(f, g, time=True))
 
 
 def _final(g, v, opts):
@@ -914,7 +967,8 @@ def _plot_value_eps(f, fig, opts):
     _legend(ax)
     tt = ", ".join(_fmt(t) for t in sorted(Ts))
     _title(ax, opts, f"Convergence eps -> 0 of the value, {_case_name(f)}\nT = {tt}"
-           + (f", {where}" if where else "") + ("  (no eps = 0 group)" if ref is None else f"  {VALUE_LABEL}"))
+           + (f", {where}" if where else "") + ("  (no eps = 0 group)" if ref is None else f"  {VALUE_LABEL}"),
+           _params(f, withy[0][2] if withy else None, time=True))
 
 
 def _plot_value_feedback(f, fig, opts):
@@ -928,7 +982,9 @@ def _plot_value_feedback(f, fig, opts):
     v = g.variables["feedback"]
     xd, yd = _dims_with(v.dims, "x"), _dims_with(v.dims, "y")
     ax = fig.add_subplot()
-    label = "u*(x, y)  (optimal feedback at the final time)"
+    T = g.attrs.get("T")
+    when = "t = T" + (f" = {_fmt(T)}" if T is not None else "") + " (time remaining: the start of the horizon)"
+    label = "u*(x, y) at t = T"
     if yd:
         z, chosen = _slice(g, v, [xd[0], yd[0]], opts)
         _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, yd[0], z.shape[1]), z, label)
@@ -936,16 +992,16 @@ def _plot_value_feedback(f, fig, opts):
     elif len(xd) == 1:
         z, chosen = _slice(g, v, xd, opts)
         ax.plot(_coord(g, xd[0], z.shape[0]), z, label="u*(x)")
-        ax.set_ylabel("u*(x)  (optimal feedback at the final time)")
+        ax.set_ylabel("u*(x) at t = T  (optimal feedback)")
         _legend(ax)
     else:
         z, chosen = _slice(g, v, xd[:2], opts)
-        _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, xd[1], z.shape[1]), z, "u*(x)")
+        _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, xd[1], z.shape[1]), z, "u*(x) at t = T")
         ax.set_aspect("equal", adjustable="box")
         ax.set_ylabel(f"{xd[1]}  (slow state)")
     ax.set_xlabel(f"{xd[0]}  (slow state)")
-    where = _where(chosen)
-    _title(ax, opts, f"Optimal feedback, {_eps_label(eps, g)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    where = ", ".join(w for w in (when, _where(chosen)) if w)
+    _title(ax, opts, f"Optimal feedback, {_eps_label(eps, g)}, {_case_name(f)}\n{where}", _params(f, g, time=True))
 
 
 def _plot_blind(f, fig, opts):
@@ -970,7 +1026,7 @@ def _plot_blind(f, fig, opts):
     _legend(ax, title="time remaining", ncols=2)
     where = _where(chosen, skip=("t",))
     _title(ax, opts, f"Extended vs y-blind controls, {_eps_label(eps)}, {_case_name(f)}\n"
-           + (f"{where}  " if where else "") + VALUE_LABEL)
+           + (f"{where}  " if where else "") + VALUE_LABEL, _params(f, g, time=True))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1112,7 +1168,7 @@ def _plot_convergence(f, fig, opts):
     ref = str(f.attrs.get("reference") or "unknown")
     ax.set_ylabel(f"error  [reference: {ref}]")
     ax.grid(True, which="both", alpha=0.25)
-    _title(ax, opts, f"Convergence study {f.attrs.get('study_name', _case_name(f))}")
+    _title(ax, opts, f"Convergence study {f.attrs.get('study_name', _case_name(f))}", _params(f, time=True))
 
 
 def _cell(v, fmt):
@@ -1239,9 +1295,10 @@ def _plot_law(f, fig, opts):
         a2.set_xlabel("s  (time elapsed)")
     else:
         a1.set_xlabel("s  (time elapsed)")
-    a1.set_ylabel(f"E X_s (component {comp})")
+    a1.set_ylabel("E X_s" if comp == 0 and not any(g.variables["X_mean"].data.shape[1] > 1 for _, _, g in sims)
+                  else f"E X{comp + 1}_s")
     _legend(a1)
-    _title(a1, opts, f"Convergence in law of the slow variable, {_case_name(f)}")
+    _title(a1, opts, f"Convergence in law of the slow variable, {_case_name(f)}", _params(f))
 
 
 # entry point

@@ -538,15 +538,15 @@ def _params(f: _File, g: store.Group | None = None, time: bool = False) -> str:
         dims = [d for d in where.coords if _dims_with([d], letter)]
         if dims:
             n = [int(np.asarray(where.coords[d].data).size) for d in sorted(dims)]
-            sizes.append(f"{letter}: {' x '.join(map(str, n))} nodes")
+            sizes.append(f"{letter} {'x'.join(map(str, n))}")
     if sizes:
-        parts.append(", ".join(sizes))
+        parts.append("grid " + ", ".join(sizes))
     if time:
         attrs = g.attrs if g is not None else {}
         T = attrs.get("T", (case.get("time") or {}).get("T"))
         dt = attrs.get("dt", (case.get("time") or {}).get("dt"))
         parts += [f"{k} = {_fmt(v)}" for k, v in (("T", T), ("dt", dt)) if v is not None]
-    return "; ".join(p for p in parts if p)
+    return ", ".join(p for p in parts if p)
 
 
 def _case_name(f: _File) -> str:
@@ -576,6 +576,45 @@ def _contour(fig, ax, xs, ys, z, label: str):
     cb.set_label(label)
     ax.grid(False)
     return cs
+
+
+def _map_with_contours(fig, ax, xs, ys, z, label: str):
+    """A smooth (Gouraud-shaded) map of z[ix, iy] with labelled contour lines. The colour scale spans the 2-98%
+    quantiles of z (the colour bar's arrows mark the rest), so that fast-growing corners do not flatten the
+    region of interest; the contour levels cover the whole range."""
+    zz = np.ma.masked_invalid(np.asarray(z, float).T)
+    vals = zz.compressed()
+    if vals.size < 4 or not np.ptp(vals):
+        return _heatmap(fig, ax, xs, ys, z, label)
+    lo, hi = (float(q) for q in np.percentile(vals, [2.0, 98.0]))
+    if not hi > lo:
+        lo, hi = float(vals.min()), float(vals.max())
+    mesh = ax.pcolormesh(xs, ys, zz, shading="gouraud", vmin=lo, vmax=hi)
+    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (bool(vals.min() < lo), bool(vals.max() > hi)), "neither")
+    fig.colorbar(mesh, ax=ax, extend=extend).set_label(label)
+    import matplotlib.ticker as mticker
+    levels = mticker.MaxNLocator(nbins=10).tick_values(float(vals.min()), float(vals.max()))
+    levels = levels[(levels > vals.min()) & (levels < vals.max())]
+    if levels.size:
+        cs = ax.contour(xs, ys, zz, levels=levels, colors="k", linewidths=0.7, alpha=0.8)
+        ax.clabel(cs, fontsize=9, fmt=lambda v: _fmt(v), inline=True)
+    ax.grid(False)
+    return mesh
+
+
+def _mass_window(coord: np.ndarray, mass: np.ndarray, tail: float = 1e-4) -> tuple[float, float]:
+    """The interval of ``coord`` outside which at most ``tail`` of ``mass`` lies on each side, padded by
+    5% of its width (clipped to the grid)."""
+    m = np.clip(np.nan_to_num(np.asarray(mass, float)), 0.0, None)
+    total = m.sum()
+    if total <= 0 or coord.size < 2:
+        return float(coord[0]), float(coord[-1])
+    c = np.cumsum(m) / total
+    lo = coord[min(int(np.searchsorted(c, tail)), coord.size - 1)]
+    hi = coord[min(int(np.searchsorted(c, 1.0 - tail)) + 1, coord.size - 1)]
+    pad = 0.05 * (hi - lo) if hi > lo else (coord[1] - coord[0])
+    return float(max(coord[0], lo - pad)), float(min(coord[-1], hi + pad))
 
 
 def _legend(ax, **kw):
@@ -633,13 +672,13 @@ def _plot_hbar_map(f, fig, opts):
         z, chosen = _slice(g, v, [pd[0], xd[0]], opts)
         xs = _coord(g, pd[0], z.shape[0])
         ys = _coord(g, xd[0], z.shape[1])
-        _heatmap(fig, ax, xs, ys, z, HAM_LABEL)
+        _map_with_contours(fig, ax, xs, ys, z, HAM_LABEL)
         ax.set_xlabel(f"{pd[0]} = D_x V  (costate)")
         ax.set_ylabel(f"{xd[0]}  (slow state)")
     else:
         z, chosen = _slice(g, v, pd, opts)
         xs, ys = _coord(g, pd[0], z.shape[0]), _coord(g, pd[1], z.shape[1])
-        _heatmap(fig, ax, xs, ys, z, "Hbar(x, p1, p2)  [sup convention]")
+        _map_with_contours(fig, ax, xs, ys, z, "Hbar(x, p1, p2)  [sup convention]")
         ax.set_xlabel(f"{pd[0]}  (costate, D_x1 V)")
         ax.set_ylabel(f"{pd[1]}  (costate, D_x2 V)")
     where = _where(chosen)
@@ -658,10 +697,13 @@ def _plot_mu(f, fig, opts):
     if len(yd) == 1:
         xs = _coord(g, xd[0], v.data.shape[v.dims.index(xd[0])])
         ys = _coord(g, yd[0], v.data.shape[v.dims.index(yd[0])])
-        chosen = {}
+        chosen, windows = {}, []
         for i in _curve_indices(xs, opts.get(xd[0]), opts["n_curves"]):
             d, chosen = _slice(g, v, yd, {**opts, xd[0]: xs[i]})
             ax.plot(ys, d / vol, label=f"{xd[0]} = {_fmt(xs[i])}")
+            windows.append(_mass_window(ys, d))
+        if windows and yd[0] not in opts:          # zoom to where the mass of the drawn laws is
+            ax.set_xlim(min(w[0] for w in windows), max(w[1] for w in windows))
         ax.set_xlabel(f"{yd[0]}  (fast state)")
         ax.set_ylabel(f"density mu_x({yd[0]})  [mu / h_y]")
         _legend(ax, title="slow state")
@@ -670,7 +712,19 @@ def _plot_mu(f, fig, opts):
         d, chosen = _slice(g, v, yd, opts)
         ys0 = _coord(g, yd[0], d.shape[0])
         ys1 = _coord(g, yd[1], d.shape[1])
-        _contour(fig, ax, ys0, ys1, d / vol, "density mu_x(y)  [mu / (h_y1 h_y2)]")
+        dens = np.asarray(d, float) / vol
+        dlabel = "density mu_x(y)  [mu / (h_y1 h_y2)]"
+        if dens.size >= 4 and np.ptp(np.nan_to_num(dens)) > 0:      # smooth shading, a few level lines
+            mesh = ax.pcolormesh(ys0, ys1, np.ma.masked_invalid(dens.T), shading="gouraud", cmap="viridis")
+            fig.colorbar(mesh, ax=ax).set_label(dlabel)
+            top = float(np.nanmax(dens))
+            ax.contour(ys0, ys1, dens.T, levels=top * np.array([0.1, 0.3, 0.5, 0.7, 0.9]), colors="w",
+                       linewidths=0.6, alpha=0.8)
+            ax.grid(False)
+        else:
+            _heatmap(fig, ax, ys0, ys1, dens, dlabel)
+        ax.set_xlim(*_mass_window(ys0, np.nansum(d, axis=1)))      # zoom to where the mass is
+        ax.set_ylim(*_mass_window(ys1, np.nansum(d, axis=0)))
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel(f"{yd[0]}  (fast state)")
         ax.set_ylabel(f"{yd[1]}  (fast state)")
@@ -714,12 +768,15 @@ def _plot_drift(f, fig, opts):
         if minus_x:
             u, w = u - X0, w - X1
         speed = np.hypot(u, w)
-        top = float(np.nanmax(speed)) if np.isfinite(speed).any() else 0.0
         spacing = min(abs(x0[s0] - x0[0]) if len(x0) > s0 else 1.0, abs(x1[s1] - x1[0]) if len(x1) > s1 else 1.0)
-        scale = top / (0.9 * spacing) if top > 0 and spacing > 0 else None     # longest arrow ~ one spacing
-        q = ax.quiver(X0[::s0, ::s1], X1[::s0, ::s1], u[::s0, ::s1], w[::s0, ::s1], speed[::s0, ::s1],
-                      angles="xy", scale_units="xy", scale=scale, width=0.006)
-        fig.colorbar(q, ax=ax, orientation="horizontal").set_label(f"|{label}|")
+        # every arrow 0.8 of the arrow spacing long (its direction), its colour the speed: a drift that grows
+        # toward the box faces would otherwise shrink the arrows in the middle to dots
+        with np.errstate(invalid="ignore", divide="ignore"):
+            unit = np.where(speed > 0, 0.8 * spacing / speed, 0.0)
+        q = ax.quiver(X0[::s0, ::s1], X1[::s0, ::s1], (u * unit)[::s0, ::s1], (w * unit)[::s0, ::s1],
+                      speed[::s0, ::s1], angles="xy", scale_units="xy", scale=1.0, width=0.006, pivot="middle")
+        fig.colorbar(q, ax=ax, orientation="horizontal").set_label(f"|{label}|  (arrows: direction)")
+        ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel(f"{xd[0]}  (slow state)")
         ax.set_ylabel(f"{xd[1]}  (slow state)")
     if opts.get("title"):

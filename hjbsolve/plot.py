@@ -528,8 +528,8 @@ def _params(f: _File, g: store.Group | None = None, time: bool = False) -> str:
     family = case.get("family") or f.attrs.get("family")
     if family == "entropy_sgd":
         parts += [f"{k} = {_fmt(model[k])}" for k in ("gamma", "beta") if isinstance(model.get(k), (int, float))]
-    elif family == "periodic":
-        parts.append(f"nu = {_fmt(model.get('nu', 0.0))}")
+    elif family == "periodic" and model:
+        parts.append(f"nu = {_fmt(model.get('nu', 0.0))}")       # the schema's default when not given
     elif isinstance(model.get("params"), dict):
         parts += [f"{k} = {_fmt(v)}" for k, v in list(model["params"].items())[:4] if isinstance(v, (int, float))]
     where = g if g is not None else f.root
@@ -785,41 +785,117 @@ def _plot_drift(f, fig, opts):
         fig.suptitle(f"Averaged dynamics, {_case_name(f)}\n{_params(f)}")
 
 
+def _attained_range(ps: np.ndarray, h: np.ndarray) -> tuple[float, float] | None:
+    """The velocities q whose Lbar(q) = sup_p {-q p - H(p)} is attained inside the p box: q = -H'(p), i.e.
+    [-H'(p_max), -H'(p_min)] with the one-sided slopes at the box ends (H convex). Outside it the sup sits on
+    the box edge and the transform is the line -q p_edge - H(p_edge), of slope -+p_max: an artefact of the
+    truncated box, not Lbar."""
+    h = np.asarray(h, float)
+    if ps.size < 2 or not np.isfinite(h[[0, 1, -2, -1]]).all():
+        return None
+    s_lo = (h[1] - h[0]) / (ps[1] - ps[0])
+    s_hi = (h[-1] - h[-2]) / (ps[-1] - ps[-2])
+    return float(-s_hi), float(-s_lo)
+
+
+def _draw_lbar_curve(ax, qs, z, ps, h, color, label) -> str:
+    """One Lbar curve: solid where the sup is attained inside the p box, dotted (marked) where the box edge
+    is reached; a single marker when Hbar is linear in p (Lbar is the indicator of one velocity). Returns
+    the kind drawn: 'curve', 'indicator' or 'plain' (no Hbar to judge by)."""
+    z = _finite(z)
+    rng = _attained_range(ps, h) if ps is not None else None
+    if rng is None:
+        ax.plot(qs, z, color=color, label=label)
+        return "plain"
+    lo, hi = rng
+    tol = 1e-9 * (1.0 + abs(lo) + abs(hi))
+    ax.plot(qs, z, ":", color=color, lw=1.0, alpha=0.7)
+    if hi - lo <= tol:                  # Hbar linear in p: no control moves the averaged velocity
+        qstar = 0.5 * (lo + hi)
+        qstar = 0.0 if abs(qstar) <= tol else qstar
+        lstar = float(np.nanmax(-qstar * ps - np.asarray(h, float)))
+        ax.plot([qstar], [lstar], "o", color=color, ms=6, label=f"{label}: q = {_fmt(qstar)} only")
+        return "indicator"
+    inside = (qs >= lo - tol) & (qs <= hi + tol)
+    ax.plot(qs, np.where(inside, z, np.nan), color=color, label=label)
+    return "curve"
+
+
 def _plot_lbar(f, fig, opts):
     g, v = f.root, f.var("lbar")
+    hb = f.var("hbar")
     xd, qd = _dims_with(v.dims, "x"), _dims_with(v.dims, "q")
     ax = fig.add_subplot()
     label = "Lbar(x, q) = sup_p {-q.p - Hbar(x, p)}"
+    kinds = set()
     if not xd:                                    # periodic: Lbar(q) = sup_P {-q.P - Hbar(P)}
         label = "Lbar(q) = sup_P {-q.P - Hbar(P)}"
         if len(qd) == 1:
-            ax.plot(_coord(g, qd[0], v.data.shape[0]), _finite(v.data), label="Lbar(q)")
+            Ps = (_coord(g, hb.dims[0], hb.data.shape[0]) if hb is not None and len(hb.dims) == 1
+                  and f"{hb.dims[0]}_values" not in g.variables else None)
+            kinds.add(_draw_lbar_curve(ax, _coord(g, qd[0], v.data.shape[0]), v.data, Ps,
+                                       None if Ps is None else hb.data, "C0", "Lbar(q)"))
             ax.set_ylabel(label)
+            _legend(ax)
         else:
             _heatmap(fig, ax, _coord(g, qd[0], v.data.shape[0]), _coord(g, qd[1], v.data.shape[1]),
                      _finite(v.data), label)
             ax.set_ylabel(f"{qd[1]}  (averaged velocity)")
         ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
-        _title(ax, opts, f"Effective Lagrangian of the periodic cell problem, {_case_name(f)}", _params(f))
+        _title(ax, opts, f"Effective Lagrangian of the periodic cell problem, {_case_name(f)}"
+               + _lbar_note(kinds, "P"), _params(f))
         return
+    pd = _dims_with(hb.dims, "p") if hb is not None else []
     if len(xd) == 1:
         xs = _coord(g, xd[0], v.data.shape[v.dims.index(xd[0])])
         qs = _coord(g, qd[0], v.data.shape[v.dims.index(qd[0])])
+        ps = _coord(g, pd[0], hb.data.shape[hb.dims.index(pd[0])]) if len(pd) == 1 else None
         chosen = {}
-        for i in _curve_indices(xs, opts.get(xd[0]), opts["n_curves"]):
+        for n, i in enumerate(_curve_indices(xs, opts.get(xd[0]), opts["n_curves"])):
             z, chosen = _slice(g, v, qd, {**opts, xd[0]: xs[i]})
-            ax.plot(qs, _finite(z), label=f"{xd[0]} = {_fmt(xs[i])}")
+            h = _slice(g, hb, pd, {**opts, xd[0]: xs[i]})[0] if ps is not None else None
+            kinds.add(_draw_lbar_curve(ax, qs, z, ps, h, f"C{n % 10}", f"{xd[0]} = {_fmt(xs[i])}"))
         ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
         ax.set_ylabel(label)
-        _legend(ax, title="slow state")
+        if kinds == {"curve"}:                    # zoom to Lbar itself: the artefact lines run off the axes
+            solid = np.concatenate([ln.get_ydata() for ln in ax.get_lines() if ln.get_linestyle() == "-"])
+            solid = solid[np.isfinite(solid)]
+            if solid.size and np.ptp(solid) > 0:
+                pad = 0.08 * np.ptp(solid)
+                ax.set_ylim(solid.min() - pad, solid.max() + pad)
+        _legend(ax, title="slow state", loc="best")
         where = _where(chosen, skip=(xd[0],))
     else:
         z, chosen = _slice(g, v, qd, opts)
-        _heatmap(fig, ax, _coord(g, qd[0], z.shape[0]), _coord(g, qd[1], z.shape[1]), _finite(z), label)
+        q0, q1 = _coord(g, qd[0], z.shape[0]), _coord(g, qd[1], z.shape[1])
+        z = _finite(z)
+        if len(pd) == 2:                          # mask the velocities the p box cannot produce
+            h, _ = _slice(g, hb, pd, opts)
+            p0, p1 = _coord(g, pd[0], h.shape[0]), _coord(g, pd[1], h.shape[1])
+            with np.errstate(invalid="ignore"):
+                d0, d1 = np.diff(h, axis=0) / np.diff(p0)[:, None], np.diff(h, axis=1) / np.diff(p1)[None, :]
+                ok = (q0[:, None] >= -np.nanmax(d0[-1]) - 1e-12) & (q0[:, None] <= -np.nanmin(d0[0]) + 1e-12)
+                ok &= (q1[None, :] >= -np.nanmax(d1[:, -1]) - 1e-12) & (q1[None, :] <= -np.nanmin(d1[:, 0]) + 1e-12)
+            if ok.any():
+                z = np.where(ok, z, np.nan)
+                kinds.add("masked")
+        _heatmap(fig, ax, q0, q1, z, label)
         ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
         ax.set_ylabel(f"{qd[1]}  (averaged velocity)")
         where = _where(chosen)
-    _title(ax, opts, f"Effective Lagrangian, {_case_name(f)}" + (f"\n{where}" if where else ""), _params(f))
+    _title(ax, opts, f"Effective Lagrangian, {_case_name(f)}" + (f"\n{where}" if where else "") + _lbar_note(kinds),
+           _params(f))
+
+
+def _lbar_note(kinds: set, p: str = "p") -> str:
+    notes = []
+    if kinds & {"curve", "indicator"}:
+        notes.append(f"dotted: the {p} box edge is reached (slope -+{p}_max), an artefact, not Lbar")
+    if "indicator" in kinds:
+        notes.append(f"Hbar linear in {p}: Lbar = +inf except at the marked velocity")
+    if "masked" in kinds:
+        notes.append(f"blank: velocities the {p} box cannot produce")
+    return "".join(f"\n{n}" for n in notes)
 
 
 def _plot_feedback(f, fig, opts):

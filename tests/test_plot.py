@@ -353,10 +353,13 @@ def test_drift_labels(cell_file, tmp_path):
 def test_lbar_curves(cell_file):
     path, d = cell_file
     ax = plot.plot_file(path, "lbar").axes[0]
-    assert len(ax.get_lines()) == 5
+    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    assert len(solid) == 5
     assert "Lbar(x, q)" in ax.get_ylabel() and "q" in ax.get_xlabel()
-    y = ax.get_lines()[0].get_ydata()
-    assert np.isnan(y[0]) and np.all(np.isfinite(y[1:]))          # +inf outside the domain is not drawn
+    # x = -1: Hbar = p^2/2 - p on p in [-2, 2] attains its sup for q = 1 - p in [-1, 3]; q = -1.5 is the p box
+    y = solid[0].get_ydata()
+    assert np.isnan(y[0]) and np.all(np.isfinite(y[2:]))          # +inf and the box artefact are not drawn solid
+    np.testing.assert_allclose(y[2:], 0.5 * (d["q"][2:] - 1.0) ** 2)
 
 
 def test_feedback_map(cell_file, tmp_path):
@@ -551,8 +554,12 @@ def test_periodic_lagrangian_and_explicit_P_lists(tmp_path):
     store.write(path, g)
     assert plot.available_kinds(path) == ["hbar", "lbar", "chi"]
     ax = plot.plot_file(path, "lbar").axes[0]
-    assert len(ax.get_lines()) == 1 and "Lbar(q)" in ax.get_ylabel()
-    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), 0.5 * q ** 2 - 0.3)
+    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    assert len(solid) == 1 and "Lbar(q)" in ax.get_ylabel()
+    # Hbar = max(P^2/2, 0.3) on [-2, 2]: end slopes -+1.875, so q = -+2 need the box edge (dotted, not solid)
+    y = solid[0].get_ydata()
+    assert np.isnan(y[[0, -1]]).all()
+    np.testing.assert_allclose(y[1:-1], (0.5 * q ** 2 - 0.3)[1:-1])
     # an explicit list of P values: index coordinate P plus P_values(P, axis)
     Pv = np.array([-1.0, 0.25, 2.0])
     y = np.linspace(0, 1, 10, endpoint=False)

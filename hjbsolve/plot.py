@@ -89,6 +89,7 @@ if "matplotlib.pyplot" not in sys.modules:      # headless by default; never swi
     matplotlib.use("Agg")
 
 import numpy as np
+import matplotlib.patches
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.legend_handler import HandlerTuple
@@ -924,6 +925,44 @@ def _plot_feedback(f, fig, opts):
 # periodic (ergodic) cell problems
 
 
+def _periodic_exact_1d(f: _File, P: np.ndarray) -> np.ndarray | None:
+    """Hbar(P) in closed form for the first-order 1-D cell problem |P + chi'|^2/2 + V(y) = Hbar (family periodic,
+    m = 1, nu = 0, hamiltonian quadratic; docs/mathematics.md §4): max V on the flat part
+    |P| <= int_0^1 sqrt(2 (max V - V)), else the root Hbar of int_0^1 sqrt(2 (Hbar - V(y))) dy = |P|. The
+    integrals use 2^14 periodic nodes (spectral where Hbar > max V, O(h^2) at the flat part's edge); max V
+    is refined by a bounded 1-D minimisation. None when the case is not of this kind."""
+    model = _case_dict(f).get("model") or {}
+    if (not isinstance(model.get("V"), str) or model.get("m", 1) != 1 or float(model.get("nu", 0.0)) != 0.0
+            or model.get("hamiltonian", "quadratic") != "quadratic"):
+        return None
+    from scipy.optimize import brentq, minimize_scalar
+
+    from .expr import compile_expression
+    try:
+        V = compile_expression(model["V"], {"y": 1}, dict(model.get("params") or {}), where="model.V")
+    except HJBError:
+        return None
+    M = 2 ** 14
+    y = np.arange(M) / M
+    v = np.asarray(V.evaluate(y=y[:, None]), float)
+    if not np.isfinite(v).all():
+        return None
+    j = int(np.argmax(v))
+    res = minimize_scalar(lambda t: -float(V.evaluate(y=np.array([[t]]))[0]), bounds=(y[j] - 1 / M, y[j] + 1 / M),
+                          method="bounded", options={"xatol": 1e-13})
+    vmax = max(float(v[j]), -float(res.fun))
+
+    def width(H):
+        return float(np.mean(np.sqrt(np.maximum(2.0 * (H - v), 0.0))))
+
+    flat = width(vmax)
+    out = np.full(P.shape, vmax)
+    for i, p in enumerate(np.abs(P)):
+        if p > flat:
+            out[i] = brentq(lambda H: width(H) - p, vmax, vmax + 0.5 * p * p + 1e-12, xtol=1e-14, rtol=1e-14)
+    return out
+
+
 def _plot_hbar_periodic(f, fig, opts):
     g, v = f.root, f.var("hbar")
     ex = f.var("hbar_exact")
@@ -939,8 +978,11 @@ def _plot_hbar_periodic(f, fig, opts):
     elif len(v.dims) == 1:
         Ps = _coord(g, v.dims[0], v.data.shape[0])
         ax.plot(Ps, _finite(v.data), "o-", ms=3.5, label="computed")
-        if ex is not None and ex.data.shape == v.data.shape:
-            ax.plot(Ps, _finite(ex.data), "k--", label="exact")
+        exact = (_finite(ex.data) if ex is not None and ex.data.shape == v.data.shape
+                 else _periodic_exact_1d(f, np.asarray(Ps, float)))
+        if exact is not None:
+            err = float(np.nanmax(np.abs(_finite(v.data) - exact)))
+            ax.plot(Ps, exact, "k--", label=f"exact (max |computed - exact| = {err:.1e})")
         ax.set_xlabel(f"{v.dims[0]}  (cell-problem slope)")
         ax.set_ylabel(label)
         _legend(ax)
@@ -1271,7 +1313,7 @@ def _plot_convergence(f, fig, opts):
     series, labels, fits = _study_series(f, param.size)
     several = len(labels) > 1
     ax = fig.add_subplot()
-    handles, names = [], []
+    handles, names, fitted = [], [], []
     for si, s in enumerate(sorted(labels)):
         sel = series == s
         for ni, (norm, (err, _)) in enumerate(cols.items()):
@@ -1290,18 +1332,58 @@ def _plot_convergence(f, fig, opts):
                 h = np.geomspace(ps.min(), ps.max(), 50)
                 (line,) = ax.loglog(h, np.exp(icpt) * h ** slope, "--", color=color, lw=1.2)
                 handles.append((pts, line))
+                fitted.append((slope, icpt, float(ps.min()), float(ps.max()), color))
             else:
                 handles.append(pts)
             names.append(label)
+    disc = f.root.variables.get("disc_err_max")
+    if disc is not None and np.asarray(disc.data).size == param.size:
+        d = np.asarray(disc.data, float).ravel()
+        for s in sorted(labels):
+            sel = (series == s) & np.isfinite(d) & (d > 0) & np.isfinite(param) & (param > 0)
+            if sel.sum() < 1:
+                continue
+            order = np.argsort(param[sel])
+            ps, ds = param[sel][order], d[sel][order]
+            errs = np.concatenate([c[0][sel] for c in cols.values()])
+            floor = min(float(np.nanmin(errs[errs > 0])) if (errs > 0).any() else ds.min(), ds.min()) / 3.0
+            (dl,) = ax.loglog(ps, ds, ":", color="0.35", lw=1.2)
+            band = ax.fill_between(ps, floor, 3.0 * ds, color="0.5", alpha=0.18, lw=0)
+            if s == sorted(labels)[0]:
+                handles.append((dl, band))
+                names.append("discretisation error |V^eps_h - V^eps| (dotted); shaded: < 3x it, not resolved")
+    _slope_triangles(ax, fitted)
     if handles:
+        # below the axes: a legend inside would hide points, fits or the band
         ax.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=1)}, title="error (markers), fit (dashed)",
-                  fontsize=8 if several else None)
+                  fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     name = _param_name(f)
     ax.set_xlabel(_PARAM_LABELS.get(name, name))
     ref = str(f.attrs.get("reference") or "unknown")
     ax.set_ylabel(f"error  [reference: {ref}]")
     ax.grid(True, which="both", alpha=0.25)
     _title(ax, opts, f"Convergence study {f.attrs.get('study_name', _case_name(f))}", _params(f, time=True))
+
+
+def _slope_triangles(ax, fitted) -> None:
+    """A reference-slope triangle below the fitted line for each distinct fitted order, rounded to the
+    nearest 1/2 (the orders a scheme is expected to have): its hypotenuse has the reference slope, and
+    the legs are labelled 1 and k."""
+    done = set()
+    for slope, icpt, lo, hi, color in fitted:
+        k = round(2.0 * slope) / 2.0
+        if k == 0 or k in done or not hi > lo:
+            continue
+        done.add(k)
+        la, lb = math.log(lo), math.log(hi)
+        x0, x1 = math.exp(la + 0.55 * (lb - la)), math.exp(la + 0.85 * (lb - la))
+        y0 = math.exp(icpt) * x0 ** slope * (0.35 if k > 0 else 2.8)
+        y1 = y0 * (x1 / x0) ** k
+        corner = (x1, y0) if k > 0 else (x0, y1)
+        ax.add_patch(matplotlib.patches.Polygon([(x0, y0), corner, (x1, y1)], closed=True, fill=False,
+                                                 edgecolor=color, lw=1.0))
+        ax.text(math.sqrt(x0 * x1), min(y0, y1) / 1.12, "1", ha="center", va="top", fontsize=9, color=color)
+        ax.text(corner[0] * 1.04, math.sqrt(y0 * y1), f"{k:g}", ha="left", va="center", fontsize=9, color=color)
 
 
 def _cell(v, fmt):
@@ -1515,7 +1597,7 @@ def plot_file(path, what: str | None = None, output=None, **options) -> Figure:
             raise PlotError(f"cannot write {os.fspath(output)}: unsupported figure format {ext or '(none)'!r}; "
                             "use .png, .pdf or .svg")
     with matplotlib.rc_context(STYLE):
-        tall = what == "simulation" or (what in ("value_eps", "blind", "law") and _two_panels(f, what))
+        tall = what in ("simulation", "convergence") or (what in ("value_eps", "blind", "law") and _two_panels(f, what))
         fig = Figure(figsize=FIGSIZE_TWO if tall else FIGSIZE,
                      layout="constrained")
         FigureCanvasAgg(fig)

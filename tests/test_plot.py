@@ -531,7 +531,7 @@ def test_periodic_hbar_and_chi(tmp_path):
     path = tmp_path / "per.h5"
     store.write(path, periodic_group())
     ax = plot.plot_file(path).axes[0]                      # default: hbar
-    assert len(ax.get_lines()) == 2 and labels(ax) == ["computed", "exact"]
+    assert len(ax.get_lines()) == 2 and labels(ax) == ["computed", "exact (max |computed - exact| = 1.0e-03)"]
     assert ax.get_lines()[1].get_linestyle() == "--"
     assert "Hbar(P)" in ax.get_ylabel() and "P" in ax.get_xlabel()
     ax = plot.plot_file(path, "chi", P=[-2.0, 2.0]).axes[0]

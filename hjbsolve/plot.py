@@ -491,7 +491,20 @@ def _title(ax, opts, text: str, params: str = "") -> None:
     import textwrap
     text = opts.get("title") or (text + (f"\n{params}" if params else ""))
     width = max(40, int(12 * ax.get_position().width * ax.figure.get_figwidth()))
-    ax.set_title("\n".join(textwrap.fill(line, width) for line in text.split("\n")))
+
+    def wrap(line: str) -> str:          # break between ", "-separated items first, inside them only if needed
+        out, cur = [], ""
+        for item in line.split(", "):
+            cand = f"{cur}, {item}" if cur else item
+            if len(cand) <= width or not cur:
+                cur = cand
+            else:
+                out.append(cur + ",")
+                cur = item
+        out.append(cur)
+        return "\n".join(textwrap.fill(x, width) for x in out)
+
+    ax.set_title("\n".join(wrap(line) for line in text.split("\n")))
 
 
 def _case_dict(f: _File) -> dict:
@@ -1424,12 +1437,13 @@ def _plot_table(f, fig, opts):
                 slope, spread, _, _ = _fit(param[sel], cols[norm][0][sel], k_st, sp_st)
                 fitrow += ["", _slope_text(slope, spread).replace("slope ", "") if slope is not None else "–"]
         rows.append(fitrow)
+    # compact: the figure is as tall as its rows (0.27 in each) plus the title, and the table fills the axes
+    fig.set_size_inches(FIGSIZE[0], 0.27 * (len(rows) + 1) + 0.75)
     ax = fig.add_subplot()
     ax.axis("off")
-    tab = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="center")
+    tab = ax.table(cellText=rows, colLabels=header, cellLoc="center", bbox=[0.0, 0.0, 1.0, 1.0])
     tab.auto_set_font_size(False)
     tab.set_fontsize(9)
-    tab.scale(1.0, 1.3)
     for (r, _c), cell in tab.get_celld().items():
         if r == 0:
             cell.set_text_props(weight="bold")
@@ -1439,6 +1453,11 @@ def _plot_table(f, fig, opts):
 
 
 # --------------------------------------------------------------------------------------------------
+def _rounding_level(spread: float, scale: float) -> bool:
+    """True when a statistical spread is rounding noise (a deterministic path): |spread| <= 1e-9 (1 + |scale|)."""
+    return not np.isfinite(spread) or abs(spread) <= 1e-9 * (1.0 + abs(scale))
+
+
 def _plot_simulation(f, fig, opts):
     """Three panels: mean of X with its 5-95% quantile band per eps, sample paths, running cost with 95% CI."""
     sims = _simulations(f)
@@ -1453,14 +1472,16 @@ def _plot_simulation(f, fig, opts):
         at = g.attrs
         lab = _eps_label(eps)
         if "total_cost_mean" in at:
-            lab += f": cost {at['total_cost_mean']:.4g} ± {1.96 * at.get('total_cost_se', 0):.2g}" + (
-                f", PDE V {at['value_pde']:.4g}" if "value_pde" in at else "")
+            cost, half = float(at["total_cost_mean"]), 1.96 * float(at.get("total_cost_se", 0.0))
+            spread = "" if _rounding_level(half, cost) else f" ± {half:.2g}"     # no band for a deterministic path
+            lab += f": cost {cost:.4g}{spread}" + (f", PDE V {at['value_pde']:.4g}" if "value_pde" in at else "")
         a1.plot(sgrid, mean, color=c, label=lab)
         if "X_quantiles" in g.variables:
             q = g.variables["X_quantiles"].data[..., comp]
             qv = g.coords["quantile"].data
             lo, hi = int(np.argmin(np.abs(qv - 0.05))), int(np.argmin(np.abs(qv - 0.95)))
-            a1.fill_between(sgrid, q[lo], q[hi], color=c, alpha=0.2)
+            if not _rounding_level(float(np.nanmax(q[hi] - q[lo])), float(np.nanmax(np.abs(q)))):
+                a1.fill_between(sgrid, q[lo], q[hi], color=c, alpha=0.2)
         if "X_paths" in g.variables:
             P = g.variables["X_paths"].data
             for k in range(min(5, P.shape[0])):
@@ -1469,13 +1490,17 @@ def _plot_simulation(f, fig, opts):
             rc = g.variables["running_cost_mean"].data
             se = g.variables["running_cost_se"].data if "running_cost_se" in g.variables else 0 * rc
             a3.plot(sgrid, rc, color=c)
-            a3.fill_between(sgrid, rc - 1.96 * se, rc + 1.96 * se, color=c, alpha=0.2)
+            if not _rounding_level(float(np.nanmax(1.96 * se)), float(np.nanmax(np.abs(rc)))):
+                a3.fill_between(sgrid, rc - 1.96 * se, rc + 1.96 * se, color=c, alpha=0.2)
     a1.set_ylabel("X: mean, 5-95%" if comp == 0 else f"X_{comp + 1}: mean, 5-95%")
     a2.set_ylabel("sample paths")
     a3.set_ylabel("cost ∫ l ds (95%)")
     a3.set_xlabel("s  (time elapsed)")
-    _legend(a1)
-    _title(a1, opts, f"Monte Carlo under the computed feedback, {_case_name(f)} (cost with 95% CI)")
+    handles, names = a1.get_legend_handles_labels()
+    if handles:                           # below the panels: inside, it would hide the bands
+        fig.legend(handles, names, loc="outside lower center", fontsize=9,
+                   title="cost of the feedback (95% interval) and V from the PDE")
+    _title(a1, opts, f"Monte Carlo under the computed feedback, {_case_name(f)}", _params(f))
 
 
 def _plot_law(f, fig, opts):

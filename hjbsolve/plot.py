@@ -1375,7 +1375,8 @@ def _plot_convergence(f, fig, opts):
     ref = str(f.attrs.get("reference") or "unknown")
     ax.set_ylabel(f"error  [reference: {ref}]")
     ax.grid(True, which="both", alpha=0.25)
-    _title(ax, opts, f"Convergence study {f.attrs.get('study_name', _case_name(f))}", _params(f, time=True))
+    _title(ax, opts, f"Convergence study {f.attrs.get('study_name', _case_name(f))}",
+           _params(f, time=name not in ("dx", "dt")))          # T and dt, unless dt is refined with the grid
 
 
 def _slope_triangles(ax, fitted) -> None:

@@ -78,6 +78,8 @@ PERIODIC_GRID = {
     "y": Spec("table", REQUIRED, "torus grid: N nodes per axis, h = 1/N, y_i = (offset + i) h", table={
         "n": Spec("ints", REQUIRED, "nodes per axis (>= 4)", ge=4),
         "offset": Spec("float", 0.0, "shift of the nodes in units of h (0.5: no node at y = 0)"),
+        "tol": Spec("float", 0.0, "refine N (doubling) until every Hbar error estimate is <= tol (0: no refinement; "
+                    "`hjbsolve cell --tol`)", ge=0),
     }),
     "P": Spec("table", REQUIRED, "P values: a tensor grid (box, n) or an explicit list (values)", table={
         "box": Spec("box", None, "[lo, hi] or per-axis list"),
@@ -522,47 +524,22 @@ def load_case(source: str | Path | dict, overrides: list[str] | None = None) -> 
     """Load and validate a case from a TOML file path or a dict, applying ``key=value`` overrides."""
     overrides = list(overrides or [])
     if isinstance(source, dict):
-        raw, text, src = source, _dump_toml(source), "<dict>"
+        raw, text, src = source, None, "<dict>"
     else:
         raw, text = read_case_file(source)
         src = str(source)
     if overrides:
         raw = apply_overrides(raw, overrides)
-        text += "\n# command-line overrides:\n" + "".join(f"# --set {o}\n" for o in overrides)
     v = validate(raw, src)
+    if text is None:
+        from .provenance import to_toml
+        text = to_toml(source)
+    if overrides:          # a comment per override, one line each whatever the value holds
+        text += "\n# command-line overrides:\n" + "".join(
+            "# --set " + o.replace("\r", "\\r").replace("\n", "\\n") + "\n" for o in overrides)
     return Case(name=v["name"], description=v["description"], family=v["family"], model=v["model"],
                 grid=v["grid"], time=v["time"], run=v["run"], study=v["study"], source=src, text=text,
                 overrides=overrides)
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
-    raise CaseError(f"cannot write {v!r} to TOML")
-
-
-def _dump_toml(d: dict) -> str:
-    """A TOML text of a case dict (for provenance of cases given as dicts)."""
-    lines, tables = [], []
-    for k, v in d.items():
-        if v is None:
-            continue
-        if isinstance(v, dict):
-            tables.append((k, v))
-        else:
-            lines.append(f"{k} = {_toml_value(v)}")
-    for k, v in tables:
-        lines.append(f"\n[{k}]")
-        lines.extend(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None)
-    return "\n".join(lines) + "\n"
 
 
 def schema_text() -> str:

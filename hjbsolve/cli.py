@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -88,6 +89,14 @@ PLOT_KINDS = ("hbar", "hbar_map", "mu", "drift", "lbar", "feedback", "chi", "val
               "blind", "convergence", "table", "simulation", "law")     # hjbsolve.plot.KINDS (a test keeps them equal)
 
 
+def _guard_flags(p: argparse.ArgumentParser) -> None:
+    """The resource-guard options of the commands that compute (see hjbsolve.resources)."""
+    p.add_argument("--max-memory", metavar="SIZE", help="memory the run may use, e.g. 8G or 500M "
+                   "(default: MemAvailable of /proc/meminfo); a run estimated above it is refused")
+    p.add_argument("--yes", action="store_true", help="proceed past the cost guards (estimated time or "
+                   "memory above the limits) instead of refusing")
+
+
 def build_parser() -> argparse.ArgumentParser:
     epilog = _case_help_epilog()
     ap = argparse.ArgumentParser(prog="hjbsolve", description="Effective Hamiltonians, cell problems and value "
@@ -96,14 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("run", help="run a case and write its HDF5 result", epilog=epilog)
     _common(p, optional_case=True)
+    p.add_argument("--resume", action="store_true", help="keep the stages of an interrupted run (<output>."
+                   "partial.h5) when they were made from the same resolved case; compute the rest")
+    _guard_flags(p)
     p = sub.add_parser("cell", help="run the cell stage only (invariant laws, Hbar tables)", epilog=epilog)
     _common(p, output_help="output file (default: run.output or results/<case-name>.h5 with .cell before the "
                            "suffix, so that a full run's file is not replaced; periodic cases: the case's output)")
+    _guard_flags(p)
+    p.add_argument("--tol", type=float, metavar="TOL",
+                   help="periodic cases: double N until every Hbar(P) error estimate is <= TOL (sets grid.y.tol)")
     p = sub.add_parser("check", help="validate a case without running it", epilog=epilog)
     p.add_argument("case", nargs="?", help=f"case file (TOML) or packaged case name; default: the packaged {DEFAULT_CASE}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a case key, dotted for tables (e.g. --set model.gamma=0.3); repeatable")
     p.add_argument("--schema", action="store_true", help="print every case key (type, default, allowed values) and exit")
+    _guard_flags(p)
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     p = sub.add_parser("cases", help="list the packaged cases, or copy one out to edit it")
@@ -121,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="vary a key (eps, grid, dt or any dotted case key); repeatable; default: [study] vary")
     p.add_argument("-j", "--jobs", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run on a dask.distributed cluster at ADDRESS")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on a dask.distributed cluster at ADDRESS "
+                   "(tcp://HOST:PORT; tls:// with certificates in the dask configuration)")
+    p.add_argument("--scheduler-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds to wait for the scheduler to answer (default 5)")
+    _guard_flags(p)
     p.add_argument("--resume", action="store_true", help="skip runs whose file is already complete")
     p.add_argument("--reference", choices=("auto", "exact", "limit", "finest"), default=None,
                    help="what errors are measured against (default: [study] reference, else auto)")
@@ -163,10 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the stored case (e.g. --set grid.x.n=101); repeatable")
     p.add_argument("-o", "--output", help="file to write the simulation groups to (default: FILE itself)")
+    _guard_flags(p)
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     p = sub.add_parser("info", help="describe what an HDF5 result file holds")
     p.add_argument("file", help="an HDF5 file written by hjbsolve")
+    p.add_argument("--case", action="store_true", help="print the resolved case the file was made from (TOML; "
+                   "hjbsolve run on it reproduces the file)")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     p.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     return ap
@@ -202,7 +225,16 @@ def _setup_logging(args) -> None:
 
 def _load(args):
     from .case import load_case
-    case = load_case(find_case(args.case), args.overrides)
+    path = find_case(args.case)
+    overrides = list(args.overrides)
+    tol = getattr(args, "tol", None)
+    if tol is not None:
+        if not (tol > 0.0 and math.isfinite(tol)):
+            raise HJBError(f"--tol: must be a positive number (got {tol})")
+        overrides.append(f"grid.y.tol={tol!r}")
+    case = load_case(path, overrides)
+    if tol is not None and case.family != "periodic":
+        raise HJBError(f"{case.source}: --tol: only for family = \"periodic\" (this case is {case.family!r})")
     _describe(case)
     return case
 
@@ -228,14 +260,28 @@ def cmd_check(args) -> int:
         print(schema_text())
         return 0
     case = _load(args)
+    from . import resources
+    est = resources.estimate(case)
+    print(f"{case.source}: {est.describe()}")
+    resources.guard(est, case.source, args.max_memory, args.yes)
     from .models import build_model
     from .runner import fast_grid, slow_grid
     from .runner import probe_coefficients
     if case.family == "periodic":
+        import numpy as np
+
+        from .cell.ergodic import check_hamiltonian
         from .models.periodic import P_values
         from .models.periodic import build as build_periodic
-        build_periodic(case.model, where=case.source)
+        ham = build_periodic(case.model, where=case.source)
         P, _ = P_values(case.grid, case.model["m"])
+        try:  # periodicity (with a tolerance) and convexity on the case's grid, as the solver does
+            N = case.grid["y"]["n"]
+            N = N[0] if isinstance(N, list) else N
+            check_hamiltonian(ham, case.model["m"], N, case.grid["y"]["offset"] / N,
+                              float(np.max(np.abs(P))) if len(P) else 0.0)
+        except HJBError as e:
+            raise type(e)(f"{case.source}: model: {e}") from None
         print(f"{case.source}: ok: case {case.name!r}, family periodic, m = {case.model['m']}, "
               f"hamiltonian {case.model['hamiltonian']}, nu = {case.model['nu']}, {len(P)} P values; "
               f"output {case.output}")
@@ -257,61 +303,117 @@ def partial_path(out: str) -> str:
     return str(p.with_name(p.stem + ".partial" + (p.suffix or ".h5")))
 
 
-def _mark_stopped(partial: str, how: str) -> None:
-    """Say in the .partial.h5 file that the run stopped (its 'complete' attribute said 'still running')."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line that says what was kept."""
+
+
+def _mark_stopped(partial: str, how: str) -> bool:
+    """Say in the .partial.h5 file that the run stopped (its 'complete' attribute said 'still running'):
+    rewrite it atomically from its last saved state. False when there is no partial file to mark."""
+    from . import store
+    if not os.path.exists(partial):
+        return False
     try:
-        import h5py
-        with h5py.File(partial, "a") as f:
-            f.attrs["complete"] = f"no: the run {how}; this .partial.h5 file holds the stages finished before"
-    except (OSError, ImportError):
-        pass
+        with store.FileImage(partial) as image:
+            image.set_attrs({"complete": f"no: the run {how}; this .partial.h5 file holds the stages finished "
+                                         "before (hjbsolve run CASE --resume computes the rest)"})
+            image.save(partial)
+    except HJBError as e:
+        log.warning("could not mark %s as stopped: %s", partial, e)
+    return True
 
 
 def cmd_run(args, cell_only: bool = False) -> int:
-    """Run the stages; each finished stage goes to <output>.partial.h5, renamed onto <output> at the end.
+    """Run the stages; each finished stage goes to <output>.partial.h5, saved as <output> at the end.
 
-    An existing <output> is untouched until the whole run has succeeded; a run that fails or is
-    interrupted leaves its finished stages in the .partial.h5 file (and says so)."""
-    import os
-
+    The output is locked for the whole run (a second run on it stops at once with a clear error). An
+    existing <output> is untouched until the whole run has succeeded; a run that fails or is interrupted
+    leaves its finished stages in the .partial.h5 file (and says so); ``--resume`` keeps them when the
+    file's case hash matches. The file is built in memory, so each array is encoded once."""
     from . import store
-    from .runner import run, run_cell
     case = _load(args)
     out = args.output or case.output
     if cell_only and not args.output and case.family != "periodic":
         # the cell stage alone must not replace a full run's file: results/x.h5 -> results/x.cell.h5
         p = Path(out)
         out = str(p.with_name(p.stem + ".cell" + (p.suffix or ".h5")))
-    store.check_writable(out)
-    partial = partial_path(out)
+    target = store.check_writable(out)
+    if target != os.path.abspath(out):
+        log.info("%s is a symbolic link: writing its target %s", out, target)
+    partial = partial_path(target)
+    store.check_writable(partial)
+    with store.output_lock(target, f"hjbsolve {'cell' if cell_only else 'run'} on {out}"):
+        return _run_locked(args, case, out, partial, cell_only)
+
+
+def _resumed(case, partial: str):
+    """(image, Result) of the partial file when its case hash matches ``case``; (None, None) otherwise, with
+    a warning saying why everything is computed again."""
+    from . import store
+    from .provenance import case_hash, check_reusable
+    from .result import Result
+    if not os.path.exists(partial):
+        log.warning("--resume: no partial file %s: computing every stage", partial)
+        return None, None
+    try:
+        image = store.FileImage(partial)
+    except HJBError as e:
+        log.warning("--resume: %s: computing every stage", e)
+        return None, None
+    why = check_reusable(partial, image.attrs, case_hash(case))
+    try:
+        resumed = Result.load(partial) if why is None else None
+    except (HJBError, KeyError, ValueError, TypeError, IndexError) as e:
+        why = f"{partial}: unreadable ({type(e).__name__}: {e})"
+    if why is not None:
+        image.close()
+        log.warning("--resume: %s: computing every stage", why)
+        return None, None
+    kept = ["cell stage"] * (resumed.cell is not None) + [g for g in resumed.extra_groups if g.startswith("eps_")]
+    log.warning("--resume: keeping %s from %s", ", ".join(kept) or "nothing", partial)
+    return image, resumed
+
+
+def _run_locked(args, case, out: str, partial: str, cell_only: bool) -> int:
+    from . import store
+    from .runner import run, run_cell
     t0 = time.perf_counter()
-    started = []
+    image, resumed = _resumed(case, partial) if getattr(args, "resume", False) else (None, None)
+    image = image or store.FileImage()
+    saved = []
+
+    def save_partial():
+        image.save(partial)
+        saved.append(True)
 
     def on_cell(result):
         result.attrs["complete"] = "no: stages still running (this is the .partial.h5 file)"
-        store.write(partial, result.to_group())
-        started.append(True)
+        image.merge(result.to_group())
+        save_partial()
 
     def on_result(name, group):
-        store.update(partial, name, group)
+        image.add_group(name, group)
+        save_partial()
         log.info("wrote %s to %s", name, partial)
 
     try:
-        if cell_only:
-            result = run_cell(case)
-        else:
-            result = run(case, on_cell=on_cell, on_result=on_result)
+        with image:
+            if cell_only:
+                result = run_cell(case)
+            else:
+                result = run(case, on_cell=on_cell, on_result=on_result, resumed=resumed)
+            result.attrs["complete"] = "yes"
+            result.timings["wall"] = time.perf_counter() - t0
+            image.merge(result.to_group())
+            image.save(out)
     except (HJBError, KeyboardInterrupt) as e:
-        if started:
-            msg = f"{e} (finished stages kept in {partial})" if isinstance(e, HJBError) else None
-            _mark_stopped(partial, "interrupted" if msg is None else "failed")
-            if msg is not None:
-                raise type(e)(msg) from None
-            print(f"hjbsolve: interrupted; finished stages kept in {partial}", file=sys.stderr)
+        stopped = isinstance(e, KeyboardInterrupt)
+        if (saved or resumed is not None) and _mark_stopped(partial, "was interrupted" if stopped else "failed"):
+            if not stopped:
+                raise type(e)(f"{e} (finished stages kept in {partial})") from None
+            raise Interrupted(f"interrupted; finished stages kept in {partial} (the output file was not "
+                              "written or changed)") from None
         raise
-    result.attrs["complete"] = "yes"
-    result.timings["wall"] = time.perf_counter() - t0
-    result.save(out)
     if os.path.exists(partial):
         os.remove(partial)
     if not args.quiet:
@@ -342,7 +444,8 @@ def cmd_study(args) -> int:
     if args.jobs < 1:
         raise HJBError(f"-j {args.jobs}: give at least one job")
     log.info("%d runs in %s", len(runs), folder)
-    execute(runs, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume)
+    execute(runs, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume,
+            scheduler_timeout=args.scheduler_timeout)
     res = analyse(case, runs, vary, case.study["window"], args.reference or case.study["reference"])
     store.write(out, res.to_group(case.text))
     csv_path = str(Path(out).with_suffix(".csv"))
@@ -482,36 +585,79 @@ def cmd_cases(args) -> int:
 
 def cmd_info(args) -> int:
     from . import store
+    if args.case:
+        from .provenance import resolved_text, stored_case
+        attrs = store.root_attrs(args.file)
+        text = attrs.get("case_resolved")
+        if not isinstance(text, str) or not text:
+            text = resolved_text(stored_case(attrs, args.file))
+        sys.stdout.write(text)
+        return 0
     print(store.describe(args.file))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _on_sigint(signum, frame):
+    """Ctrl-C: a KeyboardInterrupt the first time; later ones are ignored while the first is handled (the
+    partial file is being marked, temporary files removed)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the same clean-up as for Ctrl-C runs (partial files
+    marked, local workers killed)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _dispatch(args) -> int:
+    commands = {"cases": cmd_cases, "check": cmd_check, "run": cmd_run, "cell": lambda a: cmd_run(a, cell_only=True),
+                "study": cmd_study, "plot": cmd_plot, "simulate": cmd_simulate, "info": cmd_info}
+    _guard_inputs(args)
+    return commands[args.command](args)
+
+
+def _guard_inputs(args) -> None:
+    """Before a command starts: a stored file it reads must be a readable hjbsolve file (corrupt or
+    foreign files give one line naming the dataset), and a case it runs must fit in memory and time
+    (:mod:`hjbsolve.resources`)."""
+    path = getattr(args, "file", None)
+    if path is not None and not (args.command == "simulate" and str(path).endswith(".toml")):
+        from .result import check_file
+        check_file(path)
+    if args.command in ("run", "cell", "simulate", "study"):
+        from . import resources
+        resources.guard_command(args)
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr)
+    except (OSError, ValueError):     # stderr closed: nothing more we can do
+        pass
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args)
     started = time.perf_counter()
     try:
-        if args.command == "cases":
-            return cmd_cases(args)
-        if args.command == "check":
-            return cmd_check(args)
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "cell":
-            return cmd_run(args, cell_only=True)
-        if args.command == "study":
-            return cmd_study(args)
-        if args.command == "plot":
-            return cmd_plot(args)
-        if args.command == "simulate":
-            return cmd_simulate(args)
-        if args.command == "info":
-            return cmd_info(args)
+        return _dispatch(args)
     except HJBError as e:
-        print(f"hjbsolve: error: {e}", file=sys.stderr)
+        for line in getattr(e, "lines", None) or [str(e)]:   # CaseErrors: one line per mistake
+            _say(f"hjbsolve: error: {' '.join(str(line).split())}")
         return 2
-    except KeyboardInterrupt:
-        print("hjbsolve: interrupted (the output file was not written or changed)", file=sys.stderr)
+    except Terminated:
+        _say("hjbsolve: terminated (SIGTERM); the output file was not written or changed")
+        return 143
+    except KeyboardInterrupt as e:
+        said = str(e) if isinstance(e, Interrupted) and str(e) else \
+            "interrupted (the output file was not written or changed)"
+        _say(f"hjbsolve: {said}")
         return 130
     except BrokenPipeError:        # output piped into `head` and closed: not an error of ours
         try:
@@ -519,9 +665,46 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except MemoryError as e:
+        _say(f"hjbsolve: error: out of memory ({e or 'MemoryError'}); `hjbsolve check CASE` prints the "
+             "memory estimate: lower the grid sizes (grid.*.n), the P or p values, or the number of paths")
+        return 2
+    except Exception as e:   # the last-resort net: one line, the traceback only with -v
+        if getattr(args, "verbose", 0):
+            import traceback
+            traceback.print_exc()
+        _say(f"hjbsolve: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+             "(please report; rerun with -v for the traceback)")
+        return 1
+
     finally:
         log.info("%s took %.2f s", args.command, time.perf_counter() - started)
-    return 0  # pragma: no cover
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``hjbsolve`` command: exit 0 (done), 2 (bad input, one line on stderr), 130 (Ctrl-C, also a
+    second Ctrl-C during the clean-up), 143 (SIGTERM), 1 (internal error: one line, traceback with -v)."""
+    import signal
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:              # not the main thread (e.g. called from a thread in tests)
+        previous = None
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous is not None:
+        signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:  # a second Ctrl-C inside a handler or clean-up
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:
+            pass
+        _say("hjbsolve: terminated" if isinstance(e, Terminated) else "hjbsolve: interrupted")
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":  # pragma: no cover

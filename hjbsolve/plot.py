@@ -80,7 +80,6 @@ import math
 import os
 import re
 import sys
-import tomllib
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -508,29 +507,17 @@ def _title(ax, opts, text: str, params: str = "") -> None:
 
 
 def _case_dict(f: _File) -> dict:
-    """The case stored with the file (root attribute ``case_text``) as a dict, with the command-line overrides
-    (recorded as ``# --set key=value`` comments) applied; {} when there is none."""
-    text = f.attrs.get("case_text") or ""
+    """The case the file was made with (its resolved case, or an older file's raw case text with the recorded
+    overrides; :func:`hjbsolve.provenance.stored_raw`) as a dict; {} when there is none."""
+    import warnings
+
+    from .provenance import stored_raw
     try:
-        raw = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, TypeError):
+        with warnings.catch_warnings():            # an older file: its raw case text is good enough for labels
+            warnings.simplefilter("ignore")
+            return dict(stored_raw(f.attrs, f.path))
+    except HJBError:
         return {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("# --set ") and "=" in line:
-            key, val = line[len("# --set "):].split("=", 1)
-            try:
-                value = tomllib.loads(f"v = {val.strip()}")["v"]
-            except tomllib.TOMLDecodeError:
-                value = val.strip()
-            *tables, last = key.strip().split(".")
-            d = raw
-            for t in tables:
-                if not isinstance(d.get(t), dict):
-                    d[t] = {}
-                d = d[t]
-            d[last] = value
-    return raw
 
 
 def _params(f: _File, g: store.Group | None = None, time: bool = False) -> str:

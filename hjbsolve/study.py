@@ -311,8 +311,8 @@ def execute_run(case_dict: dict, path: str, source: str = "study") -> str:
 
 
 def store_text(d: dict) -> str:
-    from .case import _dump_toml
-    return _dump_toml(d)
+    from .provenance import resolved_text
+    return resolved_text(d)
 
 
 def _complete(path: str) -> bool:
@@ -324,7 +324,8 @@ def _complete(path: str) -> bool:
         return False
 
 
-def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume: bool = False) -> None:
+def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume: bool = False,
+            scheduler_timeout: float = 5.0) -> None:
     """Run every study point not already finished (with ``resume``), on the chosen executor."""
     todo = [r for r in runs if not (resume and _complete(r.path))]
     if len(todo) < len(runs):
@@ -335,15 +336,9 @@ def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume
     bar.update(len(runs) - len(todo))
     try:
         if scheduler:
-            _execute_dask(todo, scheduler, bar)
+            _execute_dask(todo, scheduler, bar, timeout=scheduler_timeout)
         elif jobs > 1 and len(todo) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-                futs = [ex.submit(execute_run, r.case, r.path, f"study run {r.index}") for r in todo]
-                for f in as_completed(futs):
-                    f.result()
-                    bar.update(1)
+            _execute_pool(todo, jobs, bar)
         else:
             for r in todo:
                 execute_run(r.case, r.path, f"study run {r.index}")
@@ -352,27 +347,103 @@ def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume
         bar.close()
 
 
+def _execute_pool(todo: list[Run], jobs: int, bar) -> None:
+    """``-j N``: a pool of N spawned processes. On any exception in the parent (Ctrl-C, SIGTERM, a failed
+    run) the workers are killed at once instead of finishing their runs."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futs = [ex.submit(execute_run, r.case, r.path, f"study run {r.index}") for r in todo]
+        for f in as_completed(futs):
+            f.result()
+            bar.update(1)
+    except BaseException:
+        for proc in list((getattr(ex, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.kill()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+
+
+SCHEMES = ("tcp", "tls", "inproc")     # inproc: a cluster inside this process (tests)
+
+
 def connect(scheduler: str, timeout: float = 5.0):
-    """A dask.distributed Client for ``scheduler``; a clear HJBError within ``timeout`` seconds if unreachable."""
+    """A dask.distributed Client for ``scheduler`` (``tcp://HOST:PORT``, ``HOST:PORT``, or ``tls://`` with
+    the certificates of the dask configuration, ``distributed.comm.tls.*``). A clear HJBError within about
+    ``timeout`` seconds when the address is refused, unreachable, or accepts the connection but does not
+    answer as a dask scheduler; other schemes are refused."""
     try:
         from distributed import Client
+        from distributed.security import Security
     except ImportError:
         raise HJBError("--scheduler needs dask.distributed: pip install 'hjbsolve[dask]'") from None
+    scheme = scheduler.split("://", 1)[0].lower() if "://" in scheduler else "tcp"
+    if scheme not in SCHEMES:
+        raise HJBError(f"--scheduler {scheduler}: scheme {scheme}:// is not supported; use tcp://HOST:PORT "
+                       "(or tls://HOST:PORT with certificates in the dask configuration)")
+    security = None
+    if scheme == "tls":
+        security = Security()
+        if not (security.tls_ca_file and security.tls_client_cert):
+            raise HJBError(f"--scheduler {scheduler}: tls:// needs certificates: set distributed.comm.tls."
+                           "ca-file, .client.cert and .client.key in the dask configuration (or the "
+                           "DASK_DISTRIBUTED__COMM__TLS__* variables), or use tcp://")
+    _probe_scheduler(scheduler, timeout, security)
     try:
-        return Client(scheduler, timeout=timeout)
-    except (OSError, TimeoutError, ValueError) as e:
+        return Client(scheduler, timeout=timeout, security=security)
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
         raise HJBError(f"cannot reach the dask scheduler at {scheduler!r} within {timeout:g} s: "
                        f"{type(e).__name__}: {e}") from None
 
 
-def _execute_dask(todo: list[Run], scheduler, bar) -> None:
+def _probe_scheduler(address: str, timeout: float, security) -> None:
+    """Connect and ask the scheduler for its identity, all within ``timeout`` seconds (a socket that
+    accepts the connection but never answers would otherwise hang the Client for minutes)."""
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+
+    async def probe():
+        kw = security.get_connection_args("client") if security is not None else {}
+        comm = await comm_connect(address, timeout=timeout, **kw)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply = await comm.read()
+        finally:
+            comm.abort()
+        if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+            raise ValueError(f"the peer answered but is not a dask scheduler ({str(reply)[:80]})")
+
+    try:
+        asyncio.run(asyncio.wait_for(probe(), timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise HJBError(f"the dask scheduler at {address!r} did not answer within {timeout:g} s "
+                       "(--scheduler-timeout SECONDS to wait longer)") from None
+    except Exception as e:
+        raise HJBError(f"cannot reach the dask scheduler at {address!r} within {timeout:g} s: "
+                       f"{type(e).__name__}: {' '.join(str(e).split())}") from None
+
+
+def _execute_dask(todo: list[Run], scheduler, bar, timeout: float = 5.0) -> None:
+    """Submit the runs to a dask cluster (an address, or a Client). On Ctrl-C, SIGTERM or a failed run the
+    pending and running tasks are cancelled on the cluster before the error goes up."""
     from distributed import as_completed
-    client = scheduler if not isinstance(scheduler, str) else connect(scheduler)
+    client = scheduler if not isinstance(scheduler, str) else connect(scheduler, timeout)
+    futs = []
     try:
         futs = [client.submit(execute_run, r.case, r.path, f"study run {r.index}", pure=False) for r in todo]
         for f in as_completed(futs):
             f.result()
             bar.update(1)
+    except BaseException:
+        try:
+            client.cancel(futs, force=True)
+        except Exception:        # the cluster may be gone: nothing left to cancel
+            pass
+        raise
     finally:
         if isinstance(scheduler, str):
             client.close()

@@ -25,6 +25,7 @@ from ..errors import NumericalError
 from ..grid import Grid
 from ..hamiltonian import sup_affine_quadratic, sup_inside_average
 from ..model import Model
+from . import kernels as K
 from .steppers import AffineStepper1D, AffineStepper2D, TabStepper
 
 
@@ -71,6 +72,36 @@ def tab_tables(model: Model, xgrid: Grid, ys, u: np.ndarray):
         S = S[:, :1]
     shp = xgrid.shape
     return (A.reshape((J, nc) + shp + (n,)), S.reshape((J, S.shape[1]) + shp + (n, n)), L.reshape((J, nc) + shp))
+
+
+#: table entries (batch x controls x nodes) per model call when the tables are built chunk by chunk
+CHUNK = 1 << 19
+
+
+def deterministic_tab_stepper(model: Model, xgrid: Grid, ys, u: np.ndarray, dt: float, order: int = 2,
+                              mode: int = 0) -> TabStepper:
+    """The tabulated stepper of a 2-D problem without slow noise, its step tables built chunk by chunk of
+    controls: the model is called on (J, chunk, N) points and :func:`~hjbsolve.sl.kernels.taylor_tables_2d`
+    turns each chunk's drift and cost into feet (in cells) and step costs. Memory: the two step tables and one
+    chunk; no drift table, no gradient temporaries."""
+    xs = xgrid.flat_points()
+    ys = _ys(model, ys)
+    J, nc, N, n = len(ys), len(u), len(xs), model.n
+    shp = xgrid.shape
+    disp = np.empty((J, nc) + shp + (n,))
+    C = np.empty((J, nc) + shp)
+    per = max(1, CHUNK // (J * N))
+    X, Y = xs[None, None], ys[:, None, None]
+    h1, h2 = float(xgrid.h[0]), float(xgrid.h[1])
+    for c0 in range(0, nc, per):
+        U = u[None, c0:c0 + per, None]
+        cc = U.shape[1]
+        A = np.broadcast_to(_finite("a", model.a(X, Y, U)), (J, cc, N, n)).reshape((J, cc) + shp + (n,))
+        L = np.broadcast_to(_finite("l", model.l(X, Y, U)), (J, cc, N)).reshape((J, cc) + shp)
+        K.taylor_tables_2d(A, L, h1, h2, float(dt), int(order), disp[:, c0:c0 + cc], C[:, c0:c0 + cc])
+    st = TabStepper.from_tables_2d(xgrid, disp, C, dt, order=order, mode=mode)
+    st.u_nodes = u
+    return st
 
 
 def affine_tables(model: Model, xgrid: Grid, ys):
@@ -140,6 +171,8 @@ def per_y_stepper(model: Model, xgrid: Grid, ys, dt: float, order: int = 2, mode
         else:
             return _affine_stepper(model, xgrid, a0, B, l0, S, dt, order, mode, minimize, u_nodes, refine)
     u = control_nodes(model, u_nodes)
+    if model.n == 2 and model.sigma_zero:
+        return deterministic_tab_stepper(model, xgrid, ys, u, dt, order, mode)
     A, S, L = tab_tables(model, xgrid, ys, u)
     st = TabStepper(xgrid, A, S, L, dt, order=order, mode=mode)
     st.u_nodes = u

@@ -255,6 +255,75 @@ def step_tab_2d(Vf, C, disp, noise, mode, has_noise, out, arg):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# coefficient tables of the 2-D tabulated step, built in one pass
+
+
+@njit(cache=True, inline="always")
+def _d_axis(F, i, N, h):
+    """d F / dx at node i of a line of N values (spacing h): central differences inside, second-order one-sided
+    at the ends, 0 when N < 3 (the stencil of ``np.gradient(..., edge_order=2)``)."""
+    if N < 3:
+        return 0.0
+    if i == 0:
+        return (-1.5 * F[0] + 2.0 * F[1] - 0.5 * F[2]) / h
+    if i == N - 1:
+        return (0.5 * F[N - 3] - 2.0 * F[N - 2] + 1.5 * F[N - 1]) / h
+    return (F[i + 1] - F[i - 1]) / (2.0 * h)
+
+
+@njit(cache=True, parallel=True)
+def taylor_tables_2d(A, L, h1, h2, dt, order, disp, C):
+    """Deterministic feet and step costs of the 2-D tabulated step, from the drift and cost tables.
+
+    A (J, nc, N1, N2, 2) drift a(x, u), L (J, nc, N1, N2) running cost l(x, u) on the nodes (any strides).
+    Writes the displacement of the foot in cells, ``disp = (dt a + dt²/2 (D_x a) a) / h`` (order 2; ``dt a / h``
+    for order 1), and the step cost ``C = dt l + dt²/2 D_x l . a`` (the trapezoidal rule ``dt/2 (l(x) + l(xi))``
+    expanded to second order; ``dt l`` for order 1), D_x by second-order differences (one-sided at the box
+    edges). One pass over the tables, parallel over (batch, control, row): memory and time proportional to
+    the table, no temporaries.
+    """
+    J, nc, N1, N2, _ = A.shape
+    q = 0.5 * dt * dt
+    for task in prange(J * nc * N1):
+        i1 = task % N1
+        c = (task // N1) % nc
+        j = task // (N1 * nc)
+        Ar = A[j, c, i1]
+        Lr = L[j, c, i1]
+        for i2 in range(N2):
+            a1 = Ar[i2, 0]
+            a2 = Ar[i2, 1]
+            d1 = dt * a1
+            d2 = dt * a2
+            cost = dt * Lr[i2]
+            if order == 2:
+                # column derivatives along x1 (rows i1 - 1, i1 + 1 of the same control), row ones along x2
+                if N1 < 3:
+                    g11 = g21 = gl1 = 0.0
+                elif i1 == 0:
+                    g11 = (-1.5 * a1 + 2.0 * A[j, c, 1, i2, 0] - 0.5 * A[j, c, 2, i2, 0]) / h1
+                    g21 = (-1.5 * a2 + 2.0 * A[j, c, 1, i2, 1] - 0.5 * A[j, c, 2, i2, 1]) / h1
+                    gl1 = (-1.5 * Lr[i2] + 2.0 * L[j, c, 1, i2] - 0.5 * L[j, c, 2, i2]) / h1
+                elif i1 == N1 - 1:
+                    g11 = (0.5 * A[j, c, N1 - 3, i2, 0] - 2.0 * A[j, c, N1 - 2, i2, 0] + 1.5 * a1) / h1
+                    g21 = (0.5 * A[j, c, N1 - 3, i2, 1] - 2.0 * A[j, c, N1 - 2, i2, 1] + 1.5 * a2) / h1
+                    gl1 = (0.5 * L[j, c, N1 - 3, i2] - 2.0 * L[j, c, N1 - 2, i2] + 1.5 * Lr[i2]) / h1
+                else:
+                    g11 = (A[j, c, i1 + 1, i2, 0] - A[j, c, i1 - 1, i2, 0]) / (2.0 * h1)
+                    g21 = (A[j, c, i1 + 1, i2, 1] - A[j, c, i1 - 1, i2, 1]) / (2.0 * h1)
+                    gl1 = (L[j, c, i1 + 1, i2] - L[j, c, i1 - 1, i2]) / (2.0 * h1)
+                g12 = _d_axis(Ar[:, 0], i2, N2, h2)
+                g22 = _d_axis(Ar[:, 1], i2, N2, h2)
+                gl2 = _d_axis(Lr, i2, N2, h2)
+                d1 += q * (g11 * a1 + g12 * a2)
+                d2 += q * (g21 * a1 + g22 * a2)
+                cost += q * (gl1 * a1 + gl2 * a2)
+            disp[j, c, i1, i2, 0] = d1 / h1
+            disp[j, c, i1, i2, 1] = d2 / h2
+            C[j, c, i1, i2] = cost
+
+
+# ----------------------------------------------------------------------------------------------------------
 # control-affine, quadratic cost: a = a0 + B u, l = l0 + c/2 |u - u_ref|^2
 
 

@@ -1158,7 +1158,7 @@ def _plot_value_feedback(f, fig, opts):
     xd, yd = _dims_with(v.dims, "x"), _dims_with(v.dims, "y")
     ax = fig.add_subplot()
     T = g.attrs.get("T")
-    when = "t = T" + (f" = {_fmt(T)}" if T is not None else "") + " (time remaining: the start of the horizon)"
+    when = "t = T" + (f" = {_fmt(T)}" if T is not None else "") + " (time remaining: the whole horizon)"
     label = "u*(x, y) at t = T"
     if yd:
         z, chosen = _slice(g, v, [xd[0], yd[0]], opts)

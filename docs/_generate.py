@@ -1,6 +1,7 @@
-"""Pages generated from the package before every Sphinx build: the case-key reference and the CLI help.
+"""Pages generated from the package before every Sphinx build: the case-key reference, the CLI help and the
+API page (one autodoc section per module, found by walking the package, so a new module is never missed).
 
-    python docs/_generate.py      # writes docs/case_keys.md and docs/cli_help.md (both git-ignored)
+    python docs/_generate.py      # writes docs/case_keys.md, docs/cli_help.md and docs/api.md (git-ignored)
 """
 
 from __future__ import annotations
@@ -67,6 +68,21 @@ def cli_help_markdown() -> str:
     return "\n".join(lines)
 
 
+def api_markdown() -> str:
+    import pkgutil
+
+    import hjbsolve
+    names = ["hjbsolve"] + sorted(m.name for m in pkgutil.walk_packages(hjbsolve.__path__, "hjbsolve.")
+                                  if not m.name.endswith("__main__"))
+    lines = ["# Python API (generated)", "",
+             "Every module of the package, with the docstrings of its public functions and classes (autodoc). The",
+             "docstrings are shown as written: plain text with ASCII formulas, in the conventions of",
+             "[the mathematics page](mathematics.md).", ""]
+    for name in names:
+        lines += [f"## `{name}`", "", "```{eval-rst}", f".. automodule:: {name}", "   :members:", "```", ""]
+    return "\n".join(lines)
+
+
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         path.write_text(text, encoding="utf-8")
@@ -75,6 +91,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 def write_all(docs: Path) -> None:
     _write_if_changed(docs / "case_keys.md", case_keys_markdown())
     _write_if_changed(docs / "cli_help.md", cli_help_markdown())
+    _write_if_changed(docs / "api.md", api_markdown())
 
 
 if __name__ == "__main__":

@@ -445,6 +445,7 @@ def _probe_scheduler(address: str, timeout: float, security) -> None:
         if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
             raise ValueError(f"the peer answered but is not a dask scheduler ({str(reply)[:80]})")
 
+    _refused(address, timeout)
     try:
         asyncio.run(asyncio.wait_for(probe(), timeout))
     except (asyncio.TimeoutError, TimeoutError):
@@ -453,6 +454,26 @@ def _probe_scheduler(address: str, timeout: float, security) -> None:
     except Exception as e:
         raise HJBError(f"cannot reach the dask scheduler at {address!r} within {timeout:g} s: "
                        f"{type(e).__name__}: {' '.join(str(e).split())}") from None
+
+
+def _refused(address: str, timeout: float) -> None:
+    """A refused or unreachable host:port is said as such at once (dask's own connect retries a refused
+    address until its timeout, which would be reported as a scheduler that does not answer)."""
+    import socket
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError as e:
+        raise HJBError(f"--scheduler {address}: not an address of the form tcp://HOST:PORT ({e})") from None
+    if not host or port is None:
+        raise HJBError(f"--scheduler {address}: not an address of the form tcp://HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except (socket.timeout, TimeoutError):
+        return                      # said by the probe, with the timeout option
+    except OSError as e:
+        raise HJBError(f"cannot reach the dask scheduler at {address!r}: {e.strerror or e}") from None
 
 
 def _execute_dask(todo: list[Run], scheduler, bar, timeout: float = 5.0) -> None:

@@ -496,6 +496,8 @@ def cmd_plot(args) -> int:
     if what is None and not kinds:
         raise HJBError(f"{args.file}: nothing this file holds can be plotted")
     out = args.output or str(Path(args.file).with_suffix("")) + f".{what or kinds[0]}.png"
+    from . import store
+    store.check_writable(out)          # a FIFO, a device or a folder is refused before the figure is drawn
     plot_file(args.file, what, out, **opts)
     if not args.quiet:
         print(f"wrote {out}")

@@ -92,7 +92,7 @@ def test_special_outputs_are_refused_before_any_work(tmp_path, capsys, case, no_
     assert not [n for n in listing(tmp_path) if ".tmp-" in n or n.endswith(".lock")]
 
 
-def test_special_outputs_of_simulate_are_refused_before_any_work(tmp_path, capsys, case):
+def test_special_outputs_of_simulate_and_plot_are_refused_before_any_work(tmp_path, capsys, case):
     result = tmp_path / "r.h5"
     assert cli(["run", case, "-o", result, "-q"], capsys)[0] == 0
     fifo = _special(tmp_path, "fifo")
@@ -100,6 +100,9 @@ def test_special_outputs_of_simulate_are_refused_before_any_work(tmp_path, capsy
     code, _, err = cli(["simulate", result, "-o", fifo, "-n", "100000"], capsys)
     one_line(code, err, "cannot write", "FIFO")
     assert time.perf_counter() - t0 < 10 and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    code, _, err = cli(["plot", result, "-o", fifo], capsys)
+    one_line(code, err, "cannot write", "FIFO")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
 def test_symbolic_link_output_writes_its_target(tmp_path, capsys, case):

@@ -417,11 +417,13 @@ def _run_locked(args, case, out: str, partial: str, cell_only: bool) -> int:
             image.save(out)
     except (HJBError, KeyboardInterrupt) as e:
         stopped = isinstance(e, KeyboardInterrupt)
-        if (saved or resumed is not None) and _mark_stopped(partial, "was interrupted" if stopped else "failed"):
+        how = "was terminated (SIGTERM)" if isinstance(e, Terminated) else "was interrupted" if stopped else "failed"
+        if (saved or resumed is not None) and _mark_stopped(partial, how):
             if not stopped:
                 raise type(e)(f"{e} (finished stages kept in {partial})") from None
-            raise Interrupted(f"interrupted; finished stages kept in {partial} (the output file was not "
-                              "written or changed)") from None
+            if not isinstance(e, Terminated):
+                raise Interrupted(f"interrupted; finished stages kept in {partial} (the output file was not "
+                                  "written or changed)") from None
         raise
     if os.path.exists(partial):
         os.remove(partial)

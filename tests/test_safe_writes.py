@@ -228,3 +228,22 @@ def test_ctrl_c_twice_during_the_stages(tmp_path, case):
     one_line(proc.returncode, err, "interrupted", "r.partial.h5", exit_code=130)
     assert store.root_attrs(partial)["complete"].startswith("no: the run was interrupted")
     assert listing(tmp_path) == ["case.toml", "r.partial.h5"]
+
+
+def test_sigterm_during_the_stages_marks_the_partial_file(tmp_path, capsys, case, monkeypatch):
+    """SIGTERM (exit 143) takes the same path as Ctrl-C: the finished stages stay, marked as terminated."""
+    import hjbsolve.value as value_mod
+    from hjbsolve.cli import Terminated
+    real, calls = value_mod.value_function, []
+
+    def terminated_at_second(*a, **kw):
+        calls.append(kw.get("eps"))
+        if len(calls) == 2:
+            raise Terminated()
+        return real(*a, **kw)
+
+    monkeypatch.setattr(value_mod, "value_function", terminated_at_second)
+    code, _, err = cli(["run", case, "-o", tmp_path / "r.h5"], capsys)
+    one_line(code, err, "terminated", exit_code=143)
+    assert store.root_attrs(tmp_path / "r.partial.h5")["complete"].startswith("no: the run was terminated")
+    assert listing(tmp_path) == ["case.toml", "r.partial.h5"]

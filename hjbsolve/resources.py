@@ -209,8 +209,8 @@ def estimate(case, simulate_paths: int | None = None, n_record: int = 101) -> Es
         rec = min(n_record, steps + 1)
         paths = simulate_paths * rec * (n + m + 1) * f8 + simulate_paths * (n + m) * f8 * 8
         dense = nx * (ny if m else 1) * f8 * min(steps + 1, 4096)
-        est.memory["simulate"] = paths + dense
-        est.keys["simulate"] = "--paths (-n), --record, grid.x.n, grid.y.n, time.dt"
+        est.memory["simulation"] = paths + dense
+        est.keys["simulation"] = "--paths (-n), --record, grid.x.n, grid.y.n, time.dt"
         sim_steps = max(steps, 200)
         est.updates += float(simulate_paths) * sim_steps * (n + m + 1) * 4
     est.notes += _time_step_notes(case, n, dt)
@@ -289,7 +289,8 @@ def guard_command(args) -> Estimate | None:
     if cmd == "study" and len(ests) > 1:
         worst.updates = sum(e.updates for e in ests)
         worst.steps = sum(e.steps for e in ests)
-    guard(worst, case.source, args.max_memory, args.yes)
+    guard(worst, f"{case.source} (the costliest of {len(ests)} study runs)" if len(ests) > 1 else case.source,
+          args.max_memory, args.yes)
     return worst
 
 

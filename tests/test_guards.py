@@ -117,7 +117,7 @@ def test_estimate_counts_steps_and_updates():
 
 
 @pytest.mark.parametrize("path, overrides", [
-    (CASES / "lq.toml", ["grid.x.n=201", "grid.y.n=101", "grid.p.n=101", "run.eps=[0.1]", "time.dt=0.1"]),
+    (CASES / "lq.toml", ["grid.x.n=201", "grid.y.n=101", "grid.p.n=101", "run.eps=[0.1]", "time.dt=0.04"]),
     (CASES / "ou_expr.toml", ["grid.x.n=81", "grid.y.n=101", "time.dt=0.1", "run.eps=[0.1, 0.0]"]),
 ])
 def test_memory_estimate_brackets_the_measured_peak(path, overrides):

@@ -6,16 +6,16 @@ stage holds at its peak and the work it does:
 - cell stage: mu (x nodes x y nodes), the fast generator and, for m >= 2, the fill of its sparse LU
   factors, the Hbar and Lbar tables (x nodes x p nodes x P values), the stored feedback
   (x x p x P x y x control components, float32);
-- value stage, per eps: the value arrays (time levels kept x x nodes x y nodes), the coefficient tables of
+- value stage, per eps: the value arrays and the stored feedback (time levels kept x x nodes x y nodes
+  [x control components]), the coefficient tables of
   the semi-Lagrangian step (per x node, y node and control node for a grid minimisation; per (x, y) for the
   closed-form and refined minimisations), the fast-step factors;
 - simulate: the paths (paths x recorded times x components) and the value with dense output times.
 
 Work is counted in *node-control updates* (one evaluation of the semi-Lagrangian objective at one node for
-one control); at about :data:`NS_PER_UPDATE` ns each on one core this gives a rough time. These are
-estimates within a factor of about 2 (``scripts/fault_campaign.py`` does not depend on them; the test
-``tests/test_guards.py::test_memory_estimate_brackets_the_measured_peak`` compares them with the measured
-peak of small runs).
+one control); at about :data:`NS_PER_UPDATE` ns each on one core this gives a rough time. The memory estimates are meant to be conservative within a factor of about 2
+(``tests/test_guards.py::test_memory_estimate_brackets_the_measured_peak`` compares them with the peak that
+tracemalloc traces on small runs).
 
 :func:`guard` refuses (an :class:`~hjbsolve.errors.HJBError` naming the keys to change) a case whose peak
 would not fit in the memory limit (``--max-memory``, default: ``MemAvailable`` of ``/proc/meminfo``) or
@@ -198,7 +198,7 @@ def estimate(case, simulate_paths: int | None = None, n_record: int = 101) -> Es
         j = ny if (eps > 0 or m == 0) else max(ny, 1)
         controls = 4 if affine else nu                          # closed-form / refined min: a few per node
         tables = nx * j * (per_table * nu if not affine else (n * k + n * n + n + 1) * f8 * 2)
-        values = nx * (ny if eps > 0 else 1) * f8 * (n_out + 3)
+        values = nx * (ny if eps > 0 else 1) * (f8 * (n_out + 3) + 4.0 * k * n_out)   # V and feedback (float32)
         fast = nx * ny * (2 * m + 1) * f8 * 2 if (eps > 0 and m) else 0.0
         name = f"value stage eps = {eps:g}"
         est.memory[name] = values + tables + fast + (nx * ny * f8 if m else 0.0)

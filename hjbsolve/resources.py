@@ -7,15 +7,16 @@ stage holds at its peak and the work it does:
   factors, the Hbar and Lbar tables (x nodes x p nodes x P values), the stored feedback
   (x x p x P x y x control components, float32);
 - value stage, per eps: the value arrays and the stored feedback (time levels kept x x nodes x y nodes
-  [x control components]), the coefficient tables of
-  the semi-Lagrangian step (per x node, y node and control node for a grid minimisation; per (x, y) for the
-  closed-form and refined minimisations), the fast-step factors;
+  [x control components]), the coefficient tables of the semi-Lagrangian step (per x node, y node and
+  control node for a grid minimisation; per (x, y) for the closed-form and refined minimisations), the
+  fast-step factors;
 - simulate: the paths (paths x recorded times x components) and the value with dense output times.
 
 Work is counted in *node-control updates* (one evaluation of the semi-Lagrangian objective at one node for
-one control); at about :data:`NS_PER_UPDATE` ns each on one core this gives a rough time. The memory estimates are meant to be conservative within a factor of about 2
-(``tests/test_guards.py::test_memory_estimate_brackets_the_measured_peak`` compares them with the peak that
-tracemalloc traces on small runs).
+one control); at about :data:`NS_PER_UPDATE` ns each on one core this gives a rough time. The memory
+estimates are meant to be conservative within a factor of about 2
+(``tests/test_guards.py::test_memory_estimate_brackets_the_measured_peak`` compares them with the peak
+that tracemalloc traces on small runs).
 
 :func:`guard` refuses (an :class:`~hjbsolve.errors.HJBError` naming the keys to change) a case whose peak
 would not fit in the memory limit (``--max-memory``, default: ``MemAvailable`` of ``/proc/meminfo``) or

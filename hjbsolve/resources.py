@@ -310,19 +310,21 @@ def _study_cases(case, args) -> list:
 
 def _guard_simulate(args) -> Estimate | None:
     """simulate FILE|CASE: the case is the stored one (a result file) or the given one, with its --set."""
-    import tomllib
-
     from .case import load_case
     p = str(args.file)
     if p.endswith(".toml"):
         case = load_case(p, args.overrides)
     else:
+        import warnings
+
         from . import store
-        text = store.read(p).attrs.get("case_text")
-        if not isinstance(text, str):
-            return None
-        case = load_case(tomllib.loads(text), args.overrides)
-        case.source = p
+        from .provenance import stored_case
+        attrs = store.read(p).attrs
+        if "case_resolved" not in attrs and "case_text" not in attrs:
+            return None                     # simulate itself says that this is not a result file
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # simulate warns about old files itself
+            case = stored_case(attrs, p, args.overrides)
     if case.family == "periodic":
         raise HJBError(f"{p}: a periodic cell-problem case has no controlled slow dynamics to simulate "
                        "(simulate takes a result or case of the entropy_sgd, lq or expr families)")

@@ -331,8 +331,8 @@ def _complete(path: str) -> bool:
         return False
     if root.attrs.get("complete") != "yes":
         return False
-    import tomllib
-    run = tomllib.loads(root.attrs.get("case_text", "")).get("run", {})
+    from .provenance import stored_raw
+    run = stored_raw(root.attrs, path).get("run", {})       # check_file validated it
     want = [f"eps_{float(e):g}" for e in run.get("eps", [0.0])] if run.get("values", True) else []
     missing = [g for g in want if g not in root.groups]
     if missing:

@@ -50,17 +50,19 @@ class ErgodicTable:
         return self.hbar.reshape([len(a) for a in self.P_axes]) if self.tensor else self.hbar
 
 
-def _hbar_table(ham, P, m, N, nu, offset, tol, maxiter, desc):
-    """Hbar, correctors, residuals, iterations and nodes y on the grid N (offset in units of h)."""
+def _hbar_table(ham, P, m, N, nu, offset, tol, maxiter, desc, coarse=None):
+    """Hbar, correctors, residuals, iterations and nodes y on the grid N (offset in units of h);
+    ``coarse``: the same on the grid N/2, whose correctors warm-start the solves."""
     hb = np.empty(len(P))
     chis, res, its = [], np.empty(len(P)), np.empty(len(P), np.int64)
     # rows of a tensor grid are solved in order; each row warm-starts from its neighbour
     block = max(1, len(P) // 20)
     for s0 in progress(range(0, len(P), block), desc=desc, unit="block"):
         Ps = P[s0:s0 + block]
+        warm = None if coarse is None else (coarse[1][s0:s0 + block], coarse[0][s0:s0 + block], offset)
         vals, results = effective_hamiltonian_table(ham, Ps if m > 1 else Ps[:, 0], N, nu, m=m,
                                                     offset=offset / N, tol=tol, maxiter=maxiter,
-                                                    return_results=True)
+                                                    return_results=True, coarse=warm)
         hb[s0:s0 + block] = vals
         for j, r in enumerate(results):
             chis.append(r.chi)
@@ -91,8 +93,10 @@ def ergodic_stage(ham, P: np.ndarray, P_axes: list, tensor: bool, m: int, N: int
 
     def table(Nj):
         if Nj not in tables:
+            # coarse to fine: the grid Nj/2 (when it is, or will be, needed) warm-starts Nj
+            half = table(Nj // 2) if Nj % 4 == 0 and Nj >= 16 else tables.get(Nj // 2)
             tables[Nj] = _hbar_table(ham, P, m, Nj, nu, offset, tol, maxiter,
-                                     f"cell problems N={Nj}")
+                                     f"cell problems N={Nj}", coarse=half)
         return tables[Nj]
 
     while True:

@@ -49,6 +49,8 @@ Discrete comparison: for any grid function psi, min_i F_i(psi) <= Hbar_h <= max_
 
 from __future__ import annotations
 
+import math
+
 
 import numpy as np
 from numba import njit
@@ -412,3 +414,188 @@ def _slope_point(dK, q0, c):
         else:
             b = mid
     return 0.5 * (a + b)
+
+
+# ---------------------------------------------------------------------------------------------
+# (d) metric Hamiltonians  c(y) max_{a in B} (-a.q)   (Godunov / upwind, any nu >= 0)
+# ---------------------------------------------------------------------------------------------
+
+
+# 9-point stencil of the 2-D metric form: neighbour offsets in the column order of its
+# neighbour table (the axis pairs first, so that columns 0-3 are the 5-point stencil), and the
+# 8 cones between angularly consecutive neighbours (an axis and a diagonal direction)
+OFFSETS9 = np.array([[-1, 0], [1, 0], [0, -1], [0, 1], [1, 1], [-1, 1], [-1, -1], [1, -1]],
+                    dtype=np.int64)
+CONES9 = np.array([[1, 4], [4, 3], [3, 5], [5, 0], [0, 6], [6, 2], [2, 7], [7, 1]],
+                  dtype=np.int64)
+
+
+@njit(cache=True)
+def _metric_eval(c, cand, ncand, ball, cones, off, chi, hbar, P, h, nu, nb, R, C):
+    """Residual / stencil of -nu Lap chi + Ghat_i - hbar for G = c(y) max_{a in B} (-a.q).
+
+    Directional differences d_j = (u_i - u_{i + v_j}) / h, u = P.y + chi, along the stencil
+    directions v_j (off[j]; 2 in 1-D, 8 in 2-D); in the cone a = alpha v_j + beta v_j',
+    alpha, beta >= 0, between two consecutive directions -a.Du ~ alpha d_j + beta d_j', so
+
+        Ghat_i = max{0, max over cones q, max over (alpha, beta) of c_iq (alpha d_j + beta d_j')}
+
+    over a in B n cone: ball (B the Euclidean unit ball): the exact max of the linear form
+    over the ellipse piece (|g| if the maximiser g, g.v_j = d_j, g.v_j' = d_j', lies in the
+    cone, else the better ray); otherwise over the ncand[cone] points cand[cone] = (alpha,
+    beta) of the vertices of the polytope B n cone. Exact for linear u (consistent), monotone
+    (nonnegative weights on u_i - u_nb: the upwind control scheme with the exact sup over B);
+    first order. With the diagonal directions, the axis and diagonal motions are exact (no
+    transverse numerical diffusion along them). c_iq: the speed at the centroid of the cone's
+    triangle (y_i, y_i + h v_j, y_i + h v_j') (1-D: the midpoint of the step), so that a move
+    is charged the speed of the cell it crosses; a move along an interface belongs to the two
+    cones on either side and gets the larger speed (the lower semicontinuous travel cost of
+    the optimal-control value). Jacobian: the maximising cone and (alpha, beta)."""
+    n = chi.shape[0]
+    m = P.shape[0]
+    nd = off.shape[0]
+    ih = 1.0 / h
+    vis = nu * ih * ih
+    d = np.empty(nd)
+    for i in range(n):
+        ci = chi[i]
+        lap = 0.0
+        for k in range(m):
+            lap += chi[nb[i, 2 * k]] + chi[nb[i, 2 * k + 1]] - 2.0 * ci
+        for j in range(nd):
+            pv = 0.0
+            for k in range(m):
+                pv += P[k] * off[j, k]
+            d[j] = -pv - (chi[nb[i, j]] - ci) * ih
+        best = 0.0
+        bq = 0
+        ba = 0.0
+        bb = 0.0
+        for q in range(cones.shape[0]):
+            j = cones[q, 0]
+            j2 = cones[q, 1]
+            x = d[j]
+            y = d[j2]
+            cq = c[i, q]
+            if ball:
+                v0 = float(off[j, 0])
+                v1 = float(off[j, 1]) if m > 1 else 0.0
+                w0 = float(off[j2, 0])
+                w1 = float(off[j2, 1]) if m > 1 else 0.0
+                nv = math.sqrt(v0 * v0 + v1 * v1)
+                nw = math.sqrt(w0 * w0 + w1 * w1)
+                det = v0 * w1 - v1 * w0
+                if det != 0.0:
+                    g0 = (x * w1 - y * v1) / det
+                    g1 = (v0 * y - w0 * x) / det
+                    lam = (g0 * w1 - g1 * w0) / det
+                    mu = (v0 * g1 - v1 * g0) / det
+                    ng = math.sqrt(g0 * g0 + g1 * g1)
+                    if lam >= 0.0 and mu >= 0.0 and cq * ng > best:
+                        best, bq, ba, bb = cq * ng, q, lam / ng, mu / ng
+                if cq * x / nv > best:
+                    best, bq, ba, bb = cq * x / nv, q, 1.0 / nv, 0.0
+                if cq * y / nw > best:
+                    best, bq, ba, bb = cq * y / nw, q, 0.0, 1.0 / nw
+            else:
+                for r in range(ncand[q]):
+                    v = cq * (cand[q, r, 0] * x + cand[q, r, 1] * y)
+                    if v > best:
+                        best, bq, ba, bb = v, q, cand[q, r, 0], cand[q, r, 1]
+        R[i] = best - vis * lap - hbar
+        for j in range(nd):
+            C[i, 1 + j] = -vis if j < 2 * m else 0.0
+        g = c[i, bq] * ih
+        C[i, 0] = 2.0 * m * vis + g * (ba + bb)
+        C[i, 1 + cones[bq, 0]] -= g * ba
+        C[i, 1 + cones[bq, 1]] -= g * bb
+
+
+def metric_stencil(m):
+    """(offsets, cones, centroids) of the metric scheme: 1-D the two rays (as two degenerate
+    cones), 2-D the 9-point stencil OFFSETS9 / CONES9; centroids (in units of h) of the
+    cones' triangles (1-D: the midpoints of the steps)."""
+    if m == 1:
+        off, cones = np.array([[-1], [1]], dtype=np.int64), np.array([[0, 0], [1, 1]], dtype=np.int64)
+        return off, cones, np.array([[-0.5], [0.5]])
+    return OFFSETS9, CONES9, (OFFSETS9[CONES9[:, 0]] + OFFSETS9[CONES9[:, 1]]) / 3.0
+
+
+def stencil_neighbours(N, off):
+    """nb[i, j] = index of node i + off[j] on the periodic N^m grid (C order)."""
+    m = off.shape[1]
+    idx = np.indices((N,) * m).reshape(m, -1).T
+    nb = np.empty((idx.shape[0], off.shape[0]), np.int64)
+    for j, o in enumerate(off):
+        t = (idx + o) % N
+        nb[:, j] = t[:, 0] * N + t[:, 1] if m == 2 else t[:, 0]
+    return nb
+
+
+def cone_points(B, off, cones):
+    """For every cone (v, w) of the stencil, the vertices of the polytope B n cone written as
+    a = alpha v + beta w: the points where B's boundary meets the two rays and the vertices of
+    B strictly inside the cone (0 is covered by the kernel's max with 0). B: vertices (nB, m)
+    of a polytope with 0 inside. Returns (cand (ncones, r, 2), ncand (ncones,))."""
+    B = np.asarray(B, dtype=float)
+    m = B.shape[1]
+    if m == 1:
+        cand = np.zeros((2, 1, 2))
+        cand[0, 0, 0] = -float(B.min())  # the ray -1 reaches a = min B
+        cand[1, 0, 0] = float(B.max())
+        return cand, np.array([1, 1], dtype=np.int64)
+    from scipy.spatial import ConvexHull
+    hull = ConvexHull(B)
+    nrm, b = hull.equations[:, :2], hull.equations[:, 2]  # n.a + b <= 0 on B, b < 0
+    V = B[hull.vertices]
+
+    def reach(v):  # largest t with t v in B
+        nv = nrm @ v
+        return float(np.min(-b[nv > 1e-15] / nv[nv > 1e-15]))
+
+    rows = []
+    for j, j2 in cones:
+        v, w = off[j].astype(float), off[j2].astype(float)
+        pts = [(reach(v), 0.0), (0.0, reach(w))]
+        T = np.array([v, w]).T
+        for a in V:
+            lam, mu = np.linalg.solve(T, a)
+            if lam > 1e-12 and mu > 1e-12:
+                pts.append((lam, mu))
+        rows.append(pts)
+    r = max(len(p) for p in rows)
+    cand = np.zeros((len(rows), r, 2))
+    for q, pts in enumerate(rows):
+        cand[q, :len(pts)] = pts
+    return cand, np.array([len(p) for p in rows], dtype=np.int64)
+
+
+@njit
+def _tab_speed(cf, Y, shifts, r, out):
+    """out[i, q] = max of c over the point y_i + shifts[q] and the 2^m points around it at
+    distance r in every axis (r = 0: c at the point): the upper envelope of the speed at scale
+    r. The metric scheme takes c at the centroid of each cone's triangle (r = 0); the
+    periodicity check compares envelopes at a small r, so that a formula's round-off on an
+    interface (sin(2 pi) = -2.4e-16) does not matter."""
+    n, m = Y.shape
+    y = np.empty(m)
+    for i in range(n):
+        for q in range(shifts.shape[0]):
+            for k in range(m):
+                y[k] = Y[i, k] + shifts[q, k]
+            best = cf(y)
+            for s in range(1 << m):
+                for k in range(m):
+                    y[k] = Y[i, k] + shifts[q, k] + (r if (s >> k) & 1 else -r)
+                v = cf(y)
+                if v > best:
+                    best = v
+            out[i, q] = best
+
+
+def _upper_envelope_at(cf, y, r):
+    """The upper envelope of c at one point y at scale r (see _tab_speed)."""
+    y = np.ascontiguousarray(y, dtype=float)
+    o = np.empty((1, 1))
+    _tab_speed(cf, y[None, :], np.zeros((1, y.size)), float(r), o)
+    return float(o[0, 0])

@@ -27,7 +27,7 @@ from numba.extending import is_jitted
 
 from hjbsolve.errors import HJBError
 
-from .fluxes import _dKq, _Kq
+from .fluxes import _dKq, _Kq, _upper_envelope_at
 from .grid import _Context, _fmt
 
 class NonConvexHamiltonianError(HJBError):
@@ -232,6 +232,54 @@ class PeriodicHamiltonian:
             raise HJBError("control Hamiltonian: A must be an array (nA,) or (nA, d), nA >= 1")
         return cls("control", f=f, l=l, A=np.ascontiguousarray(A), name="max_a {-f.q - l}")
 
+    @classmethod
+    def metric(cls, c, norm="l2", B=None):
+        """G(y, q) = c(y) max_{a in B} (-a.q): the speed c(y) >= 0 (numba c(y) -> float, may be
+        discontinuous: it is tabulated by its upper envelope at grid scale, see
+        ``_Context``) times the support function of a control set B with 0 inside.
+        ``norm`` names B by the norm of q it gives: 'l2' (B the Euclidean unit ball, G =
+        c |q|_2), 'l1' (B the box [-1, 1]^m, G = c |q|_1), 'linf' (B the cross-polytope
+        conv(+-e_k), G = c |q|_inf); or give ``B`` (nB, m), the vertices of a polytope
+        (any norm with a polytope unit ball; B need not be symmetric). Godunov-type flux."""
+        _require_numba(c, "c")
+        if B is not None:
+            B = np.ascontiguousarray(np.atleast_2d(np.asarray(B, dtype=float)))
+            norm = "polytope"
+        elif norm not in ("l2", "l1", "linf"):
+            raise HJBError(f"metric Hamiltonian: norm must be 'l2', 'l1' or 'linf' (got {norm!r})")
+        ham = cls("metric", q_box=4.0, name=f"c(y) |q|_{norm}" if B is None else
+                  "c(y) max_(a in B) -a.q")
+        ham.c = c
+        ham.norm = norm
+        ham.B = B
+        return ham
+
+    def control_set(self, m):
+        """Metric form: the polytope B (nB, m) ('l1', 'linf' or given vertices), None for 'l2'.
+        Refuses a B that does not contain 0 in its interior (G would not be coercive)."""
+        if self.norm == "l2":
+            return None
+        if self.norm == "l1" or m == 1 and self.B is None:
+            return np.array(np.meshgrid(*[[-1.0, 1.0]] * m, indexing="ij")).reshape(m, -1).T.copy()
+        if self.norm == "linf":
+            return np.concatenate([np.eye(m), -np.eye(m)])
+        B = self.B
+        if B.shape[1] != m:
+            raise HJBError(f"metric Hamiltonian: control set vertices have {B.shape[1]} "
+                           f"coordinates, expected m = {m}")
+        if m == 1:
+            inside = B.min() < 0.0 < B.max()
+        else:
+            from scipy.spatial import ConvexHull, QhullError
+            try:
+                inside = bool(np.all(ConvexHull(B).equations[:, -1] < -1e-12))
+            except (QhullError, ValueError):
+                inside = False
+        if not inside:
+            raise HJBError("metric Hamiltonian: the control set B must contain 0 in its "
+                           f"interior (G = c max_B -a.q coercive); got vertices {B.tolist()}")
+        return B
+
     def __repr__(self):
         return f"PeriodicHamiltonian({self.name})"
 
@@ -311,6 +359,14 @@ class PeriodicHamiltonian:
                             f"G is not 1-periodic in y along axis {k}: G(y={_fmt(y0)}, "
                             f"q={_fmt(q)}) = {g0:.10g} but G(y={_fmt(y1)}, q={_fmt(q)}) = "
                             f"{g1:.10g}")
+        elif self.kind == "metric":
+            for k, y0, y1 in pts:
+                c0 = _upper_envelope_at(self.c, y0, 1e-7)
+                c1 = _upper_envelope_at(self.c, y1, 1e-7)
+                if not close(c0, c1):
+                    raise NonPeriodicHamiltonianError(
+                        f"c is not 1-periodic along axis {k}: c(y={_fmt(y0)}) = {c0:.10g} but "
+                        f"c(y={_fmt(y1)}) = {c1:.10g} (largest value within 1e-7 of y)")
         else:
             A = self.A
             sel = np.unique(np.linspace(0, A.shape[0] - 1, min(A.shape[0], 25)).astype(int))
@@ -333,7 +389,7 @@ class PeriodicHamiltonian:
         and at 21 (1-D) or 7 x 7 (2-D) sample q values. The control form is convex by
         construction (a max of affine functions of q)."""
         R = float(radius if radius is not None else self.q_box)
-        if self.kind == "control":
+        if self.kind in ("control", "metric"):
             return
         if self.kind in ("quadratic", "separable"):
             kax, _ = self._axis_funcs(m)

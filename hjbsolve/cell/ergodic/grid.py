@@ -32,8 +32,9 @@ from scipy.sparse.linalg import splu
 
 from hjbsolve.errors import HJBError, NumericalError
 
-from .fluxes import (_THETA, _ctrl_eval, _gen_alpha, _gen_eval, _quad_eval, _sep_eval,
-                     _slope_point)
+from .fluxes import (_THETA, _ctrl_eval, _gen_alpha, _gen_eval, _metric_eval, _quad_eval,
+                     _sep_eval, _slope_point, _tab_speed, cone_points, metric_stencil,
+                     stencil_neighbours)
 
 _EPS = float(np.finfo(float).eps)
 
@@ -213,6 +214,7 @@ class _Context:
             a, b = np.meshgrid(self.y[0], self.y[1], indexing="ij")
             self.Y = np.ascontiguousarray(np.stack([a.ravel(), b.ravel()], axis=1))
         self.nb = _neighbours(N, m)
+        self.width = 1 + 2 * m  # columns of a stencil row C: the diagonal, then nb's columns
         self._pattern = None
         self._convex_radius = -1.0
         self._brk = {}
@@ -242,9 +244,31 @@ class _Context:
             if not (np.all(np.isfinite(self.F)) and np.all(np.isfinite(self.L))):
                 raise NumericalError("control Hamiltonian: f or l is not finite on the grid")
             self.pol = np.zeros(self.n, np.int64)
+        elif kind == "metric":
+            self._init_metric(ham)
         if kind in ("quadratic", "separable") and not np.all(np.isfinite(self.V)):
             i = int(np.flatnonzero(~np.isfinite(self.V))[0])
             raise NumericalError(f"V is not finite at node y = {_fmt(self.Y[i])}")
+
+    def _init_metric(self, ham):
+        """Metric form c(y) max_B (-a.q): the speed at the centroids of the cones' triangles
+        (see fluxes._metric_eval), the cone data of B; 2-D: the 9-point stencil."""
+        self.off, self.cones, cen = metric_stencil(self.m)
+        self.c = np.empty((self.n, len(self.cones)))
+        _tab_speed(ham.c, self.Y, cen * self.h, 0.0, self.c)
+        bad = ~(np.isfinite(self.c) & (self.c >= 0.0))
+        if np.any(bad):
+            i = int(np.flatnonzero(np.any(bad, axis=1))[0])
+            raise NumericalError(f"metric Hamiltonian: the speed c must be finite and >= 0; "
+                                 f"c = {np.min(self.c[i]):.6g} near node y = {_fmt(self.Y[i])}")
+        B = ham.control_set(self.m)
+        if B is None:
+            self.cand, self.ncand = np.zeros((1, 1, 2)), np.zeros(len(self.cones), np.int64)
+        else:
+            self.cand, self.ncand = cone_points(B, self.off, self.cones)
+        if self.m == 2:
+            self.nb = stencil_neighbours(self.N, self.off)
+            self.width = 1 + self.nb.shape[1]
 
     # -- checks ---------------------------------------------------------------------------------
     def ensure_convex(self, radius):
@@ -314,6 +338,9 @@ class _Context:
         elif kind == "general":
             _gen_eval(self.ham.G, self.Y, chi, hbar, P, self.h, sch.nu, _THETA, sch.alpha,
                       self.nb, R, C)
+        elif kind == "metric":
+            _metric_eval(self.c, self.cand, self.ncand, self.ham.norm == "l2", self.cones,
+                         self.off, chi, hbar, P, self.h, sch.nu, self.nb, R, C)
         else:
             _ctrl_eval(self.F, self.L, chi, hbar, P, self.h, sch.nu, _THETA, self.nb, R, C,
                        self.pol)
@@ -328,6 +355,8 @@ class _Context:
             return float(np.mean(sch.mask == 0))
         if kind == "general":
             return float(np.mean(sch.alpha <= 2.0 * _THETA * sch.nu / self.h))
+        if kind == "metric":
+            return 0.0
         f = self.F[np.arange(self.n), self.pol]
         return float(np.mean(np.abs(f) <= 2.0 * _THETA * sch.nu / self.h))
 
@@ -387,7 +416,7 @@ class _Context:
         every stored entry its position in concat(C.ravel(), -ones(n), [1])."""
         if self._pattern is None:
             n = self.n
-            w = 1 + 2 * self.m
+            w = self.width
             rows = np.concatenate([np.repeat(np.arange(n), w), np.arange(n), [n]])
             cols = np.concatenate([np.concatenate([np.arange(n)[:, None], self.nb], axis=1).ravel(),
                                    np.full(n, n), [0]])

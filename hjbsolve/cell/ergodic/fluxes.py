@@ -570,6 +570,183 @@ def cone_points(B, off, cones):
     return cand, np.array([len(p) for p in rows], dtype=np.int64)
 
 
+# ---------------------------------------------------------------------------------------------
+# (e) Godunov fluxes built from the formula (general G in 1-D, separable K; convex or not)
+# ---------------------------------------------------------------------------------------------
+
+
+@njit
+def _g1(Gf, y, q, k, t):
+    """G(y, q) with q_k = t (the other components as in q)."""
+    q[k] = t
+    return Gf(y, q)
+
+
+@njit
+def _godunov_1d(Gf, y, q, k, a, b, crit, nc):
+    """Godunov's numerical Hamiltonian of t -> g(t) = G(y, q with q_k = t) (Osher's formula)
+
+        ext_{t in I(a, b)} g(t) = min_{[a, b]} g if a <= b,  max_{[b, a]} g if a > b,
+
+    with a = p-, b = p+: the extremum over the endpoints and the critical points of g inside
+    (crit[:nc], sorted, every critical point of g on the q box). Exact for any continuous g
+    whose critical points are listed (convex or not). Returns (value, dvalue/da, dvalue/db):
+    the derivative g' at the chosen endpoint, attributed to a if >= 0 and to b if <= 0 (the
+    sign that the monotone flux has there; 0 at an interior critical point)."""
+    lo, hi = (a, b) if a <= b else (b, a)
+    want_min = a <= b
+    ta = a
+    va = _g1(Gf, y, q, k, a)
+    vb = _g1(Gf, y, q, k, b)
+    best, arg = va, 1
+    if (vb < best) if want_min else (vb > best):
+        best, arg = vb, 2
+    for j in range(nc):
+        t = crit[j]
+        if t <= lo:
+            continue
+        if t >= hi:
+            break
+        v = _g1(Gf, y, q, k, t)
+        if (v < best) if want_min else (v > best):
+            best, arg = v, 0
+    da = 0.0
+    db = 0.0
+    if arg != 0:
+        t = ta if arg == 1 else b
+        d = 1e-6 * (1.0 + abs(t))
+        g = (_g1(Gf, y, q, k, t + d) - _g1(Gf, y, q, k, t - d)) / (2.0 * d)
+        if arg == 1 or a == b:
+            da = max(g, 0.0)
+        if arg == 2 or a == b:
+            db = min(g, 0.0)
+    return best, da, db
+
+
+@njit
+def _godunov_eval(Gf, Y, crit, ncrit, chi, hbar, P, h, nu, nb, R, C):
+    """Residual / stencil of -nu Lap chi + Ghat_i - hbar with Godunov's flux built from the
+    formula G(y, q), axis by axis (Bardi-Osher):
+
+        Ghat_i = ext_{q_1 in I(p-_1, p+_1)} ... ext_{q_m in I(p-_m, p+_m)} G(y_i, q),
+
+    computed for m = 1 and for G(y, q) = sum_k K_k(q_k) + V(y) (separable, where the axes
+    decouple: the other components are held at 0 and the 1-D extrema add up; Gf then is the
+    axis sum, crit[i] the critical points of every axis in turn, ncrit[i, k] their counts).
+    Monotone for any continuous G (convex or not); the viscosity solution's scheme of the
+    literature for nonconvex G in 1-D. For convex G it is max(G(max(p-, q*)), G(min(p+, q*)))
+    (q* = argmin), the flux of the quadratic form: second order for Hbar where that one is."""
+    n = chi.shape[0]
+    m = P.shape[0]
+    ih = 1.0 / h
+    vis = nu * ih * ih
+    y = np.empty(Y.shape[1])
+    q = np.zeros(m)
+    for i in range(n):
+        for k in range(Y.shape[1]):
+            y[k] = Y[i, k]
+        ci = chi[i]
+        r = -hbar
+        diag = 0.0
+        off = 0
+        for k in range(m):
+            q[:] = 0.0
+            cl = chi[nb[i, 2 * k]]
+            cu = chi[nb[i, 2 * k + 1]]
+            r -= vis * ((cu - ci) - (ci - cl))
+            pm = P[k] + (ci - cl) * ih
+            pp = P[k] + (cu - ci) * ih
+            nc = ncrit[i, k]
+            v, da, db = _godunov_1d(Gf, y, q, k, pm, pp, crit[i, off:off + nc], nc)
+            off += nc
+            if k > 0:
+                q[:] = 0.0
+                v -= Gf(y, q)  # separable: the constant part G(y, 0) counted once
+            r += v
+            diag += 2.0 * vis + (da - db) * ih
+            C[i, 1 + 2 * k] = -vis - da * ih
+            C[i, 2 + 2 * k] = -vis + db * ih
+        C[i, 0] = diag
+        R[i] = r
+
+
+@njit
+def _critical_points(Gf, Y, rad, ns, sep, crit, ncrit):
+    """The critical points of t -> G(y_i, t e_k) on [-rad, rad] (sign changes of the central
+    difference of G on ns samples, refined by bisection to rounding), for every node i (sep:
+    node 0 only, copied: the axis functions do not depend on y) and axis k; crit[i] holds
+    them axis after axis, ncrit[i, k] their counts (at most crit.shape[1] in all)."""
+    n = Y.shape[0]
+    m = ncrit.shape[1]
+    y = np.empty(Y.shape[1])
+    q = np.zeros(m)
+    cap = crit.shape[1]
+    for i in range(n):
+        if sep and i > 0:
+            crit[i] = crit[0]
+            ncrit[i] = ncrit[0]
+            continue
+        for k in range(Y.shape[1]):
+            y[k] = Y[i, k]
+        off = 0
+        for k in range(m):
+            q[:] = 0.0
+            cnt = 0
+            dt = 2.0 * rad / (ns - 1)
+            t0 = -rad
+            d0 = _dgk(Gf, y, q, k, t0)
+            for s in range(1, ns):
+                t1 = -rad + s * dt
+                d1 = _dgk(Gf, y, q, k, t1)
+                if (d0 < 0.0 <= d1) or (d0 > 0.0 >= d1):
+                    a, b = t0, t1
+                    for _ in range(80):
+                        mid = 0.5 * (a + b)
+                        if mid <= a or mid >= b:
+                            break
+                        dm = _dgk(Gf, y, q, k, mid)
+                        if (dm < 0.0) == (d0 < 0.0) and dm != 0.0:
+                            a = mid
+                        else:
+                            b = mid
+                    if off + cnt < cap:
+                        crit[i, off + cnt] = 0.5 * (a + b)
+                        cnt += 1
+                t0, d0 = t1, d1
+            ncrit[i, k] = cnt
+            off += cnt
+
+
+@njit
+def _dgk(Gf, y, q, k, t):
+    d = 1e-6 * (1.0 + abs(t))
+    return (_g1(Gf, y, q, k, t + d) - _g1(Gf, y, q, k, t - d)) / (2.0 * d)
+
+
+@njit
+def _gen_alpha_box(Gf, Y, rad, ns, out):
+    """out[i, k] = 1.05 max |G_qk(y_i, q)| over the whole box [-rad, rad]^m (ns samples per
+    axis): the Lax-Friedrichs bound for a G that is not convex (its gradient extremes need not
+    sit on the faces)."""
+    n, m = Y.shape
+    y = np.empty(m)
+    q = np.empty(m)
+    for i in range(n):
+        for k in range(m):
+            y[k] = Y[i, k]
+        for k in range(m):
+            out[i, k] = 0.0
+        for s in range(ns ** m):
+            for k in range(m):
+                q[k] = -rad + 2.0 * rad * ((s // ns ** k) % ns) / (ns - 1)
+            for k in range(m):
+                g = abs(_fd_grad(Gf, y, q, k))
+                if not (g <= out[i, k]):
+                    out[i, k] = g
+        for k in range(m):
+            out[i, k] *= 1.05
+
+
 @njit
 def _tab_speed(cf, Y, shifts, r, out):
     """out[i, q] = max of c over the point y_i + shifts[q] and the 2^m points around it at

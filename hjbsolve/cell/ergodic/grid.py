@@ -32,9 +32,9 @@ from scipy.sparse.linalg import splu
 
 from hjbsolve.errors import HJBError, NumericalError
 
-from .fluxes import (_THETA, _ctrl_eval, _gen_alpha, _gen_eval, _metric_eval, _quad_eval,
-                     _sep_eval, _slope_point, _tab_speed, cone_points, metric_stencil,
-                     stencil_neighbours)
+from .fluxes import (_THETA, _critical_points, _ctrl_eval, _gen_alpha, _gen_alpha_box, _gen_eval,
+                     _godunov_eval, _metric_eval, _quad_eval, _sep_eval, _slope_point, _tab_speed,
+                     cone_points, metric_stencil, stencil_neighbours)
 
 _EPS = float(np.finfo(float).eps)
 
@@ -178,6 +178,19 @@ def _tab_ctrl(ff, lf, Y, A, F, L):
             L[i, j] = lf(y, a)
 
 
+def _separable_as_general(kax, V, m):
+    """G(y, q) = sum_k K_k(q_k) + V(y) as one numba function (for the Godunov flux)."""
+
+    @njit
+    def G(y, q):
+        s = V(y)
+        for k in range(m):
+            s += kax(k, q[k])
+        return s
+
+    return G
+
+
 def _fmt(v):
     v = np.atleast_1d(np.asarray(v, dtype=float))
     if v.size == 1:
@@ -220,6 +233,12 @@ class _Context:
         self._brk = {}
         self._alpha = {}
         kind = ham.kind
+        # nonconvex: set by ensure_convex when G is not convex in q and the form is supported
+        # (see nonconvex.py); godunov: Godunov's flux built from the formula (fluxes._godunov_eval)
+        self.nonconvex = False
+        self.godunov = kind == "general" and m == 1
+        self.Gg = ham.G if self.godunov else None
+        self._crit = {}
         ham.check_periodic(m)
         if kind in ("quadratic", "separable"):
             self.V = np.empty(self.n)
@@ -272,9 +291,27 @@ class _Context:
 
     # -- checks ---------------------------------------------------------------------------------
     def ensure_convex(self, radius):
+        """Sample the convexity of G in q on the box of half-width radius. A nonconvex G is
+        accepted where a scheme and solver for it exist (nonconvex.py: a separable G with a
+        numba V, or a general G), and refused otherwise (the message says why)."""
         if radius <= self._convex_radius:
             return
-        self.ham.check_convex(self.m, self.Y, radius)
+        from .forms import NonConvexHamiltonianError
+        try:
+            self.ham.check_convex(self.m, self.Y, radius)
+        except NonConvexHamiltonianError as exc:
+            kind = self.ham.kind
+            if "not finite" in str(exc):
+                raise
+            if kind == "separable" and is_jitted(self.ham.V):
+                self.nonconvex = self.godunov = True
+                self.Gg = _separable_as_general(self.kax, self.ham.V, self.m)
+            elif kind == "general":
+                self.nonconvex = True
+            else:
+                raise NonConvexHamiltonianError(
+                    f"{exc}; a nonconvex G is solved for hamiltonian = 'general' and for "
+                    f"'separable' with a numba V, not for this form") from None
         self._convex_radius = radius
 
     # -- scheme ---------------------------------------------------------------------------------
@@ -312,12 +349,29 @@ class _Context:
     def scheme(self, nu, rad=None):
         return _Scheme(self, nu, rad)
 
+    def critical_points(self, rad):
+        """Critical points of G(y_i, .) along every axis on [-2 rad - 1, 2 rad + 1] (for the
+        Godunov flux; wider than the gradient box so that the intervals [p-, p+] fit)."""
+        key = float(rad)
+        out = self._crit.get(key)
+        if out is None:
+            R = 2.0 * float(rad) + 1.0
+            sep = self.ham.kind == "separable"
+            crit = np.zeros((self.n, 16 * self.m))
+            ncrit = np.zeros((self.n, self.m), np.int64)
+            _critical_points(self.Gg, self.Y, R, int(400 * R) + 1, sep, crit, ncrit)
+            out = self._crit[key] = (crit, ncrit)
+        return out
+
     def general_alpha(self, rad):
         key = float(rad)
         a = self._alpha.get(key)
         if a is None:
             a = np.empty((self.n, self.m))
-            _gen_alpha(self.ham.G, self.Y, float(rad), 17, a)
+            if self.nonconvex:
+                _gen_alpha_box(self.ham.G, self.Y, float(rad), 21, a)
+            else:
+                _gen_alpha(self.ham.G, self.Y, float(rad), 17, a)
             if not np.all(np.isfinite(a)):
                 i = int(np.flatnonzero(~np.all(np.isfinite(a), axis=1))[0])
                 raise NumericalError(f"dG/dq is not finite at node y = {_fmt(self.Y[i])} for "
@@ -329,7 +383,10 @@ class _Context:
 
     def evaluate(self, chi, hbar, P, sch, R, C):
         kind = self.ham.kind
-        if kind == "quadratic":
+        if self.godunov:
+            _godunov_eval(self.Gg, self.Y, sch.crit[0], sch.crit[1], chi, hbar, P, self.h,
+                          sch.nu, self.nb, R, C)
+        elif kind == "quadratic":
             _quad_eval(sch.brk, chi, hbar, P, self.h, sch.nu, _THETA, self.V, self.nb, sch.mask,
                        R, C)
         elif kind == "separable":
@@ -348,7 +405,7 @@ class _Context:
     def centred_fraction(self, sch):
         """Share of (node, axis) pairs using the centred (second-order) branch after the last
         evaluate()."""
-        if sch.nu <= 0.0:
+        if sch.nu <= 0.0 or self.godunov:
             return 0.0
         kind = self.ham.kind
         if kind in ("quadratic", "separable"):
@@ -493,6 +550,9 @@ class _Scheme:
     def __init__(self, ctx, nu, rad=None):
         self.nu = float(nu)
         self.mask = np.zeros((ctx.n, ctx.m), np.uint8)
-        self.brk = ctx.breakpoints(nu) if ctx.ham.kind in ("quadratic", "separable") else None
+        sep = ctx.ham.kind in ("quadratic", "separable") and not ctx.godunov
+        self.brk = ctx.breakpoints(nu) if sep else None
         self.rad = rad
         self.alpha = ctx.general_alpha(rad) if ctx.ham.kind == "general" else None
+        self.crit = ctx.critical_points(rad if rad is not None else ctx.ham.q_box) \
+            if ctx.godunov else None

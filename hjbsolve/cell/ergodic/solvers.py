@@ -407,7 +407,11 @@ def solve_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-12, maxiter=100, chi
 
 
 def _solve_one(ctx, P, nu, tol, maxiter, chi0, hbar0):
-    st, out = _solve(ctx, P, nu, tol, maxiter, chi0, hbar0)
+    if ctx.nonconvex:  # G not convex in q: its own scheme and solver (nonconvex.py)
+        from .nonconvex import solve_nonconvex
+        st, out = solve_nonconvex(ctx, P, nu, tol, maxiter, chi0, hbar0)
+    else:
+        st, out = _solve(ctx, P, nu, tol, maxiter, chi0, hbar0)
     chi, hbar, status, res, sch = out
     if not math.isfinite(hbar) or not np.all(np.isfinite(chi)):
         raise NumericalError(_failure_message(st, nu, ["non-finite solution"]))

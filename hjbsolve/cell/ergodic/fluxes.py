@@ -230,7 +230,7 @@ def _quad_eval(brk, chi, hbar, P, h, nu, theta, V, nb, which, R, C):
 
 
 # ---------------------------------------------------------------------------------------------
-# (b) general convex G(y, q)
+# (b) general G(y, q): centred where resolved, Godunov's flux from the formula elsewhere
 # ---------------------------------------------------------------------------------------------
 
 
@@ -247,10 +247,18 @@ def _fd_grad(Gf, y, q, k):
 
 
 @njit
-def _gen_eval(Gf, Y, chi, hbar, P, h, nu, theta, alpha, nb, R, C):
-    """Residual / stencil for general G: G(y, p0) - sum_k beta_ik (p+_k - p-_k)/2 - nu Lap chi,
-    beta_ik = max(0, alpha_ik - 2 nu / h) (0: centred; else local Lax-Friedrichs with the
-    minimal added viscosity; monotone when alpha_ik >= |G_qk(y_i, p0_i)|)."""
+def _gen_eval(Gf, Y, chi, hbar, P, h, nu, theta, alpha, crit, ncrit, nb, R, C):
+    """Residual / stencil for a general G(y, q) (convex or not), -nu Lap chi + Ghat_i - hbar:
+
+    * centred, Ghat_i = G(y_i, p0), at the nodes where every axis is resolved,
+      h alpha_ik <= 2 theta nu (monotone next to the Laplacian; second order);
+    * elsewhere Godunov's flux built from the formula (Bardi-Osher, axis after axis):
+      Ghat_i = ext_{q_1 in I(p-_1, p+_1)} ext_{q_2 in I(p-_2, p+_2)} G(y_i, q) (ext = min over
+      [p-, p+] if p- <= p+, max over [p+, p-] otherwise); 1-D over the endpoints and the
+      critical points of the table crit / ncrit (exact), 2-D nested (_godunov_2d). Monotone
+      for any G; for a convex 1-D or separable G it is the quadratic form's flux, whose Hbar is
+      second order (spectral on the tests); first order in general (nu = 0: everywhere).
+    alpha_ik bounds |G_qk(y_i, .)| on the gradient box (data only)."""
     n = chi.shape[0]
     m = P.shape[0]
     ih = 1.0 / h
@@ -258,34 +266,161 @@ def _gen_eval(Gf, Y, chi, hbar, P, h, nu, theta, alpha, nb, R, C):
     c = 2.0 * theta * nu * ih
     y = np.empty(m)
     q = np.empty(m)
-    dp = np.empty(m)
+    pm = np.empty(m)
+    pp = np.empty(m)
+    da = np.zeros(m)
+    db = np.zeros(m)
     for i in range(n):
         ci = chi[i]
+        resolved = nu > 0.0
         for k in range(m):
             y[k] = Y[i, k]
-            cl = chi[nb[i, 2 * k]]
-            cu = chi[nb[i, 2 * k + 1]]
-            q[k] = P[k] + 0.5 * ih * (cu - cl)
-            dp[k] = ((cu - ci) - (ci - cl)) * ih  # p+ - p-
-        r = Gf(y, q) - hbar
+            pm[k] = P[k] + (ci - chi[nb[i, 2 * k]]) * ih
+            pp[k] = P[k] + (chi[nb[i, 2 * k + 1]] - ci) * ih
+            q[k] = 0.5 * (pm[k] + pp[k])
+            if alpha[i, k] > c:
+                resolved = False
+        r = -hbar
         diag = 0.0
+        if resolved:
+            r += Gf(y, q)
+            for k in range(m):
+                g = 0.5 * _fd_grad(Gf, y, q, k)
+                da[k] = g
+                db[k] = g
+        elif m == 1:
+            v, da[0], db[0] = _godunov_1d(Gf, y, q, 0, pm[0], pp[0], crit[i], ncrit[i, 0])
+            r += v
+        else:
+            r += _godunov_2d(Gf, y, q, pm, pp, da, db)
         for k in range(m):
-            r -= nu * ih * dp[k]
-            diag += 2.0 * vis
-            g = 0.5 * ih * _fd_grad(Gf, y, q, k)
-            lo = -vis - g
-            up = -vis + g
-            beta = alpha[i, k] - c
-            if beta > 0.0:
-                r -= 0.5 * beta * dp[k]
-                a2 = 0.5 * beta * ih
-                lo -= a2
-                up -= a2
-                diag += 2.0 * a2
-            C[i, 1 + 2 * k] = lo
-            C[i, 2 + 2 * k] = up
+            r -= nu * ih * (pp[k] - pm[k])
+            diag += 2.0 * vis + (da[k] - db[k]) * ih
+            C[i, 1 + 2 * k] = -vis - da[k] * ih
+            C[i, 2 + 2 * k] = -vis + db[k] * ih
         C[i, 0] = diag
         R[i] = r
+
+
+@njit
+def _ext_sampled(Gf, y, q, k, a, b, ns):
+    """ext_{t in I(a, b)} g(t), g(t) = G(y, q with q_k = t) (min over [a, b] if a <= b, max
+    over [b, a] otherwise): over the endpoints and the critical points of g found as sign
+    changes of g' on ns + 1 equal subintervals, refined by the Illinois method. Exact for
+    convex g (g' changes sign at most once); for nonconvex g, where the samples resolve the
+    critical points. Returns (value, t*, which): which = 1 (t* = a), 2 (t* = b), 3 (a = b),
+    0 (interior)."""
+    if a == b:
+        return _g1(Gf, y, q, k, a), a, 3
+    want_min = a <= b
+    lo, hi = (a, b) if want_min else (b, a)
+    va = _g1(Gf, y, q, k, a)
+    vb = _g1(Gf, y, q, k, b)
+    best, tb, which = va, a, 1
+    if (vb < best) if want_min else (vb > best):
+        best, tb, which = vb, b, 2
+    dt = (hi - lo) / (ns + 1)
+    t0 = lo
+    d0 = _dgk(Gf, y, q, k, t0)
+    for s in range(1, ns + 2):
+        t1 = hi if s == ns + 1 else lo + s * dt
+        d1 = _dgk(Gf, y, q, k, t1)
+        if (d0 < 0.0 < d1) or (d0 > 0.0 > d1):
+            # Illinois (regula falsi) on g' over [t0, t1]
+            x0, f0, x1, f1 = t0, d0, t1, d1
+            side = 0
+            for _ in range(60):
+                x = (x0 * f1 - x1 * f0) / (f1 - f0)
+                if not (x0 < x < x1) and not (x1 < x < x0):
+                    x = 0.5 * (x0 + x1)
+                fx = _dgk(Gf, y, q, k, x)
+                if fx == 0.0 or abs(x1 - x0) <= 1e-15 * (1.0 + abs(x)):
+                    break
+                if (fx < 0.0) == (f1 < 0.0):
+                    x1, f1 = x, fx
+                    if side == -1:
+                        f0 *= 0.5
+                    side = -1
+                else:
+                    x0, f0 = x, fx
+                    if side == 1:
+                        f1 *= 0.5
+                    side = 1
+            v = _g1(Gf, y, q, k, x)
+            if (v < best) if want_min else (v > best):
+                best, tb, which = v, x, 0
+        t0, d0 = t1, d1
+    return best, tb, which
+
+
+@njit
+def _godunov_2d(Gf, y, q, pm, pp, da, db):
+    """Godunov's flux of a general 2-D G at one node, ext_{q1 in I(pm0, pp0)} phi(q1), phi(q1) =
+    ext_{q2 in I(pm1, pp1)} G(y, q1, q2) (_ext_sampled). The outer extremum: the endpoints and
+    the best of 4 interior samples refined by golden section on its bracket (exact when phi
+    is unimodal on the interval, as for convex G). da[k], db[k] <- the derivatives with
+    respect to pm[k], pp[k] at the chosen point (envelope theorem; clamped to the monotone
+    sign, 0 at an interior extremum). Returns the value."""
+    ns = 4
+    a, b = pm[0], pp[0]
+    want_min = a <= b
+    q[0] = a
+    v, t2, w2 = _ext_sampled(Gf, y, q, 1, pm[1], pp[1], ns)
+    best, t1b, t2b, w1, w2b = v, a, t2, 1 if a != b else 3, w2
+    if a != b:
+        q[0] = b
+        v, t2, w2 = _ext_sampled(Gf, y, q, 1, pm[1], pp[1], ns)
+        if (v < best) if want_min else (v > best):
+            best, t1b, t2b, w1, w2b = v, b, t2, 2, w2
+        lo, hi = (a, b) if want_min else (b, a)
+        dt = (hi - lo) / (ns + 1)
+        sv = np.empty(ns + 2)
+        sv[0] = _g1_outer(Gf, y, q, pm, pp, ns, lo)
+        sv[ns + 1] = _g1_outer(Gf, y, q, pm, pp, ns, hi)
+        jb = 0
+        for j in range(1, ns + 1):
+            sv[j] = _g1_outer(Gf, y, q, pm, pp, ns, lo + j * dt)
+        for j in range(1, ns + 1):
+            if ((sv[j] < sv[jb]) if want_min else (sv[j] > sv[jb])) or jb == 0:
+                jb = j
+        # golden section on [t_{jb-1}, t_{jb+1}] for the interior extremum
+        x0, x3 = lo + (jb - 1) * dt, lo + (jb + 1) * dt
+        gr = 0.6180339887498949
+        x1 = x3 - gr * (x3 - x0)
+        x2 = x0 + gr * (x3 - x0)
+        f1 = _g1_outer(Gf, y, q, pm, pp, ns, x1)
+        f2 = _g1_outer(Gf, y, q, pm, pp, ns, x2)
+        for _ in range(60):
+            if x3 - x0 <= 1e-14 * (1.0 + abs(x0)):
+                break
+            if (f1 <= f2) if want_min else (f1 >= f2):
+                x3, x2, f2 = x2, x1, f1
+                x1 = x3 - gr * (x3 - x0)
+                f1 = _g1_outer(Gf, y, q, pm, pp, ns, x1)
+            else:
+                x0, x1, f1 = x1, x2, f2
+                x2 = x0 + gr * (x3 - x0)
+                f2 = _g1_outer(Gf, y, q, pm, pp, ns, x2)
+        xm = 0.5 * (x0 + x3)
+        q[0] = xm
+        v, t2, w2 = _ext_sampled(Gf, y, q, 1, pm[1], pp[1], ns)
+        if (v < best) if want_min else (v > best):
+            best, t1b, t2b, w1, w2b = v, xm, t2, 0, w2
+    q[0] = t1b
+    q[1] = t2b
+    for k in range(2):
+        w = w1 if k == 0 else w2b
+        g = _fd_grad(Gf, y, q, k) if w != 0 else 0.0
+        da[k] = max(g, 0.0) if w == 1 or w == 3 else 0.0
+        db[k] = min(g, 0.0) if w == 2 or w == 3 else 0.0
+    return best
+
+
+@njit
+def _g1_outer(Gf, y, q, pm, pp, ns, t):
+    """phi(t) = ext_{q2 in I(pm1, pp1)} G(y, t, q2) (the inner extremum of _godunov_2d)."""
+    q[0] = t
+    return _ext_sampled(Gf, y, q, 1, pm[1], pp[1], ns)[0]
 
 
 @njit

@@ -236,8 +236,8 @@ class _Context:
         # nonconvex: set by ensure_convex when G is not convex in q and the form is supported
         # (see nonconvex.py); godunov: Godunov's flux built from the formula (fluxes._godunov_eval)
         self.nonconvex = False
-        self.godunov = kind == "general" and m == 1
-        self.Gg = ham.G if self.godunov else None
+        self.godunov = False
+        self.Gg = ham.G if kind == "general" else None
         self._crit = {}
         ham.check_periodic(m)
         if kind in ("quadratic", "separable"):
@@ -351,9 +351,12 @@ class _Context:
 
     def critical_points(self, rad):
         """Critical points of G(y_i, .) along every axis on [-2 rad - 1, 2 rad + 1] (for the
-        Godunov flux; wider than the gradient box so that the intervals [p-, p+] fit)."""
+        1-D and separable Godunov fluxes; wider than the gradient box so that the intervals
+        [p-, p+] fit). Not needed (empty) for a 2-D general G (nested extrema)."""
         key = float(rad)
         out = self._crit.get(key)
+        if out is None and self.ham.kind == "general" and self.m == 2:
+            out = self._crit[key] = (np.zeros((self.n, 1)), np.zeros((self.n, 2), np.int64))
         if out is None:
             R = 2.0 * float(rad) + 1.0
             sep = self.ham.kind == "separable"
@@ -394,7 +397,7 @@ class _Context:
                       self.V, self.nb, sch.mask, R, C)
         elif kind == "general":
             _gen_eval(self.ham.G, self.Y, chi, hbar, P, self.h, sch.nu, _THETA, sch.alpha,
-                      self.nb, R, C)
+                      sch.crit[0], sch.crit[1], self.nb, R, C)
         elif kind == "metric":
             _metric_eval(self.c, self.cand, self.ncand, self.ham.norm == "l2", self.cones,
                          self.off, chi, hbar, P, self.h, sch.nu, self.nb, R, C)
@@ -554,5 +557,5 @@ class _Scheme:
         self.brk = ctx.breakpoints(nu) if sep else None
         self.rad = rad
         self.alpha = ctx.general_alpha(rad) if ctx.ham.kind == "general" else None
-        self.crit = ctx.critical_points(rad if rad is not None else ctx.ham.q_box) \
-            if ctx.godunov else None
+        self.crit = (ctx.critical_points(rad if rad is not None else ctx.ham.q_box)
+                     if ctx.godunov or ctx.ham.kind == "general" else None)

@@ -55,7 +55,7 @@ def solve_nonconvex(ctx, P, nu, tol, maxiter, chi0=None, hbar0=None):
     st = _State(ctx, P)
     st.nu = nu
     st.Q = _gradient_scale(st)
-    st.rad = max(ctx.ham.q_box, float(np.max(np.abs(P))) + 2.0)
+    st.rad = float(np.max(np.abs(P))) + 0.5  # grown below while the gradients leave it
     n = ctx.n
     chi = np.zeros(n) if chi0 is None else np.asarray(chi0, dtype=float).ravel().copy()
     chi -= chi[0]
@@ -103,7 +103,7 @@ def solve_nonconvex(ctx, P, nu, tol, maxiter, chi0=None, hbar0=None):
         if status != "ok":
             failures.append(f"pseudo-transient continuation (nonconvex G): {status}")
             raise NumericalError(_failure_message(st, nu, failures))
-        if ctx.ham.kind != "general" or ctx.godunov:
+        if ctx.ham.kind != "general":
             break
         ext = np.empty(ctx.m)
         _gen_grad_extent(chi, P, ctx.h, ctx.nb, ext)

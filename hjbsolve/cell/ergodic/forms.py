@@ -188,6 +188,7 @@ class PeriodicHamiltonian:
         self.A = A
         self.q_box = float(q_box)
         self.name = name or kind
+        self.nonconvex = False  # set when a solve finds G not convex in q (see nonconvex.py)
         self._contexts = {}
         self._kax = None
         self._dkax = None

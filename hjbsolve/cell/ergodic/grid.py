@@ -304,10 +304,10 @@ class _Context:
             if "not finite" in str(exc):
                 raise
             if kind == "separable" and is_jitted(self.ham.V):
-                self.nonconvex = self.godunov = True
+                self.nonconvex = self.godunov = self.ham.nonconvex = True
                 self.Gg = _separable_as_general(self.kax, self.ham.V, self.m)
             elif kind == "general":
-                self.nonconvex = True
+                self.nonconvex = self.ham.nonconvex = True
             else:
                 raise NonConvexHamiltonianError(
                     f"{exc}; a nonconvex G is solved for hamiltonian = 'general' and for "

@@ -2,7 +2,8 @@
 
     -nu Δchi(y) + G(y, P + Dchi(y)) = Hbar(P),     y in [0, 1)^m, m = 1 or 2,
 
-with G convex in q, given by formulas of the safe expression language:
+with G given by formulas of the safe expression language (convex in q, or, for "general" and
+"separable", not: then Hbar may be nonconvex and no Lbar is computed):
 
     hamiltonian = "quadratic"   G = |q|^2/2 + V(y)                 (V: formula in y)
     hamiltonian = "separable"   G = sum_k K(q_k) + V(y)           (K: formula in s, convex)

@@ -148,7 +148,8 @@ def _require_numba(fn, what):
 
 
 class PeriodicHamiltonian:
-    """Description of a Hamiltonian G(y, q), 1-periodic in y, convex in q.
+    """Description of a Hamiltonian G(y, q), 1-periodic in y, convex in q (a general or separable
+    G that is not convex is accepted and solved by ``nonconvex``).
 
     Build with one of the constructors:
 
@@ -158,11 +159,13 @@ class PeriodicHamiltonian:
       ``dK`` likewise (central differences if omitted; give it, a subgradient, when K has
       kinks); ``qstar`` the minimiser(s) of K_k (golden-section search if omitted);
     * ``PeriodicHamiltonian.general(G)``: G(y, q) -> float, numba, y and q 1-D float64 arrays;
-      Lax-Friedrichs flux at nodes that are not centred (first order there);
+      Godunov's flux built from the formula at nodes that are not centred (convex or not);
     * ``PeriodicHamiltonian.control(f, l, A)``: G = max_{a in A} {-f(y,a).q - l(y,a)} (sup
       convention), f(y, a) -> 1-D array of length m, l(y, a) -> float, A an array (nA,) or
       (nA, d) of control values; upwinding of f, centred per control and axis where
-      h |f_k| <= 2 nu.
+      h |f_k| <= 2 nu;
+    * ``PeriodicHamiltonian.metric(c, norm='l2' | 'l1' | 'linf', B=None)``: G = c(y) |q| or
+      c(y) max_{a in B} (-a.q) for a polytope B (vertices); c may be piecewise constant.
 
     ``V(y) -> float`` (y a 1-D float64 array of length m) should be a numba function; plain
     Python callables are accepted for V only (tabulated once with a Python loop).

@@ -1291,7 +1291,8 @@ def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000,
 def simulate_file(path, eps_values=None, n_paths: int = 10000, ds: float | None = None, seed: int = 0,
                   output=None, x0=None, y0=None, feedback: str = "optimal", n_record: int = 101,
                   n_keep: int = 20, dt: float | None = None, fast_resolution=10.0, overrides=None) -> dict:
-    """Simulate the case stored in a result file (root attribute ``case_text``) for the eps of its value groups
+    """Simulate the case stored in a result file (its resolved case, root attribute ``case_resolved``; see
+    :func:`hjbsolve.provenance.stored_case`) for the eps of its value groups
     ``eps_<eps>`` (or ``eps_values``), recomputing the value functions with dense output times, and write the
     groups ``simulation_eps_<eps>`` into ``output`` (default: the file itself) with :func:`hjbsolve.store.update`
     (atomic). A case file (.toml) is accepted too (output default: the case's result file). ``overrides``:
@@ -1304,11 +1305,9 @@ def simulate_file(path, eps_values=None, n_paths: int = 10000, ds: float | None 
         case = load_case(p, overrides)
         target = output or case.output
     else:
+        from .provenance import stored_case
+        case = stored_case(store.root_attrs(p), p, overrides)     # the resolved case, never the raw text
         res = Result.load(p)
-        if not res.case_text:
-            raise HJBError(f"{p}: no case_text attribute: not an hjbsolve result file")
-        from .case import load_case
-        case = load_case(tomllib.loads(res.case_text), overrides)
         cell = res.cell if not overrides else None
         if eps_values is None:
             found = sorted({float(g.attrs["eps"]) for name, g in res.extra_groups.items()
@@ -1316,12 +1315,12 @@ def simulate_file(path, eps_values=None, n_paths: int = 10000, ds: float | None 
             eps_values = found or None
         target = output or p
     values = stored_values(res, eps_values, dt) if (not p.endswith(".toml") and not overrides) else None
-    groups = simulate_case(case, eps_values, x0, y0, n_paths, ds, seed, feedback, n_record, n_keep, dt, cell,
-                           fast_resolution=fast_resolution, values=values)
-    import os
-    os.makedirs(os.path.dirname(os.path.abspath(str(target))), exist_ok=True)
-    for name, grp in groups.items():
-        store.update(target, name, grp)
+    store.check_writable(target)          # before the work: a FIFO, a device or a folder is refused
+    with store.output_lock(target, f"hjbsolve simulate on {target}"):
+        groups = simulate_case(case, eps_values, x0, y0, n_paths, ds, seed, feedback, n_record, n_keep, dt, cell,
+                               fast_resolution=fast_resolution, values=values)
+        for name, grp in groups.items():
+            store.update(target, name, grp)
     return groups
 
 

@@ -101,9 +101,10 @@ FORMAT_ATTR = "hjbsolve_store"
 COMPRESS_THRESHOLD = 64 * 1024
 #: Byte shuffle + LZF (built into h5py; read by h5py and xarray's h5netcdf engine). Measured by
 #: scripts/bench_store.py on a smooth float64 V and a clipped float32 feedback (192 MB raw, shared machine
-#: under load, same run): lzf writes 43-44 MB/s at ratio 1.78; gzip at levels 1/4/6 20-24 MB/s at 1.88-1.91;
-#: Blosc/LZ4 (hdf5plugin) 267 MB/s at 1.77, Blosc/Zstd 86 MB/s at 1.79, but every reader would then need
-#: hdf5plugin imported: not worth the dependency for files meant to be read by plain h5py and xarray.
+#: under load 11-13, two runs): lzf writes 44-67 MB/s at ratio 1.78; gzip at levels 1/4/6 20-33 MB/s at
+#: 1.88-1.91 (level 1 no faster here); Blosc/LZ4 through hdf5plugin 267-1117 MB/s at 1.77, Blosc/Zstd
+#: 86-273 MB/s at 1.79. Blosc is much faster, but every reader of the files (plain h5py, xarray) would then
+#: have to import hdf5plugin first; LZF keeps them readable as they are.
 FILTER = {"compression": "lzf", "shuffle": True}
 #: Attribute names used by HDF5 dimension scales / netCDF-4 internals.
 _RESERVED_ATTRS = frozenset(

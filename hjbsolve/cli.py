@@ -707,9 +707,12 @@ def _main(argv: list[str] | None) -> int:
         return 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, exiting: bool = False) -> int:
     """The ``hjbsolve`` command: exit 0 (done), 2 (bad input, one line on stderr), 130 (Ctrl-C, also a
-    second Ctrl-C during the clean-up), 143 (SIGTERM), 1 (internal error: one line, traceback with -v)."""
+    second Ctrl-C during the clean-up), 143 (SIGTERM), 1 (internal error: one line, traceback with -v).
+    The signal handlers are restored on return, except that with ``exiting`` (the process ends right
+    after: :func:`entry`) SIGINT stays ignored after a Ctrl-C, so that a second one cannot turn the exit
+    code 130 into a death by signal."""
     import signal
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -732,9 +735,14 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
             # after a real Ctrl-C, SIGINT stays ignored until the process has exited: a second one must not
             # turn the exit code 130 into a death by signal
-            if signal.getsignal(signal.SIGINT) is _on_sigint:
+            if not exiting or signal.getsignal(signal.SIGINT) is _on_sigint:
                 signal.signal(signal.SIGINT, previous_int)
 
 
+def entry() -> int:
+    """The console script ``hjbsolve`` and ``python -m hjbsolve``: :func:`main` for a process that exits."""
+    return main(exiting=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry())

@@ -726,9 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-            # after a real Ctrl-C, SIGINT stays ignored until the process has exited: a second one must not
-            # turn the exit code 130 into a death by signal
-            if signal.getsignal(signal.SIGINT) is _on_sigint:
+            # the command itself (argv None) exits right after: once a real Ctrl-C has come, SIGINT stays
+            # ignored, so that a late second one cannot turn the exit code 130 into a death by signal
+            if argv is not None or signal.getsignal(signal.SIGINT) is _on_sigint:
                 signal.signal(signal.SIGINT, previous_int)
 
 

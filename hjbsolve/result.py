@@ -245,7 +245,16 @@ def check_file(path) -> store.Group:
         if name.startswith("eps_") and ("V" not in g.variables or "t" not in g.coords):
             raise HJBError(f"{text}: group /{name}: dataset {'V' if 'V' not in g.variables else 't'} missing "
                            "(damaged file)")
-    if "case_resolved" in root.attrs or "case_text" in root.attrs:
+    raw_text = root.attrs.get("case_text")      # the case as written: always valid TOML when intact
+    if raw_text is not None:
+        import tomllib
+        if not isinstance(raw_text, str):
+            raise HJBError(f"{text}: attribute case_text: expected the case's TOML text, got {type(raw_text).__name__}")
+        try:
+            tomllib.loads(raw_text)
+        except (tomllib.TOMLDecodeError, RecursionError) as e:
+            raise HJBError(f"{text}: attribute case_text: damaged (TOML: {e})") from None
+    if "case_resolved" in root.attrs or raw_text is not None:
         # the case the numbers were made from: the resolved one; older files: the raw text with its overrides
         import warnings
 

@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     cs = p.add_subparsers(dest="cases_command", metavar="copy", required=False)
     c = cs.add_parser("copy", help="copy a packaged case to DIR/NAME.toml")
     c.add_argument("name", help="a packaged case name (as 'hjbsolve cases' lists them)")
-    c.add_argument("dir", nargs="?", default=".", help="destination folder (default: the current folder; created)")
+    c.add_argument("dir", nargs="?", default=".", metavar="DIR",
+                   help="destination folder (default: the current folder; created), or a file name ending in .toml")
     c.add_argument("--force", action="store_true", help="overwrite an existing file")
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     c.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
@@ -587,10 +588,13 @@ def cmd_cases(args) -> int:
     name = args.name[:-5] if args.name.endswith(".toml") else args.name
     if name not in cases:
         raise HJBError(f"cases copy {args.name}: no packaged case of that name; one of {', '.join(cases)}")
-    folder = Path(args.dir)
+    target = Path(args.dir)
+    if target.suffix == ".toml":                  # cases copy lq mine.toml: the file itself
+        folder, dest = target.parent, target
+    else:
+        folder, dest = target, target / f"{name}.toml"
     if folder.exists() and not folder.is_dir():
         raise HJBError(f"cases copy: {folder} is a file, not a folder")
-    dest = folder / f"{name}.toml"
     if dest.exists() and not args.force:
         raise HJBError(f"{dest}: exists; not overwritten (give --force to replace it)")
     folder.mkdir(parents=True, exist_ok=True)

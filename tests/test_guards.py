@@ -105,6 +105,15 @@ def test_a_long_but_feasible_run_gets_a_warning(capsys):
     assert code == 0 and "a long run" in err and "node-control updates" in err
 
 
+def test_simulate_and_study_are_guarded_too(capsys, tmp_path, tiny_result):
+    case, result = tiny_result
+    code, out, err = run_cli(capsys, "simulate", result, "-n", "1000000000", "-o", tmp_path / "sim.h5")
+    assert_one_line(code, err, "simulation needs about", "--paths")
+    code, out, err = run_cli(capsys, "study", case, "--vary", "grid=1,1000", "-o", tmp_path / "st")
+    assert_one_line(code, err, "the costliest of 2 study runs", "grid.x.n")
+    assert not list(tmp_path.iterdir())
+
+
 def test_estimate_counts_steps_and_updates():
     case = load_case(CASES / "lq.toml")
     est = resources.estimate(case)

@@ -127,7 +127,7 @@ def test_estimate_counts_steps_and_updates():
 
 @pytest.mark.parametrize("path, overrides", [
     (CASES / "lq.toml", ["grid.x.n=201", "grid.y.n=101", "grid.p.n=101", "run.eps=[0.1]", "time.dt=0.04"]),
-    (CASES / "ou_expr.toml", ["grid.x.n=81", "grid.y.n=101", "time.dt=0.1", "run.eps=[0.1, 0.0]"]),
+    (CASES / "ou_expr.toml", ["grid.x.n=161", "grid.y.n=201", "time.dt=0.1", "run.eps=[0.1, 0.0]"]),
 ])
 def test_memory_estimate_brackets_the_measured_peak(path, overrides):
     """The estimate is within a factor of about 3 of the peak that tracemalloc sees (numpy arrays; numba's

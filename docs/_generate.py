@@ -1,6 +1,7 @@
-"""Pages generated from the package before every Sphinx build: the case-key reference and the CLI help.
+"""Pages generated from the package before every Sphinx build: the case-key reference, the CLI help and the
+API page (one autodoc section per module, found by walking the package, so a new module is never missed).
 
-    python docs/_generate.py      # writes docs/case_keys.md and docs/cli_help.md (both git-ignored)
+    python docs/_generate.py      # writes docs/case_keys.md, docs/cli_help.md and docs/api.md (git-ignored)
 """
 
 from __future__ import annotations
@@ -61,9 +62,29 @@ def cli_help_markdown() -> str:
     lines = ["# Command reference (generated)", "",
              "The `--help` text of every command, generated from the parser of `hjbsolve.cli`.", "",
              "```text", ap.format_help().rstrip(), "```", ""]
-    sub = next(a for a in ap._actions if a.__class__.__name__ == "_SubParsersAction")
-    for name, p in sub.choices.items():
-        lines += [f"## hjbsolve {name}", "", "```text", p.format_help().rstrip(), "```", ""]
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, p in action.choices.items():
+                    lines.extend([f"## {prefix} {name}", "", "```text", p.format_help().rstrip(), "```", ""])
+                    walk(p, f"{prefix} {name}")
+
+    walk(ap, "hjbsolve")
+    return "\n".join(lines)
+
+
+def api_markdown() -> str:
+    import pkgutil
+
+    import hjbsolve
+    names = ["hjbsolve"] + sorted(m.name for m in pkgutil.walk_packages(hjbsolve.__path__, "hjbsolve.")
+                                  if not m.name.endswith("__main__"))
+    lines = ["# Python API (generated)", "",
+             "Every module of the package, with the docstrings of its public functions and classes (autodoc). The",
+             "docstrings are shown as written: plain text with ASCII formulas, in the conventions of",
+             "[the mathematics page](mathematics.md).", ""]
+    for name in names:
+        lines += [f"## `{name}`", "", "```{eval-rst}", f".. automodule:: {name}", "   :members:", "```", ""]
     return "\n".join(lines)
 
 
@@ -75,6 +96,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 def write_all(docs: Path) -> None:
     _write_if_changed(docs / "case_keys.md", case_keys_markdown())
     _write_if_changed(docs / "cli_help.md", cli_help_markdown())
+    _write_if_changed(docs / "api.md", api_markdown())
 
 
 if __name__ == "__main__":

@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     cs = p.add_subparsers(dest="cases_command", metavar="copy", required=False)
     c = cs.add_parser("copy", help="copy a packaged case to DIR/NAME.toml")
     c.add_argument("name", help="a packaged case name (as 'hjbsolve cases' lists them)")
-    c.add_argument("dir", nargs="?", default=".", help="destination folder (default: the current folder; created)")
+    c.add_argument("dir", nargs="?", default=".", metavar="DIR",
+                   help="destination folder (default: the current folder; created), or a file name ending in .toml")
     c.add_argument("--force", action="store_true", help="overwrite an existing file")
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     c.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
@@ -323,6 +324,13 @@ def _mark_stopped(partial: str, how: str) -> bool:
     return True
 
 
+def _say_what_ran(name: str, attrs: dict) -> str:
+    """One line per value group: its time scheme and the minimisation over the controls that ran."""
+    ts = "Richardson-extrapolated" if "time_scheme" in attrs else "monotone"
+    return (f"{name}: order in time {str(attrs.get('order_time', '?')).split(' ')[0]} ({ts}); minimisation: "
+            f"{attrs.get('minimisation', '?')}")
+
+
 def cmd_run(args, cell_only: bool = False) -> int:
     """Run the stages; each finished stage goes to <output>.partial.h5, saved as <output> at the end.
 
@@ -395,6 +403,8 @@ def _run_locked(args, case, out: str, partial: str, cell_only: bool) -> int:
         image.add_group(name, group)
         save_partial()
         log.info("wrote %s to %s", name, partial)
+        if not args.quiet:
+            print(_say_what_ran(name, group.attrs))
 
     try:
         with image:
@@ -408,11 +418,13 @@ def _run_locked(args, case, out: str, partial: str, cell_only: bool) -> int:
             image.save(out)
     except (HJBError, KeyboardInterrupt) as e:
         stopped = isinstance(e, KeyboardInterrupt)
-        if (saved or resumed is not None) and _mark_stopped(partial, "was interrupted" if stopped else "failed"):
+        how = "was terminated (SIGTERM)" if isinstance(e, Terminated) else "was interrupted" if stopped else "failed"
+        if (saved or resumed is not None) and _mark_stopped(partial, how):
             if not stopped:
                 raise type(e)(f"{e} (finished stages kept in {partial})") from None
-            raise Interrupted(f"interrupted; finished stages kept in {partial} (the output file was not "
-                              "written or changed)") from None
+            if not isinstance(e, Terminated):
+                raise Interrupted(f"interrupted; finished stages kept in {partial} (the output file was not "
+                                  "written or changed)") from None
         raise
     if os.path.exists(partial):
         os.remove(partial)
@@ -424,6 +436,7 @@ def _run_locked(args, case, out: str, partial: str, cell_only: bool) -> int:
 def cmd_study(args) -> int:
     """Plan, run and analyse a study; print the table; write <output>.h5, .csv and the run files."""
     from . import store
+    from .provenance import case_attrs
     from .study import analyse, execute, parse_vary, plan
     case = _load(args)
     vary_texts = list(args.vary)
@@ -436,20 +449,28 @@ def cmd_study(args) -> int:
     if not Path(out).suffix:           # -o name -> name.h5 (beside name.csv and name_runs/)
         out += ".h5"
     store.check_writable(out)
+    csv_path = str(Path(out).with_suffix(".csv"))
+    store.check_writable(csv_path)
     folder = str(Path(out).with_suffix("")) + "_runs"
     vary = parse_vary(vary_texts, case.as_dict())
-    if args.law:
-        return _law_study(case, vary, out, args)
-    runs = plan(case, vary, folder)
     if args.jobs < 1:
         raise HJBError(f"-j {args.jobs}: give at least one job")
-    log.info("%d runs in %s", len(runs), folder)
-    execute(runs, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume,
-            scheduler_timeout=args.scheduler_timeout)
-    res = analyse(case, runs, vary, case.study["window"], args.reference or case.study["reference"])
-    store.write(out, res.to_group(case.text))
-    csv_path = str(Path(out).with_suffix(".csv"))
-    res.write_csv(csv_path)
+    # one study at a time on an output: its run files, table and csv are one result
+    with store.output_lock(out, f"hjbsolve study on {out}"):
+        if args.law:
+            return _law_study(case, vary, out, args)
+        runs = plan(case, vary, folder)
+        if runs:
+            store.check_writable(runs[0].path)
+        log.info("%d runs in %s", len(runs), folder)
+        execute(runs, jobs=args.jobs, scheduler=args.scheduler, resume=args.resume,
+                scheduler_timeout=args.scheduler_timeout)
+        res = analyse(case, runs, vary, case.study["window"], args.reference or case.study["reference"],
+                      resume=args.resume)
+        group = res.to_group(case.text)
+        group.attrs.update(case_attrs(case))
+        store.write(out, group)
+        res.write_csv(csv_path)
     print(res.table())
     if not args.quiet:
         print(f"wrote {out}, {csv_path} and {len(runs)} run files in {folder}")
@@ -478,6 +499,8 @@ def cmd_plot(args) -> int:
     if what is None and not kinds:
         raise HJBError(f"{args.file}: nothing this file holds can be plotted")
     out = args.output or str(Path(args.file).with_suffix("")) + f".{what or kinds[0]}.png"
+    from . import store
+    store.check_writable(out)          # a FIFO, a device or a folder is refused before the figure is drawn
     plot_file(args.file, what, out, **opts)
     if not args.quiet:
         print(f"wrote {out}")
@@ -531,8 +554,9 @@ def _law_study(case, vary, out, args) -> int:
     rows = convergence_in_law(case, eps_values, x0=args.x0, n_paths=args.paths, fast_resolution="auto")
     print(format_table(rows))
     V = store.Variable
+    from .provenance import case_attrs
     g = store.Group(coords={"row": V(np.arange(len(rows)), ("row",))},
-                    attrs={"study_name": f"{case.name} (convergence in law)", "case_text": case.text,
+                    attrs={"study_name": f"{case.name} (convergence in law)", **case_attrs(case),
                            "convention": "E phi(X^eps_s) - E phi(Xbar_s), Monte Carlo, independent samples"})
     for key in ("eps", "s", "mean_eps", "se_eps", "mean_bar", "se_bar", "diff", "se_diff"):
         g.variables[key] = V(np.array([r[key] for r in rows], float), ("row",))
@@ -564,10 +588,13 @@ def cmd_cases(args) -> int:
     name = args.name[:-5] if args.name.endswith(".toml") else args.name
     if name not in cases:
         raise HJBError(f"cases copy {args.name}: no packaged case of that name; one of {', '.join(cases)}")
-    folder = Path(args.dir)
+    target = Path(args.dir)
+    if target.suffix == ".toml":                  # cases copy lq mine.toml: the file itself
+        folder, dest = target.parent, target
+    else:
+        folder, dest = target, target / f"{name}.toml"
     if folder.exists() and not folder.is_dir():
         raise HJBError(f"cases copy: {folder} is a file, not a folder")
-    dest = folder / f"{name}.toml"
     if dest.exists() and not args.force:
         raise HJBError(f"{dest}: exists; not overwritten (give --force to replace it)")
     folder.mkdir(parents=True, exist_ok=True)
@@ -703,7 +730,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGINT, previous_int)
+            # after a real Ctrl-C, SIGINT stays ignored until the process has exited: a second one must not
+            # turn the exit code 130 into a death by signal
+            if signal.getsignal(signal.SIGINT) is _on_sigint:
+                signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":  # pragma: no cover

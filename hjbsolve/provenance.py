@@ -22,6 +22,7 @@ double, keys that are not bare TOML keys are quoted, and tables nest as ``[a.b]`
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 import math
@@ -67,6 +68,8 @@ def _value(v) -> str:
         return repr(v)
     if isinstance(v, str):
         return _string(v)
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):   # TOML's own date-times
+        return v.isoformat()
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, dict):
@@ -173,8 +176,8 @@ def stored_raw(attrs: dict, path: str) -> dict:
                       stacklevel=2)
     try:
         return apply_overrides(tomllib.loads(text), extra)
-    except tomllib.TOMLDecodeError as e:
-        raise StoreError(f"{path}: the stored case is not valid TOML ({e})") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise StoreError(f"{path}: the stored case is damaged: not valid TOML ({e})") from None
     except CaseError as e:
         raise StoreError(f"{path}: the stored case: {e}") from None
 

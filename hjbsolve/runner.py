@@ -139,15 +139,14 @@ def run_cell(case: Case, model: Model | None = None) -> Result:
     timings = dict(cell.timings)
     timings["total"] = time.perf_counter() - t0
     result = Result(case_name=case.name, case_text=case.text, family=case.family, cell=cell, timings=timings)
-    result.attrs.update(provenance_attrs(case, model, xg))
+    result.attrs.update(provenance_attrs(case, model))
     return result
 
 
-def provenance_attrs(case: Case, model: Model | None = None, xgrid: Grid | None = None) -> dict:
+def provenance_attrs(case: Case, model: Model | None = None) -> dict:
     """Root attributes that say what made the numbers: the resolved case and its hash, the versions
     (:func:`hjbsolve.provenance.case_attrs`) and the solver settings: how the min over the controls is
-    taken (``solver_minimisation``, see :func:`hjbsolve.sl.build.minimisation_kind`), the control nodes,
-    and the number of numba threads."""
+    taken is added by :func:`_record_minimisation`), the control nodes, and the number of numba threads."""
     from .provenance import case_attrs
     attrs = case_attrs(case)
     try:
@@ -155,27 +154,20 @@ def provenance_attrs(case: Case, model: Model | None = None, xgrid: Grid | None 
         attrs["solver_threads"] = int(numba.get_num_threads())
     except ImportError:        # pragma: no cover - a dependency
         pass
-    if model is not None and xgrid is not None and model.k:
-        attrs["solver_minimisation"] = minimisation(case, model, xgrid)
+    if model is not None and model.k:
         attrs["solver_control_nodes"] = int(len(model.controls.nodes()))
+        attrs["solver_exact_sup"] = bool(case.grid["u"]["exact"])     # the closed-form min where there is one
     return attrs
 
 
-_MINIMISATION = {
-    "exact": "exact: closed-form minimiser of the piecewise quadratic SL objective (1-D control-affine, "
-             "quadratic cost)",
-    "refined": "refined: control grid, then golden section around the best node (2-D control-affine)",
-    "grid-affine": "grid: min over the control grid of the affine tables",
-    "grid": "grid: min over the control grid (grid.u.n nodes per axis, or the ball / list nodes)",
-}
-
-
-def minimisation(case: Case, model: Model, xgrid: Grid) -> str:
-    """How the value stage takes the min over the controls for this case (request ``grid.u.exact``)."""
-    from .sl.build import minimisation_kind
-    request = "auto" if case.grid["u"]["exact"] else "grid"
-    kind = minimisation_kind(model, xgrid, request, case.run["order"])
-    return f"{_MINIMISATION.get(kind, kind)}; requested {request!r} (grid.u.exact = {case.grid['u']['exact']})"
+def _record_minimisation(result: Result) -> Result:
+    """``solver_minimisation`` at the root: how each value group took the min over the controls (its
+    ``minimisation`` attribute, see :mod:`hjbsolve.value`)."""
+    how = {name: g.attrs["minimisation"] for name, g in result.extra_groups.items()
+           if isinstance(g.attrs.get("minimisation"), str)}
+    if how:
+        result.attrs["solver_minimisation"] = "; ".join(f"{name}: {text}" for name, text in how.items())
+    return result
 
 
 def eps_group_name(eps: float) -> str:
@@ -199,7 +191,6 @@ def run_values(case: Case, model: Model, cell, on_result: Callable | None = None
     if r["blind"] and 0.0 not in [float(e) for e in r["eps"]]:
         warnings.warn(f"{case.source}: run.blind = true asks for the y-blind value of the effective problem, but "
                       "run.eps has no 0: add 0.0 to run.eps", UserWarning, stacklevel=2)
-    how = minimisation(case, model, cell.xgrid) if model.k else None
     for eps in r["eps"]:
         name = eps_group_name(eps)
         if name in done:
@@ -210,9 +201,9 @@ def run_values(case: Case, model: Model, cell, on_result: Callable | None = None
         res = value_function(model, cell, eps=eps, T=case.time["T"], dt=case.time["dt"],
                              output_times=r["output_times"], blind=(r["blind"] and eps == 0.0), order=r["order"],
                              extrapolation=r["extrapolation"], effective_scheme=r["effective_scheme"],
+                             richardson=r["richardson"],
                              u_nodes=None if case.grid["u"]["exact"] else model.controls.nodes(),
                              minimize="auto" if case.grid["u"]["exact"] else "grid")
-        res.attrs["minimisation"] = how
         groups[name] = res.to_group()
         if on_result is not None:
             on_result(name, groups[name])
@@ -234,17 +225,17 @@ def run_plain(case: Case, model: Model, on_result: Callable | None = None) -> Re
     exact = case.grid["u"]["exact"] and model.controls.points is None
     res = value_function(model, None, eps=0.0, T=case.time["T"], dt=case.time["dt"], xgrid=xg,
                          output_times=r["output_times"], order=r["order"], extrapolation=r["extrapolation"],
+                         richardson=r["richardson"],
                          u_nodes=None if exact else model.controls.nodes(), minimize="auto" if exact else "grid")
     res.attrs["problem"] = "plain HJB (m = 0): no fast variable"
     res.attrs["control_set"] = _describe_controls(model)
-    res.attrs["minimisation"] = minimisation(case, model, xg) if model.k else None
     name = eps_group_name(0.0)
     group = res.to_group()
     if on_result is not None:
         on_result(name, group)
     result = Result(case_name=case.name, case_text=case.text, family=case.family,
                     timings={"values": time.perf_counter() - t0})
-    result.attrs.update(provenance_attrs(case, model, xg))
+    result.attrs.update(provenance_attrs(case, model))
     result.extra_groups[name] = group
     result.timings["total"] = time.perf_counter() - t0
     return result
@@ -300,8 +291,8 @@ def run(case: Case, on_cell: Callable | None = None, on_result: Callable | None 
     try:
         if model.m == 0:
             if resumed is not None and eps_group_name(0.0) in resumed.extra_groups:
-                return resumed
-            return run_plain(case, model, on_result)
+                return _record_minimisation(resumed)
+            return _record_minimisation(run_plain(case, model, on_result))
         if resumed is not None and resumed.cell is not None:
             result = resumed
             log.info("cell stage: kept from the partial file")
@@ -316,7 +307,7 @@ def run(case: Case, on_cell: Callable | None = None, on_result: Callable | None 
             result.timings["values"] = time.perf_counter() - t0
     except NumericalError as e:
         raise _name_the_key(case, e) from None
-    return result
+    return _record_minimisation(result)
 
 
 def _name_the_key(case: Case, e: NumericalError) -> NumericalError:

@@ -76,6 +76,15 @@ def test_every_local_link_and_image_resolves(built):
                     broken.append(f"{page.relative_to(built)}: {url}: no anchor #{parts.fragment}")
     assert checked > 100
     assert not broken, "\n".join(broken)
+    # the API page documents every module, from its docstrings
+    api = (built / "api.html").read_text(encoding="utf-8")
+    import pkgutil
+
+    import hjbsolve
+    for m in pkgutil.walk_packages(hjbsolve.__path__, "hjbsolve."):
+        if not m.name.endswith("__main__"):
+            assert f'id="module-{m.name}"' in api, m.name
+    assert 'id="hjbsolve.plot.plot_file"' in api and 'id="hjbsolve.case.load_case"' in api
     # the gallery shows every figure kept in docs/
     gallery = (built / "gallery.html").read_text(encoding="utf-8")
     for png in sorted(DOCS.glob("*.png")):
@@ -109,7 +118,7 @@ def test_mathematics_sections_cited_by_the_code_exist():
 # --- nothing in the repository cites a file that is not in it -------------------------------------------
 
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".txt", ".cfg", ".ini", ".yml", ".yaml", ".c", ".sh", ""}
-GENERATED = {"docs/case_keys.md", "docs/cli_help.md"}      # written by docs/_generate.py at build time
+GENERATED = {"docs/case_keys.md", "docs/cli_help.md", "docs/api.md"}   # written by docs/_generate.py at build time
 # a path inside the repository, as text: docs/x.png, cases/lq.toml, scripts/c/step.c, tests/test_cell.py ...
 PATH_RE = re.compile(r"(?<![\w/.-])((?:\.ci|docs|cases|scripts|tests|hjbsolve)/[\w./-]*\w\.(?:md|py|toml|png|txt|c|csv|svg|pdf))")
 PLACEHOLDERS = {"foo", "bar", "my_case", "example"}      # made-up names in examples and error messages

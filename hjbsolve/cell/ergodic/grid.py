@@ -32,10 +32,13 @@ from scipy.sparse.linalg import splu
 
 from hjbsolve.errors import HJBError, NumericalError
 
-from .fluxes import (_THETA, _ctrl_eval, _gen_alpha, _gen_eval, _quad_eval, _sep_eval,
-                     _slope_point)
+from .fluxes import (_THETA, _critical_points, _ctrl_eval, _gen_alpha, _gen_alpha_box, _gen_eval,
+                     _godunov_eval, _metric_eval, _quad_eval, _sep_eval, _slope_point, _tab_speed,
+                     cone_points, metric_stencil, stencil_neighbours)
 
 _EPS = float(np.finfo(float).eps)
+# m = 3: GMRES iterations (no restart) before the sparse-LU fallback (see _Context._solve_krylov)
+_KRYLOV_ITS = 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,18 +51,14 @@ def _neighbours(N, m):
     """nb[i, 2k] = index of node i - e_k, nb[i, 2k+1] = index of i + e_k (periodic, C order)."""
     n = N**m
     nb = np.empty((n, 2 * m), np.int64)
-    if m == 1:
-        for i in range(N):
-            nb[i, 0] = (i - 1) % N
-            nb[i, 1] = (i + 1) % N
-    else:
-        for i0 in range(N):
-            for i1 in range(N):
-                i = i0 * N + i1
-                nb[i, 0] = ((i0 - 1) % N) * N + i1
-                nb[i, 1] = ((i0 + 1) % N) * N + i1
-                nb[i, 2] = i0 * N + (i1 - 1) % N
-                nb[i, 3] = i0 * N + (i1 + 1) % N
+    for i in range(n):
+        stride = n
+        for k in range(m):
+            stride //= N
+            ik = (i // stride) % N
+            base = i - ik * stride
+            nb[i, 2 * k] = base + ((ik - 1) % N) * stride
+            nb[i, 2 * k + 1] = base + ((ik + 1) % N) * stride
     return nb
 
 
@@ -177,6 +176,19 @@ def _tab_ctrl(ff, lf, Y, A, F, L):
             L[i, j] = lf(y, a)
 
 
+def _separable_as_general(kax, V, m):
+    """G(y, q) = sum_k K_k(q_k) + V(y) as one numba function (for the Godunov flux)."""
+
+    @njit
+    def G(y, q):
+        s = V(y)
+        for k in range(m):
+            s += kax(k, q[k])
+        return s
+
+    return G
+
+
 def _fmt(v):
     v = np.atleast_1d(np.asarray(v, dtype=float))
     if v.size == 1:
@@ -189,14 +201,56 @@ def _fmt(v):
 # ---------------------------------------------------------------------------------------------
 
 
+def _gmres(matvec, psolve, b, maxit, rtol):
+    """Right-preconditioned GMRES for A x = b (matvec(x) = A x) from x0 = psolve(b) (psolve ~ A^-1): at most maxit
+    iterations, no restart. Returns (x, ok), ok when ||b - A x||_2 <= rtol ||b||_2 (checked on the
+    true residual)."""
+    bn = float(np.linalg.norm(b))
+    x0 = psolve(b)
+    if not np.all(np.isfinite(x0)):
+        return x0, False
+    r = b - matvec(x0)
+    beta = float(np.linalg.norm(r))
+    if beta <= rtol * bn:
+        return x0, True
+    n = b.shape[0]
+    V = np.empty((maxit + 1, n))
+    Z = np.empty((maxit, n))
+    H = np.zeros((maxit + 1, maxit))
+    V[0] = r / beta
+    e1 = np.zeros(maxit + 1)
+    e1[0] = beta
+    y = np.zeros(0)
+    for j in range(maxit):
+        Z[j] = psolve(V[j])
+        w = matvec(Z[j])
+        for _ in range(2):  # classical Gram-Schmidt, twice (stable as modified GS)
+            hj = V[: j + 1] @ w
+            w -= hj @ V[: j + 1]
+            H[: j + 1, j] += hj
+        H[j + 1, j] = float(np.linalg.norm(w))
+        y, *_ = np.linalg.lstsq(H[: j + 2, : j + 1], e1[: j + 2], rcond=None)
+        res = float(np.linalg.norm(H[: j + 2, : j + 1] @ y - e1[: j + 2]))
+        if res <= 0.1 * rtol * bn or H[j + 1, j] == 0.0:
+            break
+        V[j + 1] = w / H[j + 1, j]
+    x = x0 + y @ Z[: y.shape[0]]
+    ok = bool(np.all(np.isfinite(x))) and float(np.linalg.norm(b - matvec(x))) <= rtol * bn
+    return x, ok
+
+
 class _Singular(Exception):
     pass
 
 
 class _Context:
     def __init__(self, ham, m, N, off):
-        if m not in (1, 2):
-            raise HJBError(f"ergodic cell problem: m must be 1 or 2 (got {m})")
+        if m not in (1, 2, 3):
+            raise HJBError(f"ergodic cell problem: m must be 1, 2 or 3 (got {m})")
+        if m == 3 and ham.kind == "general":
+            raise HJBError("ergodic cell problem: a general G(y, q) is limited to m <= 2 (its convexity "
+                           "sampling and Lax-Friedrichs bounds are 2-D); for m = 3 write G in the "
+                           "quadratic, separable or control form")
         N = int(N)
         if N < 4:
             raise HJBError(f"ergodic cell problem: need N >= 4 nodes per axis (got {N})")
@@ -210,14 +264,21 @@ class _Context:
         if m == 1:
             self.Y = self.y[0][:, None].copy()
         else:
-            a, b = np.meshgrid(self.y[0], self.y[1], indexing="ij")
-            self.Y = np.ascontiguousarray(np.stack([a.ravel(), b.ravel()], axis=1))
+            mesh = np.meshgrid(*self.y, indexing="ij")
+            self.Y = np.ascontiguousarray(np.stack([a.ravel() for a in mesh], axis=1))
         self.nb = _neighbours(N, m)
+        self.width = 1 + 2 * m  # columns of a stencil row C: the diagonal, then nb's columns
         self._pattern = None
         self._convex_radius = -1.0
         self._brk = {}
         self._alpha = {}
         kind = ham.kind
+        # nonconvex: set by ensure_convex when G is not convex in q and the form is supported
+        # (see nonconvex.py); godunov: Godunov's flux built from the formula (fluxes._godunov_eval)
+        self.nonconvex = False
+        self.godunov = False
+        self.Gg = ham.G if kind == "general" else None
+        self._crit = {}
         ham.check_periodic(m)
         if kind in ("quadratic", "separable"):
             self.V = np.empty(self.n)
@@ -242,15 +303,55 @@ class _Context:
             if not (np.all(np.isfinite(self.F)) and np.all(np.isfinite(self.L))):
                 raise NumericalError("control Hamiltonian: f or l is not finite on the grid")
             self.pol = np.zeros(self.n, np.int64)
+        elif kind == "metric":
+            self._init_metric(ham)
         if kind in ("quadratic", "separable") and not np.all(np.isfinite(self.V)):
             i = int(np.flatnonzero(~np.isfinite(self.V))[0])
             raise NumericalError(f"V is not finite at node y = {_fmt(self.Y[i])}")
 
+    def _init_metric(self, ham):
+        """Metric form c(y) max_B (-a.q): the speed at the centroids of the cones' triangles
+        (see fluxes._metric_eval), the cone data of B; 2-D: the 9-point stencil."""
+        self.off, self.cones, cen = metric_stencil(self.m)
+        self.c = np.empty((self.n, len(self.cones)))
+        _tab_speed(ham.c, self.Y, cen * self.h, 0.0, self.c)
+        bad = ~(np.isfinite(self.c) & (self.c >= 0.0))
+        if np.any(bad):
+            i = int(np.flatnonzero(np.any(bad, axis=1))[0])
+            raise NumericalError(f"metric Hamiltonian: the speed c must be finite and >= 0; "
+                                 f"c = {np.min(self.c[i]):.6g} near node y = {_fmt(self.Y[i])}")
+        B = ham.control_set(self.m)
+        if B is None:
+            self.cand, self.ncand = np.zeros((1, 1, 2)), np.zeros(len(self.cones), np.int64)
+        else:
+            self.cand, self.ncand = cone_points(B, self.off, self.cones)
+        if self.m == 2:
+            self.nb = stencil_neighbours(self.N, self.off)
+            self.width = 1 + self.nb.shape[1]
+
     # -- checks ---------------------------------------------------------------------------------
     def ensure_convex(self, radius):
+        """Sample the convexity of G in q on the box of half-width radius. A nonconvex G is
+        accepted where a scheme and solver for it exist (nonconvex.py: a separable G with a
+        numba V, or a general G), and refused otherwise (the message says why)."""
         if radius <= self._convex_radius:
             return
-        self.ham.check_convex(self.m, self.Y, radius)
+        from .forms import NonConvexHamiltonianError
+        try:
+            self.ham.check_convex(self.m, self.Y, radius)
+        except NonConvexHamiltonianError as exc:
+            kind = self.ham.kind
+            if "not finite" in str(exc):
+                raise
+            if kind == "separable" and is_jitted(self.ham.V):
+                self.nonconvex = self.godunov = self.ham.nonconvex = True
+                self.Gg = _separable_as_general(self.kax, self.ham.V, self.m)
+            elif kind == "general":
+                self.nonconvex = self.ham.nonconvex = True
+            else:
+                raise NonConvexHamiltonianError(
+                    f"{exc}; a nonconvex G is solved for hamiltonian = 'general' and for "
+                    f"'separable' with a numba V, not for this form") from None
         self._convex_radius = radius
 
     # -- scheme ---------------------------------------------------------------------------------
@@ -288,12 +389,32 @@ class _Context:
     def scheme(self, nu, rad=None):
         return _Scheme(self, nu, rad)
 
+    def critical_points(self, rad):
+        """Critical points of G(y_i, .) along every axis on [-2 rad - 1, 2 rad + 1] (for the
+        1-D and separable Godunov fluxes; wider than the gradient box so that the intervals
+        [p-, p+] fit). Not needed (empty) for a 2-D general G (nested extrema)."""
+        key = float(rad)
+        out = self._crit.get(key)
+        if out is None and self.ham.kind == "general" and self.m == 2:
+            out = self._crit[key] = (np.zeros((self.n, 1)), np.zeros((self.n, 2), np.int64))
+        if out is None:
+            R = 2.0 * float(rad) + 1.0
+            sep = self.ham.kind == "separable"
+            crit = np.zeros((self.n, 16 * self.m))
+            ncrit = np.zeros((self.n, self.m), np.int64)
+            _critical_points(self.Gg, self.Y, R, int(400 * R) + 1, sep, crit, ncrit)
+            out = self._crit[key] = (crit, ncrit)
+        return out
+
     def general_alpha(self, rad):
         key = float(rad)
         a = self._alpha.get(key)
         if a is None:
             a = np.empty((self.n, self.m))
-            _gen_alpha(self.ham.G, self.Y, float(rad), 17, a)
+            if self.nonconvex:
+                _gen_alpha_box(self.ham.G, self.Y, float(rad), 21, a)
+            else:
+                _gen_alpha(self.ham.G, self.Y, float(rad), 17, a)
             if not np.all(np.isfinite(a)):
                 i = int(np.flatnonzero(~np.all(np.isfinite(a), axis=1))[0])
                 raise NumericalError(f"dG/dq is not finite at node y = {_fmt(self.Y[i])} for "
@@ -305,7 +426,10 @@ class _Context:
 
     def evaluate(self, chi, hbar, P, sch, R, C):
         kind = self.ham.kind
-        if kind == "quadratic":
+        if self.godunov:
+            _godunov_eval(self.Gg, self.Y, sch.crit[0], sch.crit[1], chi, hbar, P, self.h,
+                          sch.nu, self.nb, R, C)
+        elif kind == "quadratic":
             _quad_eval(sch.brk, chi, hbar, P, self.h, sch.nu, _THETA, self.V, self.nb, sch.mask,
                        R, C)
         elif kind == "separable":
@@ -313,7 +437,10 @@ class _Context:
                       self.V, self.nb, sch.mask, R, C)
         elif kind == "general":
             _gen_eval(self.ham.G, self.Y, chi, hbar, P, self.h, sch.nu, _THETA, sch.alpha,
-                      self.nb, R, C)
+                      sch.crit[0], sch.crit[1], self.nb, R, C)
+        elif kind == "metric":
+            _metric_eval(self.c, self.cand, self.ncand, self.ham.norm == "l2", self.cones,
+                         self.off, chi, hbar, P, self.h, sch.nu, self.nb, R, C)
         else:
             _ctrl_eval(self.F, self.L, chi, hbar, P, self.h, sch.nu, _THETA, self.nb, R, C,
                        self.pol)
@@ -321,13 +448,15 @@ class _Context:
     def centred_fraction(self, sch):
         """Share of (node, axis) pairs using the centred (second-order) branch after the last
         evaluate()."""
-        if sch.nu <= 0.0:
+        if sch.nu <= 0.0 or self.godunov:
             return 0.0
         kind = self.ham.kind
         if kind in ("quadratic", "separable"):
             return float(np.mean(sch.mask == 0))
         if kind == "general":
             return float(np.mean(sch.alpha <= 2.0 * _THETA * sch.nu / self.h))
+        if kind == "metric":
+            return 0.0
         f = self.F[np.arange(self.n), self.pol]
         return float(np.mean(np.abs(f) <= 2.0 * _THETA * sch.nu / self.h))
 
@@ -338,7 +467,7 @@ class _Context:
         Fast path: the system is singular in chi up to constants, so it is solved with
         dchi[r] = 0 at an anchor r in a recurrent class of the linearisation (Dirichlet-at-r
         matrix, nonsingular): u, v from J_r u = -R, J_r v = 1, dH from the row of r (1-D: numba
-        Thomas; 2-D: sparse LU). This is not backward stable when the linearisation is nearly
+        Thomas; 2-D: sparse LU; 3-D: preconditioned GMRES on the bordered system, _solve_krylov). This is not backward stable when the linearisation is nearly
         multichain (v ~ hitting times explode); the linear residual is therefore checked and,
         if needed, the bordered (N^m + 1) system [J, -1; e_0^T, 0] is solved by sparse LU with
         partial pivoting instead."""
@@ -352,7 +481,7 @@ class _Context:
                 out = (dchi, dH)
         if out is None:
             try:
-                out = self._solve_anchored(C, R, r)
+                out = self._solve_krylov(C, R) if self.m == 3 else self._solve_anchored(C, R, r)
             except _Singular:
                 out = None
         if out is not None:
@@ -387,7 +516,7 @@ class _Context:
         every stored entry its position in concat(C.ravel(), -ones(n), [1])."""
         if self._pattern is None:
             n = self.n
-            w = 1 + 2 * self.m
+            w = self.width
             rows = np.concatenate([np.repeat(np.arange(n), w), np.arange(n), [n]])
             cols = np.concatenate([np.concatenate([np.arange(n)[:, None], self.nb], axis=1).ravel(),
                                    np.full(n, n), [0]])
@@ -423,12 +552,7 @@ class _Context:
         b[:, 0] = -R
         b[:, 1] = 1.0
         b[r, :] = 0.0
-        try:
-            lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1,
-                      options=dict(SymmetricMode=True))
-            x = lu.solve(b)
-        except RuntimeError as exc:
-            raise _Singular(str(exc)) from None
+        x = self._factored_solve(A, b)
         u, v = x[:, 0], x[:, 1]
         cr = C[r, 1:]
         nbr = self.nb[r]
@@ -438,6 +562,66 @@ class _Context:
         if not (math.isfinite(dH) and np.all(np.isfinite(dchi))):
             raise _Singular("non-finite Newton step")
         return dchi, dH
+
+    def _factored_solve(self, A, b):
+        """Solve A x = b for the anchored (Dirichlet-at-r) matrix A: sparse LU (MMD on A^T + A)."""
+        try:
+            lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1,
+                      options=dict(SymmetricMode=True))
+            return lu.solve(b)
+        except RuntimeError as exc:
+            raise _Singular(str(exc)) from None
+
+    def _solve_krylov(self, C, R):
+        """m = 3 (sparse LU fill is too large on 3-D grids): GMRES on the bordered system
+
+            J dchi - dH 1 = -R,   mean(dchi) = 0,
+
+        right-preconditioned by the same system with J replaced by its circulant average
+        L = sigma I + sum_k a_k (shift_k + shift_-k - 2) (a_k the mean coupling along axis k,
+        sigma the mean row sum), which FFTs invert exactly: for the Fourier mode 0,
+        sigma x_0 - dH = mean(r), mean(x) = s; for the others x^_k = r^_k / L^_k. Good while
+        diffusion (or the discount sigma) dominates the upwind drift in J, i.e. nu > 0 with a
+        moderate cell Peclet number; raises _Singular when GMRES does not converge."""
+        n, m, N = self.n, self.m, self.N
+        rows = np.repeat(np.arange(n), 1 + 2 * m)
+        cols = np.concatenate([np.arange(n)[:, None], self.nb], axis=1).ravel()
+        J = sp.csr_matrix((C.ravel(), (rows, cols)), shape=(n, n))
+        sigma = float(np.mean(C.sum(axis=1)))
+        shape = (N,) * m
+        sym = np.zeros(shape)
+        for k in range(m):
+            a = -0.5 * float(np.mean(C[:, 1 + 2 * k] + C[:, 2 + 2 * k]))
+            wk = np.fft.fftfreq(N) * 2.0 * np.pi
+            sym = sym + (a * (2.0 - 2.0 * np.cos(wk))).reshape([-1 if j == k else 1 for j in range(m)])
+        sym = sym + sigma
+        sym0 = sym.flat[0]
+        sym.flat[0] = 1.0
+
+        def matvec(x):
+            out = np.empty(n + 1)
+            out[:n] = J @ x[:n] - x[n]
+            out[n] = float(np.mean(x[:n]))
+            return out
+
+        def psolve(rs):
+            r, s = rs[:n], rs[n]
+            rh = np.fft.fftn(r.reshape(shape))
+            x0 = s * n                      # Fourier mode 0 of x: n mean(x)
+            dH = sym0 * s - rh.flat[0].real / n
+            xh = rh / sym
+            xh.flat[0] = x0
+            out = np.empty(n + 1)
+            out[:n] = np.fft.ifftn(xh).real.ravel()
+            out[n] = dH
+            return out
+
+        b = np.zeros(n + 1)
+        b[:n] = -R
+        x, ok = _gmres(matvec, psolve, b, _KRYLOV_ITS, 1e-12)
+        if not ok:
+            raise _Singular("GMRES did not converge")
+        return x[:n].copy(), float(x[n])
 
     def _solve_bordered(self, C, R):
         n = self.n
@@ -464,6 +648,9 @@ class _Scheme:
     def __init__(self, ctx, nu, rad=None):
         self.nu = float(nu)
         self.mask = np.zeros((ctx.n, ctx.m), np.uint8)
-        self.brk = ctx.breakpoints(nu) if ctx.ham.kind in ("quadratic", "separable") else None
+        sep = ctx.ham.kind in ("quadratic", "separable") and not ctx.godunov
+        self.brk = ctx.breakpoints(nu) if sep else None
         self.rad = rad
         self.alpha = ctx.general_alpha(rad) if ctx.ham.kind == "general" else None
+        self.crit = (ctx.critical_points(rad if rad is not None else ctx.ham.q_box)
+                     if ctx.godunov or ctx.ham.kind == "general" else None)

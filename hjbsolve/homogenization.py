@@ -4,7 +4,8 @@
     Lbar(q) = sup_P { -q.P - Hbar(P) }                       (sup convention, :mod:`hjbsolve.legendre`)
 
 Hbar is convex in P; the discrete Hbar_h is convex too (the scheme's numerical Hamiltonian is), which
-makes the discrete Legendre transform meaningful.
+makes the discrete Legendre transform meaningful. For a G that is not convex in q (solved by
+cell/ergodic/nonconvex.py) Hbar may be nonconvex: the Legendre transform is skipped (no lbar).
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ def ergodic_stage(ham, P: np.ndarray, P_axes: list, tensor: bool, m: int, N: int
     out = ErgodicTable(m=m, nu=nu, N=N, offset=offset, P=P, P_axes=P_axes, tensor=tensor, y=y,
                        hbar=hb, chi=chi, residual=res, iterations=its, estimate=est)
     out.timings["cell_problems"] = time.perf_counter() - t0
+    if getattr(ham, "nonconvex", False):
+        # G not convex in q: Hbar need not be convex in P, and the Legendre transform would only
+        # see its convex hull: no Lbar is computed (stored) for such a table
+        return out
     if tensor and all(len(a) >= 3 for a in P_axes):
         grid_h = out.hbar_grid()
         out.q_axes = q_axes if q_axes is not None else default_q_axes(P_axes, grid_h)

@@ -305,8 +305,10 @@ class _Context:
                 raise
             if kind == "separable" and is_jitted(self.ham.V):
                 self.nonconvex = self.godunov = self.ham.nonconvex = True
-                if self.Gg is None:
-                    self.Gg = _separable_as_general(self.kax, self.ham.V, self.m)
+                key = ("separable_G", self.m)  # one numba G per Hamiltonian: compiled once
+                if key not in self.ham._derived:
+                    self.ham._derived[key] = _separable_as_general(self.kax, self.ham.V, self.m)
+                self.Gg = self.ham._derived[key]
             elif kind == "general":
                 self.nonconvex = self.ham.nonconvex = True
             else:

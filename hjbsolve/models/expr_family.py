@@ -40,7 +40,7 @@ def _matrix(text, dim, variables, params, where):
     return compile_matrix(rows, variables, params, where=where), rows
 
 
-def control_set(p: dict, u_nodes=21, radii: int = 10, directions: int = 32) -> ControlSet:
+def control_set(p: dict, u_nodes=21, radii: int = 5, directions: int = 32) -> ControlSet:
     """The control set of an expr model: u_box (tensor grid of u_nodes per axis), u_ball (the centre plus
     ``radii`` circles of ``directions`` nodes, :func:`hjbsolve.sl.controls.ball_controls`), u_list (the
     points), or none (no control, k = 0)."""
@@ -62,7 +62,7 @@ def control_set(p: dict, u_nodes=21, radii: int = 10, directions: int = 32) -> C
     return ControlSet(tuple(r[0] for r in rows), tuple(r[1] for r in rows), tuple(int(v) for v in nn))
 
 
-def build(p: dict, u_nodes=21, where: str = "<case>", radii: int = 10, directions: int = 32) -> Model:
+def build(p: dict, u_nodes=21, where: str = "<case>", radii: int = 5, directions: int = 32) -> Model:
     n, m = int(p["n"]), int(p["m"])
     params = dict(p["params"])
     controls = control_set(p, u_nodes, radii, directions)

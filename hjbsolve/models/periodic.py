@@ -1,6 +1,6 @@
 """The ``periodic`` family: nonlinear ergodic cell problems on the torus T^m (docs/mathematics.md §3),
 
-    -nu Δchi(y) + G(y, P + Dchi(y)) = Hbar(P),     y in [0, 1)^m, m = 1 or 2,
+    -nu Δchi(y) + G(y, P + Dchi(y)) = Hbar(P),     y in [0, 1)^m, m = 1, 2 or 3 (3: not for "general"),
 
 with G given by formulas of the safe expression language (convex in q, or, for "general" and
 "separable", not: then Hbar may be nonconvex and no Lbar is computed):
@@ -88,7 +88,7 @@ def build(p: dict, where: str = "<case>") -> PeriodicHamiltonian:
             out = np.empty(1)
             out[0] = f0(y, a, prm)
             return out
-    else:
+    elif m == 2:
         f0, f1 = fs
 
         @njit
@@ -96,6 +96,16 @@ def build(p: dict, where: str = "<case>") -> PeriodicHamiltonian:
             out = np.empty(2)
             out[0] = f0(y, a, prm)
             out[1] = f1(y, a, prm)
+            return out
+    else:
+        f0, f1, f2 = fs
+
+        @njit
+        def f(y, a):
+            out = np.empty(3)
+            out[0] = f0(y, a, prm)
+            out[1] = f1(y, a, prm)
+            out[2] = f2(y, a, prm)
             return out
 
     @njit

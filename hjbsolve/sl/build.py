@@ -25,7 +25,8 @@ from ..errors import NumericalError
 from ..grid import Grid
 from ..hamiltonian import sup_affine_quadratic, sup_inside_average
 from ..model import Model
-from .steppers import AffineStepper1D, AffineStepper2D, TabStepper
+from . import kernels as K
+from .steppers import AffineStepper1D, AffineStepper2D, LinearControlStepper, TabStepper
 
 
 def _finite(name: str, arr: np.ndarray) -> np.ndarray:
@@ -71,6 +72,85 @@ def tab_tables(model: Model, xgrid: Grid, ys, u: np.ndarray):
         S = S[:, :1]
     shp = xgrid.shape
     return (A.reshape((J, nc) + shp + (n,)), S.reshape((J, S.shape[1]) + shp + (n, n)), L.reshape((J, nc) + shp))
+
+
+#: table entries (batch x controls x nodes) per model call when the tables are built chunk by chunk
+CHUNK = 1 << 19
+#: nodes on which every control is checked by :func:`linear_control_parts`
+SAMPLE = 4096
+
+
+def deterministic_tab_stepper(model: Model, xgrid: Grid, ys, u: np.ndarray, dt: float, order: int = 2,
+                              mode: int = 0) -> TabStepper:
+    """The tabulated stepper of a 2-D problem without slow noise, its step tables built chunk by chunk of
+    controls: the model is called on (J, chunk, N) points and :func:`~hjbsolve.sl.kernels.taylor_tables_2d`
+    turns each chunk's drift and cost into feet (in cells) and step costs. Memory: the two step tables and one
+    chunk; no drift table, no gradient temporaries."""
+    xs = xgrid.flat_points()
+    ys = _ys(model, ys)
+    J, nc, N, n = len(ys), len(u), len(xs), model.n
+    shp = xgrid.shape
+    disp = np.empty((J, nc) + shp + (n,))
+    C = np.empty((J, nc) + shp)
+    per = max(1, CHUNK // (J * N))
+    X, Y = xs[None, None], ys[:, None, None]
+    h1, h2 = float(xgrid.h[0]), float(xgrid.h[1])
+    for c0 in range(0, nc, per):
+        U = u[None, c0:c0 + per, None]
+        cc = U.shape[1]
+        A = np.broadcast_to(_finite("a", model.a(X, Y, U)), (J, cc, N, n)).reshape((J, cc) + shp + (n,))
+        L = np.broadcast_to(_finite("l", model.l(X, Y, U)), (J, cc, N)).reshape((J, cc) + shp)
+        K.taylor_tables_2d(A, L, h1, h2, float(dt), int(order), disp[:, c0:c0 + cc], C[:, c0:c0 + cc])
+    st = TabStepper.from_tables_2d(xgrid, disp, C, dt, order=order, mode=mode)
+    st.u_nodes = u
+    return st
+
+
+def linear_control_parts(model: Model, xgrid: Grid, ys, u: np.ndarray, rtol: float = 1e-11):
+    """``(a0 (J, N, n), B (n, k), l0 (J, N), q (nc,))`` when, at every node and control,
+    ``a(x, y, u) = a0(x, y) + B u`` with a constant matrix B and ``l(x, y, u) = l0(x, y) + q(u)``; else None.
+
+    B and q come from the first node (least squares over the controls). The identity is then checked, to
+    ``rtol`` of the data's size, for every control on a sub-grid of about ``SAMPLE`` nodes (every s-th row and
+    column, the last ones included) and for four controls (the first, the last, two inner ones) on every node:
+    checking every (node, control) pair would cost more model evaluations than a dozen time steps (numpy
+    calls per control against one kernel pass), and a formula that is affine in u on all of these but not
+    elsewhere is contrived (a ``where`` on a region between the sampled rows, say).
+    """
+    xs = xgrid.flat_points()
+    ys = _ys(model, ys)
+    J, nc, N, n = len(ys), len(u), len(xs), model.n
+    X, Y = xs[None, None], ys[:, None, None]
+    Ap = np.broadcast_to(model.a(xs[None, None, :1], Y[:1], u[None, :, None]), (1, nc, 1, n))[0, :, 0]
+    Lp = np.broadcast_to(model.l(xs[None, None, :1], Y[:1], u[None, :, None]), (1, nc, 1))[0, :, 0]
+    du = u - u[:1]
+    Bt, *_ = np.linalg.lstsq(du, Ap - Ap[:1], rcond=None)
+    B = np.ascontiguousarray(Bt.T)                                                       # (n, k)
+    q = Lp - Lp[0]
+    a0 = np.broadcast_to(_finite("a", model.a(X, Y, u[None, :1, None])), (J, 1, N, n))[:, 0] - B @ u[0]
+    l0 = np.broadcast_to(_finite("l", model.l(X, Y, u[None, :1, None])), (J, 1, N))[:, 0] - q[0]
+    scale_a = 1.0 + np.abs(a0).max() + np.abs(B).sum() * np.abs(u).max()
+    scale_l = 1.0 + np.abs(l0).max() + np.abs(q).max()
+    a0 = np.ascontiguousarray(a0)
+    stride = max(1, int(np.ceil(np.sqrt(N / SAMPLE))))
+    axes = [np.unique(np.r_[np.arange(0, m, stride), m - 1]) for m in xgrid.shape]
+    sub = np.ravel_multi_index(np.ix_(*axes), xgrid.shape).ravel()
+    four = np.unique([0, nc // 3, (2 * nc) // 3, nc - 1])
+    for nodes, controls in ((sub, np.arange(nc)), (np.arange(N), four)):
+        Xs, a0s, l0s = X[:, :, nodes], np.ascontiguousarray(a0[:, nodes]), np.ascontiguousarray(l0[:, nodes])
+        per = max(1, CHUNK // (J * len(nodes)))
+        for c0 in range(0, len(controls), per):
+            cs = controls[c0:c0 + per]
+            uc = u[cs]
+            A = np.broadcast_to(model.a(Xs, Y, uc[None, :, None]), (J, len(cs), len(nodes), n))
+            if not K.linear_deviation(A, a0s, np.ascontiguousarray(uc @ B.T)) <= rtol * scale_a:
+                _finite("a", A)
+                return None
+            L = np.broadcast_to(model.l(Xs, Y, uc[None, :, None]), (J, len(cs), len(nodes)))
+            if not K.linear_deviation(L[..., None], l0s[..., None], np.ascontiguousarray(q[cs, None])) <= rtol * scale_l:
+                _finite("l", L)
+                return None
+    return a0, B, l0, q
 
 
 def affine_tables(model: Model, xgrid: Grid, ys):
@@ -140,6 +220,14 @@ def per_y_stepper(model: Model, xgrid: Grid, ys, dt: float, order: int = 2, mode
         else:
             return _affine_stepper(model, xgrid, a0, B, l0, S, dt, order, mode, minimize, u_nodes, refine)
     u = control_nodes(model, u_nodes)
+    if model.n == 2 and model.sigma_zero and model.k <= 2:
+        parts = linear_control_parts(model, xgrid, ys, u)
+        if parts is not None:
+            a0, B, l0, q = parts
+            J, shp = a0.shape[0], xgrid.shape
+            return LinearControlStepper(xgrid, a0.reshape((J,) + shp + (2,)), B, l0.reshape((J,) + shp), q, u,
+                                        dt, order=order, mode=mode)
+        return deterministic_tab_stepper(model, xgrid, ys, u, dt, order, mode)
     A, S, L = tab_tables(model, xgrid, ys, u)
     st = TabStepper(xgrid, A, S, L, dt, order=order, mode=mode)
     st.u_nodes = u

@@ -255,6 +255,75 @@ def step_tab_2d(Vf, C, disp, noise, mode, has_noise, out, arg):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# coefficient tables of the 2-D tabulated step, built in one pass
+
+
+@njit(cache=True, inline="always")
+def _d_axis(F, i, N, h):
+    """d F / dx at node i of a line of N values (spacing h): central differences inside, second-order one-sided
+    at the ends, 0 when N < 3 (the stencil of ``np.gradient(..., edge_order=2)``)."""
+    if N < 3:
+        return 0.0
+    if i == 0:
+        return (-1.5 * F[0] + 2.0 * F[1] - 0.5 * F[2]) / h
+    if i == N - 1:
+        return (0.5 * F[N - 3] - 2.0 * F[N - 2] + 1.5 * F[N - 1]) / h
+    return (F[i + 1] - F[i - 1]) / (2.0 * h)
+
+
+@njit(cache=True, parallel=True)
+def taylor_tables_2d(A, L, h1, h2, dt, order, disp, C):
+    """Deterministic feet and step costs of the 2-D tabulated step, from the drift and cost tables.
+
+    A (J, nc, N1, N2, 2) drift a(x, u), L (J, nc, N1, N2) running cost l(x, u) on the nodes (any strides).
+    Writes the displacement of the foot in cells, ``disp = (dt a + dt²/2 (D_x a) a) / h`` (order 2; ``dt a / h``
+    for order 1), and the step cost ``C = dt l + dt²/2 D_x l . a`` (the trapezoidal rule ``dt/2 (l(x) + l(xi))``
+    expanded to second order; ``dt l`` for order 1), D_x by second-order differences (one-sided at the box
+    edges). One pass over the tables, parallel over (batch, control, row): memory and time proportional to
+    the table, no temporaries.
+    """
+    J, nc, N1, N2, _ = A.shape
+    q = 0.5 * dt * dt
+    for task in prange(J * nc * N1):
+        i1 = task % N1
+        c = (task // N1) % nc
+        j = task // (N1 * nc)
+        Ar = A[j, c, i1]
+        Lr = L[j, c, i1]
+        for i2 in range(N2):
+            a1 = Ar[i2, 0]
+            a2 = Ar[i2, 1]
+            d1 = dt * a1
+            d2 = dt * a2
+            cost = dt * Lr[i2]
+            if order == 2:
+                # column derivatives along x1 (rows i1 - 1, i1 + 1 of the same control), row ones along x2
+                if N1 < 3:
+                    g11 = g21 = gl1 = 0.0
+                elif i1 == 0:
+                    g11 = (-1.5 * a1 + 2.0 * A[j, c, 1, i2, 0] - 0.5 * A[j, c, 2, i2, 0]) / h1
+                    g21 = (-1.5 * a2 + 2.0 * A[j, c, 1, i2, 1] - 0.5 * A[j, c, 2, i2, 1]) / h1
+                    gl1 = (-1.5 * Lr[i2] + 2.0 * L[j, c, 1, i2] - 0.5 * L[j, c, 2, i2]) / h1
+                elif i1 == N1 - 1:
+                    g11 = (0.5 * A[j, c, N1 - 3, i2, 0] - 2.0 * A[j, c, N1 - 2, i2, 0] + 1.5 * a1) / h1
+                    g21 = (0.5 * A[j, c, N1 - 3, i2, 1] - 2.0 * A[j, c, N1 - 2, i2, 1] + 1.5 * a2) / h1
+                    gl1 = (0.5 * L[j, c, N1 - 3, i2] - 2.0 * L[j, c, N1 - 2, i2] + 1.5 * Lr[i2]) / h1
+                else:
+                    g11 = (A[j, c, i1 + 1, i2, 0] - A[j, c, i1 - 1, i2, 0]) / (2.0 * h1)
+                    g21 = (A[j, c, i1 + 1, i2, 1] - A[j, c, i1 - 1, i2, 1]) / (2.0 * h1)
+                    gl1 = (L[j, c, i1 + 1, i2] - L[j, c, i1 - 1, i2]) / (2.0 * h1)
+                g12 = _d_axis(Ar[:, 0], i2, N2, h2)
+                g22 = _d_axis(Ar[:, 1], i2, N2, h2)
+                gl2 = _d_axis(Lr, i2, N2, h2)
+                d1 += q * (g11 * a1 + g12 * a2)
+                d2 += q * (g21 * a1 + g22 * a2)
+                cost += q * (gl1 * a1 + gl2 * a2)
+            disp[j, c, i1, i2, 0] = d1 / h1
+            disp[j, c, i1, i2, 1] = d2 / h2
+            C[j, c, i1, i2] = cost
+
+
+# ----------------------------------------------------------------------------------------------------------
 # control-affine, quadratic cost: a = a0 + B u, l = l0 + c/2 |u - u_ref|^2
 
 
@@ -286,29 +355,100 @@ def _piece_index(xi, x0, h, N):
     return m
 
 
+@njit(cache=True, parallel=True)
+def slope_tables(F, h, mode, mn, mx):
+    """Sparse tables of the slopes of each row's interpolant: F (J, N) nodal values; piece p in [-1, N-1]
+    (p = -1, N-1: outside the box, slope of the extension in ``mode``) is stored at p + 1, and
+    mn[j, l, p + 1], mx[j, l, p + 1] (J, L, N + 1) are the min and max slope over the pieces p ... p + 2^l - 1,
+    so that the slope range over any run of pieces is two lookups (:func:`_slope_range`)."""
+    J, N = F.shape
+    P = N + 1
+    L = mn.shape[1]
+    for j in prange(J):
+        for p in range(P):
+            m = p - 1
+            if m < 0 or m > N - 2:
+                if mode == 1:
+                    s = 0.0
+                elif m < 0:
+                    s = (F[j, 1] - F[j, 0]) / h
+                else:
+                    s = (F[j, N - 1] - F[j, N - 2]) / h
+            else:
+                s = (F[j, m + 1] - F[j, m]) / h
+            mn[j, 0, p] = s
+            mx[j, 0, p] = s
+        for lv in range(1, L):
+            w = 1 << (lv - 1)
+            for p in range(P - (1 << lv) + 1):
+                mn[j, lv, p] = min(mn[j, lv - 1, p], mn[j, lv - 1, p + w])
+                mx[j, lv, p] = max(mx[j, lv - 1, p], mx[j, lv - 1, p + w])
+
+
+def slope_levels(N: int) -> int:
+    """Levels L of :func:`slope_tables` for N nodes (N + 1 pieces)."""
+    return max(1, int(N + 1).bit_length())
+
+
+@njit(cache=True, inline="always")
+def _slope_range(mn, mx, xa, xb, x0, h, N):
+    """Min and max slope of the interpolant over the positions [xa, xb] (mn, mx: one row's tables)."""
+    a = _piece_index(xa, x0, h, N) + 1
+    b = _piece_index(xb, x0, h, N) + 1
+    if a > b:
+        a, b = b, a
+    n = b - a + 1
+    lv = 0
+    while (2 << lv) <= n:
+        lv += 1
+    e = b - (1 << lv) + 1
+    return min(mn[lv, a], mn[lv, e]), max(mx[lv, a], mx[lv, e])
+
+
 @njit(cache=True)
-def exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, c0, dtc, uref, ulo, uhi, smin=1.0, smax=-1.0):
+def exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, c0, dtc, uref, ulo, uhi, mn, mx):
     """Exact minimiser over [ulo, uhi] of  c0 + dtc/2 (u - uref)^2 + mean_f F_I(base_f + beta u).
 
     F_I is the piecewise-linear interpolant of the nodal values F (extended as in ``mode``); nfeet is 1
     (foot base0) or 2 (feet base0, base1, weight 1/2 each). The objective is quadratic on each piece
     between the values of u where a foot crosses a node: scan the pieces in order, minimise each one in
-    closed form (vertex clipped to the piece; both ends when dtc = 0). If [smin, smax] bounds every slope
-    of F_I (smin > smax: unknown), the scan is restricted to the u where the derivative can vanish.
+    closed form (vertex clipped to the piece; both ends when dtc = 0).
+
+    Bracketing (dtc > 0; mn, mx the slope tables of F, :func:`slope_tables`; empty: no bracketing): on an
+    interval of u containing the minimiser, the derivative ``dtc (u - uref) + beta s`` (s the mean slope at the
+    feet; one-sided at kinks) has a fixed sign outside ``[uref - max(beta s)/dtc, uref - min(beta s)/dtc]``,
+    the bounds taken over the slopes the feet meet on that interval: the minimiser lies in the intersection
+    (or at the end of the interval it points to, when they do not meet). Repeating with the smaller interval
+    shrinks it to a few cells wherever the slopes vary little over the feet's range, so the scan no longer
+    grows with the number of cells the control range spans (dt/dx); the result is the exact minimum.
     Returns (min, argmin).
     """
     w = 1.0 if nfeet == 1 else 0.5
-    if dtc > 0.0 and beta != 0.0 and smax >= smin:
-        # every local minimiser u satisfies dtc (u - uref) + beta s = 0 for some mean slope s in [smin, smax]
-        b1 = uref - beta * smax / dtc
-        b2 = uref - beta * smin / dtc
-        lo_b = min(b1, b2)
-        hi_b = max(b1, b2)
-        pad = 1e-12 * (1.0 + abs(lo_b) + abs(hi_b))
-        ulo = max(ulo, lo_b - pad)
-        uhi = min(uhi, hi_b + pad)
-        if ulo > uhi:       # cannot happen in exact arithmetic: fall back to the nearest point
-            ulo = uhi = min(max(uref, ulo), uhi)
+    if dtc > 0.0 and beta != 0.0 and mn.shape[0] > 0:
+        for _ in range(12):
+            lo0, hi0 = _slope_range(mn, mx, base0 + beta * ulo, base0 + beta * uhi, x0, h, N)
+            if nfeet == 2:
+                lo1, hi1 = _slope_range(mn, mx, base1 + beta * ulo, base1 + beta * uhi, x0, h, N)
+                lo0, hi0 = w * (lo0 + lo1), w * (hi0 + hi1)
+            b1 = uref - beta * hi0 / dtc
+            b2 = uref - beta * lo0 / dtc
+            lo_b = min(b1, b2)
+            hi_b = max(b1, b2)
+            pad = 1e-12 * (1.0 + abs(lo_b) + abs(hi_b))
+            lo_b -= pad
+            hi_b += pad
+            if hi_b < ulo:          # increasing on the whole interval
+                uhi = ulo
+                break
+            if lo_b > uhi:          # decreasing on the whole interval
+                ulo = uhi
+                break
+            nlo = max(ulo, lo_b)
+            nhi = min(uhi, hi_b)
+            shrunk = (nhi - nlo) < 0.5 * (uhi - ulo)
+            ulo, uhi = nlo, nhi
+            if not shrunk or abs(beta) * (uhi - ulo) <= 2.0 * h:
+                break
     if beta == 0.0:
         u = min(max(uref, ulo), uhi)
         v = c0 + 0.5 * dtc * (u - uref) ** 2
@@ -373,34 +513,27 @@ def exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, c0, dtc, uref, ul
 
 
 @njit(cache=True, parallel=True)
-def step_aff_1d(F, c0, alpha, beta, eta, dtc, uref, ulo, uhi, x0, h, mode, out, ustar):
+def step_aff_1d(F, c0, alpha, beta, eta, dtc, uref, ulo, uhi, x0, h, mode, out, ustar, mn, mx):
     """One SL step in 1-D for control-affine dynamics with quadratic cost, exact min over u in [ulo, uhi]
     (ulo, uhi (J, N): the control interval at each node).
 
     F (J, N) = V + dt/2 l0 (nodal values interpolated at the feet); c0 (J, N) = dt/2 l0 at the node;
     the feet are x + alpha + beta u ± eta (alpha, beta, eta (J, N); eta = 0: one foot); the control cost is
-    dtc/2 (u - uref)^2 with dtc (J, N) = dt c. Writes out (J, N) and the minimiser ustar (J, N).
+    dtc/2 (u - uref)^2 with dtc (J, N) = dt c. mn, mx (J, L, N + 1): the slope tables of F
+    (:func:`slope_tables`, filled here). Writes out (J, N) and the minimiser ustar (J, N).
     """
     J, N = F.shape
+    slope_tables(F, h, mode, mn, mx)
     nb = (N + BLOCK - 1) // BLOCK
     for task in prange(J * nb):
         j, i0, i1 = _task_block(task, nb, N)
         Fj = F[j]
-        smin = np.inf
-        smax = -np.inf
-        for m in range(N - 1):
-            sl = (Fj[m + 1] - Fj[m]) / h
-            smin = min(smin, sl)
-            smax = max(smax, sl)
-        if mode == 1:
-            smin = min(smin, 0.0)
-            smax = max(smax, 0.0)
         for i in range(i0, i1):
             x = x0 + i * h + alpha[j, i]
             e = eta[j, i]
             nf = 2 if e != 0.0 else 1
             v, u = exact_min_1d(Fj, x0, h, N, mode, x - e, x + e, nf, beta[j, i], c0[j, i], dtc[j, i],
-                                uref[j, i], ulo[j, i], uhi[j, i], smin, smax)
+                                uref[j, i], ulo[j, i], uhi[j, i], mn[j], mx[j])
             out[j, i] = v
             ustar[j, i] = u
 
@@ -634,3 +767,97 @@ def all_finite(A):
         if not np.isfinite(flat[i]):
             return False
     return True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# drift affine in the control with a constant matrix, cost separable: feet computed on the fly
+
+
+@njit(cache=True, parallel=True, fastmath=_FM)
+def step_lin_2d(Vf, base, M, c0, c1, q, unodes, mode, out, arg):
+    """One deterministic SL step in 2-D for ``a = a0(x) + B u`` (B constant) and ``l = l0(x) + q(u)``, in index
+    space, over a finite control set: the tabulated step of :func:`step_tab_2d` with its tables factored,
+
+        disp(x, u) = base(x) + M(x) u,      C(x, u) = c0(x) + q_u + c1(x) . u,
+
+    so memory is proportional to the nodes, not to nodes x controls (base (J, N1, N2, 2) and M (J, N1, N2, 2, k)
+    in cells, c0 (J, N1, N2), c1 (J, N1, N2, k), q (nc,), unodes (nc, k), k <= 2). Row order: for each row of
+    nodes, the controls outside and a running minimum across the contiguous row (the row's data stay in L1).
+    out, arg (J, N1, N2): the minimum and the index of the first minimising control, as :func:`step_tab_2d`.
+    """
+    J, N1, N2 = c0.shape
+    nc, k = unodes.shape
+    U2 = np.uint64(N2)
+    col = 1 if k == 2 else 0
+    two = 1.0 if k == 2 else 0.0
+    for task in prange(J * N1):
+        j = task // N1
+        i1 = task % N1
+        Vj = Vf[j]
+        o = out[j, i1]
+        ag = arg[j, i1]
+        br = base[j, i1]
+        Mr = M[j, i1]
+        cr = c0[j, i1]
+        er = c1[j, i1]
+        for i2 in range(N2):
+            o[i2] = np.inf
+            ag[i2] = 0
+        ta = i1 * 1.0
+        c = 0
+        while c < nc:
+            # four controls per pass (the last ones repeated): four independent gather chains in flight, one
+            # update of the running minimum per four candidates (ties to the lowest index, as one at a time)
+            ca, cb, cc, cd = c, min(c + 1, nc - 1), min(c + 2, nc - 1), min(c + 3, nc - 1)
+            ua0, ua1, qa = unodes[ca, 0], unodes[ca, col] * two, q[ca]
+            ub0, ub1, qb = unodes[cb, 0], unodes[cb, col] * two, q[cb]
+            uc0, uc1, qcc = unodes[cc, 0], unodes[cc, col] * two, q[cc]
+            ud0, ud1, qd = unodes[cd, 0], unodes[cd, col] * two, q[cd]
+            for i2 in range(N2):
+                b0 = ta + br[i2, 0]
+                b1 = i2 + br[i2, 1]
+                m00, m01, m10, m11 = Mr[i2, 0, 0], Mr[i2, 0, col], Mr[i2, 1, 0], Mr[i2, 1, col]
+                e0, e1 = er[i2, 0], er[i2, col]
+                w = cr[i2]
+                va = w + qa + e0 * ua0 + e1 * ua1 + _foot2(Vj, N1, N2, U2, b0 + m00 * ua0 + m01 * ua1,
+                                                           b1 + m10 * ua0 + m11 * ua1, mode)
+                vb = w + qb + e0 * ub0 + e1 * ub1 + _foot2(Vj, N1, N2, U2, b0 + m00 * ub0 + m01 * ub1,
+                                                           b1 + m10 * ub0 + m11 * ub1, mode)
+                vc = w + qcc + e0 * uc0 + e1 * uc1 + _foot2(Vj, N1, N2, U2, b0 + m00 * uc0 + m01 * uc1,
+                                                            b1 + m10 * uc0 + m11 * uc1, mode)
+                vd = w + qd + e0 * ud0 + e1 * ud1 + _foot2(Vj, N1, N2, U2, b0 + m00 * ud0 + m01 * ud1,
+                                                           b1 + m10 * ud0 + m11 * ud1, mode)
+                ka = ca
+                if vb < va:
+                    va = vb
+                    ka = cb
+                kc = cc
+                if vd < vc:
+                    vc = vd
+                    kc = cd
+                if vc < va:
+                    va = vc
+                    ka = kc
+                if va < o[i2]:
+                    o[i2] = va
+                    ag[i2] = ka
+            c += 4
+
+
+@njit(cache=True)
+def linear_deviation(A, a0, uB):
+    """max |A[j, c, i, d] - a0[j, i, d] - uB[c, d]| (inf if any entry is not finite): A (J, nc, N, n) a table of
+    the drift (or, with n = 1 views, of the cost) on a chunk of controls, a0 (J, N, n), uB (nc, n)."""
+    J, nc, N, n = A.shape
+    worst = 0.0
+    for j in range(J):
+        for c in range(nc):
+            for i in range(N):
+                for d in range(n):
+                    v = A[j, c, i, d]
+                    if not np.isfinite(v):
+                        return np.inf
+                    e = abs(v - a0[j, i, d] - uB[c, d])
+                    if e > worst:
+                        worst = e
+    return worst

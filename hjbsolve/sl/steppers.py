@@ -95,9 +95,16 @@ class TabStepper:
         A = np.asarray(A, float)
         self.J, self.nc = A.shape[:2]
         L = np.asarray(L, float)
+        self.has_noise = S is not None and bool(np.any(np.asarray(S) != 0.0))
+        if n == 2 and not self.has_noise:
+            # deterministic 2-D feet and costs in one pass (no gradient / einsum temporaries)
+            disp, C = np.empty(A.shape), np.empty(A.shape[:-1])
+            K.taylor_tables_2d(A, np.broadcast_to(L, A.shape[:-1]), float(grid.h[0]), float(grid.h[1]), self.dt,
+                               self.order, disp, C)
+            self._deterministic_2d(disp, C)
+            return
         Da = jacobian(A, grid, 2) if order == 2 else np.zeros(A.shape + (n,))
         disp = dt * A + 0.5 * dt * dt * np.einsum("...de,...e->...d", Da, A)
-        self.has_noise = S is not None and bool(np.any(np.asarray(S) != 0.0))
         # step cost: trapezoidal rule dt/2 (l(x) + E l(xi)) expanded to second order
         C = dt * L
         if order == 2:
@@ -130,6 +137,23 @@ class TabStepper:
         self.x0 = float(grid.lo[0]) if n == 1 else _c(grid.lo)
         self.h = float(grid.h[0]) if n == 1 else _c(grid.h)
 
+    @classmethod
+    def from_tables_2d(cls, grid: Grid, disp, C, dt: float, order: int = 2, mode: int = 0) -> "TabStepper":
+        """A deterministic (sigma = 0) 2-D stepper from its step tables: disp (J, nc, N1, N2, 2) in cells and
+        C (J, nc, N1, N2), as :func:`hjbsolve.sl.kernels.taylor_tables_2d` writes them."""
+        st = cls.__new__(cls)
+        st.grid, st.dt, st.order, st.mode = grid, float(dt), int(order), int(mode)
+        st.J, st.nc = C.shape[:2]
+        st.has_noise = False
+        st._deterministic_2d(disp, C)
+        return st
+
+    def _deterministic_2d(self, disp, C) -> None:
+        self.disp, self.C = disp, C
+        self.noise = np.zeros((self.J, 1) + self.grid.shape + (2, 2))
+        self.arg = np.zeros((self.J,) + self.grid.shape, np.int32)
+        self.x0, self.h = _c(self.grid.lo), _c(self.grid.h)
+
     def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self.grid.ndim == 1:
             K.step_tab_1d(V, self.C, self.disp, self.noise, self.mode, self.has_noise, out, self.arg)
@@ -142,8 +166,10 @@ class TabStepper:
         """Largest displacement (in cells) of the optimal foot on the central half of the box (batch rows
         ``rows``, a boolean mask over J; default all)."""
         n = self.grid.ndim
-        d = np.abs(self.disp) if n == 1 else np.linalg.norm(self.disp, axis=-1)      # already in cells
-        sel = np.take_along_axis(d, self.arg[:, None], axis=1)[:, 0]
+        # the optimal control's displacement only (already in cells)
+        sel = np.take_along_axis(self.disp, self.arg.reshape(self.arg.shape[:1] + (1,) + self.arg.shape[1:]
+                                                             + (1,) * (self.disp.ndim - self.arg.ndim - 1)), axis=1)[:, 0]
+        sel = np.abs(sel) if n == 1 else np.linalg.norm(sel, axis=-1)
         sel = sel if rows is None else sel[rows]
         return float(sel[:, interior_window(self.grid)].max())
 
@@ -220,8 +246,11 @@ class AffineStepper1D:
         if self.order == 2 and self.has_noise and self.closed_loop:
             self._closed_loop(V)
         F = V + self.half_l0
+        if not hasattr(self, "_slopes"):
+            L = K.slope_levels(F.shape[1])
+            self._slopes = (np.empty((F.shape[0], L, F.shape[1] + 1)), np.empty((F.shape[0], L, F.shape[1] + 1)))
         K.step_aff_1d(F, self.c0, self.alpha, self.beta, self.eta, self.dtc, self.uref, self.ulo, self.uhi,
-                      self.x0, self.h, self.mode, out, self.ustar)
+                      self.x0, self.h, self.mode, out, self.ustar, *self._slopes)
         return out
 
     def displacement_cells(self, rows=None) -> float:
@@ -327,5 +356,54 @@ class AffineStepper2D:
     def displacement_cells(self, rows=None) -> float:
         foot = self.base + np.einsum("...dq,...q->...d", self.bet, self.ustar)
         d = np.linalg.norm((foot - self.grid.points()) / self.grid.h, axis=-1)
+        d = d if rows is None else d[rows]
+        return float(d[:, interior_window(self.grid)].max())
+
+
+class LinearControlStepper:
+    """Deterministic 2-D SL step for ``a = a0(x) + B u`` (B constant) and ``l = l0(x) + q(u)`` over a finite
+    control set: the step of :class:`TabStepper` (same Taylor feet and trapezoidal cost, order 1 or 2) with the
+    tables factored, ``disp = base + M u``, ``C = c0 + q_u + c1 . u`` (kernel
+    :func:`hjbsolve.sl.kernels.step_lin_2d`): memory proportional to the nodes.
+
+    a0 (J, N1, N2, 2), B (2, k), l0 (J, N1, N2), q (nc,) with q_u = l(x, u) - l0(x), unodes (nc, k).
+    """
+
+    kind = "grid"
+
+    def __init__(self, grid: Grid, a0, B, l0, q, unodes, dt: float, order: int = 2, mode: int = 0):
+        self.grid, self.dt, self.order, self.mode = grid, float(dt), int(order), int(mode)
+        a0 = np.asarray(a0, float)
+        B = np.asarray(B, float)
+        l0 = np.asarray(l0, float)
+        self.J = a0.shape[0]
+        self.u_nodes = _c(unodes)
+        self.nc, k = self.u_nodes.shape
+        if order == 2:
+            Da0 = jacobian(a0, grid, 1)                                                 # (J, N1, N2, 2, 2)
+            Dl0 = jacobian(l0[..., None], grid, 1)[..., 0, :]                          # (J, N1, N2, 2)
+        else:
+            Da0 = np.zeros(a0.shape + (2,))
+            Dl0 = np.zeros(a0.shape)
+        q2 = 0.5 * dt * dt
+        hh = grid.h
+        base = dt * a0 + q2 * np.einsum("...de,...e->...d", Da0, a0)
+        M = dt * B + q2 * np.einsum("...de,eq->...dq", Da0, B)
+        self.base = _c(base / hh)
+        self.M = _c(M / hh[:, None])
+        self.c0 = _c(dt * l0 + q2 * np.einsum("...e,...e->...", Dl0, a0))
+        self.c1 = _c(q2 * np.einsum("eq,...e->...q", B, Dl0))
+        self.q = _c(dt * np.asarray(q, float))
+        self.has_noise = False
+        self.arg = np.zeros((self.J,) + grid.shape, np.int32)
+
+    def step(self, V: np.ndarray, out: np.ndarray) -> np.ndarray:
+        K.step_lin_2d(V.reshape(V.shape[0], -1), self.base, self.M, self.c0, self.c1, self.q, self.u_nodes,
+                      self.mode, out, self.arg)
+        return out
+
+    def displacement_cells(self, rows=None) -> float:
+        u = self.u_nodes[self.arg]                                                        # (J, N1, N2, k)
+        d = np.linalg.norm(self.base + np.einsum("...dq,...q->...d", self.M, u), axis=-1)
         d = d if rows is None else d[rows]
         return float(d[:, interior_window(self.grid)].max())

@@ -2,7 +2,7 @@ r"""Nonlinear ergodic cell problems on the torus (periodic homogenization).
 
 Equation
 --------
-For a constant vector ``P`` in R^m (m = 1, 2) find the ergodic constant ``Hbar(P)`` and a
+For a constant vector ``P`` in R^m (m = 1, 2, 3) find the ergodic constant ``Hbar(P)`` and a
 periodic corrector ``chi`` on the unit torus T^m (period 1 in every axis) with
 
     -nu * Laplace(chi)(y) + G(y, P + D chi(y)) = Hbar(P),        nu >= 0,
@@ -30,7 +30,7 @@ control) and their data checks (convexity, periodicity);
 """
 
 from .forms import NonConvexHamiltonianError, NonPeriodicHamiltonianError, PeriodicHamiltonian
-from .solvers import ErgodicResult, long_time_ergodic, solve_ergodic
+from .solvers import ErgodicResult, check_hamiltonian, long_time_ergodic, solve_ergodic
 from .tables import effective_hamiltonian_table
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "solve_ergodic",
     "effective_hamiltonian_table",
     "long_time_ergodic",
+    "check_hamiltonian",
     "NonConvexHamiltonianError",
     "NonPeriodicHamiltonianError",
 ]

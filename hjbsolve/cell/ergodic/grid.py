@@ -37,6 +37,8 @@ from .fluxes import (_THETA, _critical_points, _ctrl_eval, _gen_alpha, _gen_eval
                      cone_points, metric_stencil, stencil_neighbours)
 
 _EPS = float(np.finfo(float).eps)
+# m = 3: GMRES iterations (no restart) before the sparse-LU fallback (see _Context._solve_krylov)
+_KRYLOV_ITS = 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,18 +51,14 @@ def _neighbours(N, m):
     """nb[i, 2k] = index of node i - e_k, nb[i, 2k+1] = index of i + e_k (periodic, C order)."""
     n = N**m
     nb = np.empty((n, 2 * m), np.int64)
-    if m == 1:
-        for i in range(N):
-            nb[i, 0] = (i - 1) % N
-            nb[i, 1] = (i + 1) % N
-    else:
-        for i0 in range(N):
-            for i1 in range(N):
-                i = i0 * N + i1
-                nb[i, 0] = ((i0 - 1) % N) * N + i1
-                nb[i, 1] = ((i0 + 1) % N) * N + i1
-                nb[i, 2] = i0 * N + (i1 - 1) % N
-                nb[i, 3] = i0 * N + (i1 + 1) % N
+    for i in range(n):
+        stride = n
+        for k in range(m):
+            stride //= N
+            ik = (i // stride) % N
+            base = i - ik * stride
+            nb[i, 2 * k] = base + ((ik - 1) % N) * stride
+            nb[i, 2 * k + 1] = base + ((ik + 1) % N) * stride
     return nb
 
 
@@ -203,14 +201,56 @@ def _fmt(v):
 # ---------------------------------------------------------------------------------------------
 
 
+def _gmres(matvec, psolve, b, maxit, rtol):
+    """Right-preconditioned GMRES for A x = b (matvec(x) = A x) from x0 = psolve(b) (psolve ~ A^-1): at most maxit
+    iterations, no restart. Returns (x, ok), ok when ||b - A x||_2 <= rtol ||b||_2 (checked on the
+    true residual)."""
+    bn = float(np.linalg.norm(b))
+    x0 = psolve(b)
+    if not np.all(np.isfinite(x0)):
+        return x0, False
+    r = b - matvec(x0)
+    beta = float(np.linalg.norm(r))
+    if beta <= rtol * bn:
+        return x0, True
+    n = b.shape[0]
+    V = np.empty((maxit + 1, n))
+    Z = np.empty((maxit, n))
+    H = np.zeros((maxit + 1, maxit))
+    V[0] = r / beta
+    e1 = np.zeros(maxit + 1)
+    e1[0] = beta
+    y = np.zeros(0)
+    for j in range(maxit):
+        Z[j] = psolve(V[j])
+        w = matvec(Z[j])
+        for _ in range(2):  # classical Gram-Schmidt, twice (stable as modified GS)
+            hj = V[: j + 1] @ w
+            w -= hj @ V[: j + 1]
+            H[: j + 1, j] += hj
+        H[j + 1, j] = float(np.linalg.norm(w))
+        y, *_ = np.linalg.lstsq(H[: j + 2, : j + 1], e1[: j + 2], rcond=None)
+        res = float(np.linalg.norm(H[: j + 2, : j + 1] @ y - e1[: j + 2]))
+        if res <= 0.1 * rtol * bn or H[j + 1, j] == 0.0:
+            break
+        V[j + 1] = w / H[j + 1, j]
+    x = x0 + y @ Z[: y.shape[0]]
+    ok = bool(np.all(np.isfinite(x))) and float(np.linalg.norm(b - matvec(x))) <= rtol * bn
+    return x, ok
+
+
 class _Singular(Exception):
     pass
 
 
 class _Context:
     def __init__(self, ham, m, N, off):
-        if m not in (1, 2):
-            raise HJBError(f"ergodic cell problem: m must be 1 or 2 (got {m})")
+        if m not in (1, 2, 3):
+            raise HJBError(f"ergodic cell problem: m must be 1, 2 or 3 (got {m})")
+        if m == 3 and ham.kind == "general":
+            raise HJBError("ergodic cell problem: a general G(y, q) is limited to m <= 2 (its convexity "
+                           "sampling and Lax-Friedrichs bounds are 2-D); for m = 3 write G in the "
+                           "quadratic, separable or control form")
         N = int(N)
         if N < 4:
             raise HJBError(f"ergodic cell problem: need N >= 4 nodes per axis (got {N})")
@@ -224,8 +264,8 @@ class _Context:
         if m == 1:
             self.Y = self.y[0][:, None].copy()
         else:
-            a, b = np.meshgrid(self.y[0], self.y[1], indexing="ij")
-            self.Y = np.ascontiguousarray(np.stack([a.ravel(), b.ravel()], axis=1))
+            mesh = np.meshgrid(*self.y, indexing="ij")
+            self.Y = np.ascontiguousarray(np.stack([a.ravel() for a in mesh], axis=1))
         self.nb = _neighbours(N, m)
         self.width = 1 + 2 * m  # columns of a stencil row C: the diagonal, then nb's columns
         self._pattern = None
@@ -428,7 +468,7 @@ class _Context:
         Fast path: the system is singular in chi up to constants, so it is solved with
         dchi[r] = 0 at an anchor r in a recurrent class of the linearisation (Dirichlet-at-r
         matrix, nonsingular): u, v from J_r u = -R, J_r v = 1, dH from the row of r (1-D: numba
-        Thomas; 2-D: sparse LU). This is not backward stable when the linearisation is nearly
+        Thomas; 2-D: sparse LU; 3-D: preconditioned GMRES on the bordered system, _solve_krylov). This is not backward stable when the linearisation is nearly
         multichain (v ~ hitting times explode); the linear residual is therefore checked and,
         if needed, the bordered (N^m + 1) system [J, -1; e_0^T, 0] is solved by sparse LU with
         partial pivoting instead."""
@@ -442,7 +482,7 @@ class _Context:
                 out = (dchi, dH)
         if out is None:
             try:
-                out = self._solve_anchored(C, R, r)
+                out = self._solve_krylov(C, R) if self.m == 3 else self._solve_anchored(C, R, r)
             except _Singular:
                 out = None
         if out is not None:
@@ -513,12 +553,7 @@ class _Context:
         b[:, 0] = -R
         b[:, 1] = 1.0
         b[r, :] = 0.0
-        try:
-            lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1,
-                      options=dict(SymmetricMode=True))
-            x = lu.solve(b)
-        except RuntimeError as exc:
-            raise _Singular(str(exc)) from None
+        x = self._factored_solve(A, b)
         u, v = x[:, 0], x[:, 1]
         cr = C[r, 1:]
         nbr = self.nb[r]
@@ -528,6 +563,66 @@ class _Context:
         if not (math.isfinite(dH) and np.all(np.isfinite(dchi))):
             raise _Singular("non-finite Newton step")
         return dchi, dH
+
+    def _factored_solve(self, A, b):
+        """Solve A x = b for the anchored (Dirichlet-at-r) matrix A: sparse LU (MMD on A^T + A)."""
+        try:
+            lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1,
+                      options=dict(SymmetricMode=True))
+            return lu.solve(b)
+        except RuntimeError as exc:
+            raise _Singular(str(exc)) from None
+
+    def _solve_krylov(self, C, R):
+        """m = 3 (sparse LU fill is too large on 3-D grids): GMRES on the bordered system
+
+            J dchi - dH 1 = -R,   mean(dchi) = 0,
+
+        right-preconditioned by the same system with J replaced by its circulant average
+        L = sigma I + sum_k a_k (shift_k + shift_-k - 2) (a_k the mean coupling along axis k,
+        sigma the mean row sum), which FFTs invert exactly: for the Fourier mode 0,
+        sigma x_0 - dH = mean(r), mean(x) = s; for the others x^_k = r^_k / L^_k. Good while
+        diffusion (or the discount sigma) dominates the upwind drift in J, i.e. nu > 0 with a
+        moderate cell Peclet number; raises _Singular when GMRES does not converge."""
+        n, m, N = self.n, self.m, self.N
+        rows = np.repeat(np.arange(n), 1 + 2 * m)
+        cols = np.concatenate([np.arange(n)[:, None], self.nb], axis=1).ravel()
+        J = sp.csr_matrix((C.ravel(), (rows, cols)), shape=(n, n))
+        sigma = float(np.mean(C.sum(axis=1)))
+        shape = (N,) * m
+        sym = np.zeros(shape)
+        for k in range(m):
+            a = -0.5 * float(np.mean(C[:, 1 + 2 * k] + C[:, 2 + 2 * k]))
+            wk = np.fft.fftfreq(N) * 2.0 * np.pi
+            sym = sym + (a * (2.0 - 2.0 * np.cos(wk))).reshape([-1 if j == k else 1 for j in range(m)])
+        sym = sym + sigma
+        sym0 = sym.flat[0]
+        sym.flat[0] = 1.0
+
+        def matvec(x):
+            out = np.empty(n + 1)
+            out[:n] = J @ x[:n] - x[n]
+            out[n] = float(np.mean(x[:n]))
+            return out
+
+        def psolve(rs):
+            r, s = rs[:n], rs[n]
+            rh = np.fft.fftn(r.reshape(shape))
+            x0 = s * n                      # Fourier mode 0 of x: n mean(x)
+            dH = sym0 * s - rh.flat[0].real / n
+            xh = rh / sym
+            xh.flat[0] = x0
+            out = np.empty(n + 1)
+            out[:n] = np.fft.ifftn(xh).real.ravel()
+            out[n] = dH
+            return out
+
+        b = np.zeros(n + 1)
+        b[:n] = -R
+        x, ok = _gmres(matvec, psolve, b, _KRYLOV_ITS, 1e-12)
+        if not ok:
+            raise _Singular("GMRES did not converge")
+        return x[:n].copy(), float(x[n])
 
     def _solve_bordered(self, C, R):
         n = self.n

@@ -466,3 +466,10 @@ def long_time_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-9, max_steps=2_0
         u -= u[0]
     raise NumericalError(f"long-time marching: osc F = {hi - lo:.3e} > tol after {max_steps} "
                          f"steps (bracket [{lo:.12g}, {hi:.12g}])")
+
+
+def check_hamiltonian(ham, m, N, offset=0.0, Pmax=0.0):
+    """The data checks of a solve without solving: periodicity of the data (with a tolerance, see
+    PeriodicHamiltonian.check_periodic), finiteness on the grid of N nodes per axis and convexity
+    in q on the nodes for |q| up to max(q_box, Pmax + 2). Raises the solver's errors."""
+    _prepare(ham, N, 0.0, m, offset, float(Pmax))

@@ -56,6 +56,17 @@ is O(h). For (c) with a
 finite control grid of spacing da approximating a continuous sup, add the error of the max
 over A (<= da^2/8 for -f.q - l = -a.q - |a|^2/2 + V).
 
+Why nu = 0 is first order in 2-D but not in 1-D: the per-axis upwind flux is the centred one plus
+the numerical diffusion (h/2) sum_k |q_k| d_kk u. To first order in h it shifts Hbar by
+(h/2) int sum_k |q_k| d_kk u d(mu) (mu the invariant measure of the flow q = Du). In 1-D,
+mu = c/q and the integral is c int q' = 0 (the exact periodic quadrature above); the same holds
+for separable G and whenever every component q_k keeps its sign along the flow (the one-sided
+differences then telescope along it). Where a component changes sign, the flux mixes forward and
+backward differences and the integral does not vanish: first order, observed ~1 on smooth
+non-separable potentials (tests/test_ergodic_estimate.py: V = cos 2 pi (y1 + y2), exact by a 1-D
+reduction: spectral for P on the diagonal, O(h) off it). The error estimates and Richardson values
+of tables.py recover second order where the order is clean.
+
 Discrete comparison: for any grid function psi, min_i F_i(psi) <= Hbar_h <= max_i F_i(psi)
 (F_i the left-hand side); hence |Hbar_returned - Hbar_h| <= final residual.
 """

@@ -247,9 +247,9 @@ class _Context:
     def __init__(self, ham, m, N, off):
         if m not in (1, 2, 3):
             raise HJBError(f"ergodic cell problem: m must be 1, 2 or 3 (got {m})")
-        if m == 3 and ham.kind == "general":
-            raise HJBError("ergodic cell problem: a general G(y, q) is limited to m <= 2 (its convexity "
-                           "sampling and Lax-Friedrichs bounds are 2-D); for m = 3 write G in the "
+        if m == 3 and ham.kind in ("general", "metric"):
+            raise HJBError(f"ergodic cell problem: the {ham.kind} form is limited to m <= 2 (its "
+                           "fluxes and convexity sampling are 2-D); for m = 3 write G in the "
                            "quadratic, separable or control form")
         N = int(N)
         if N < 4:
@@ -341,7 +341,7 @@ class _Context:
             self.ham.check_convex(self.m, self.Y, radius)
         except NonConvexHamiltonianError as exc:
             kind = self.ham.kind
-            if "not finite" in str(exc):
+            if "not finite" in str(exc) or self.m == 3:  # the nonconvex solver is 1-D/2-D
                 raise
             if kind == "separable" and is_jitted(self.ham.V):
                 self.nonconvex = self.godunov = self.ham.nonconvex = True

@@ -204,6 +204,7 @@ class PeriodicHamiltonian:
         self.q_box = float(q_box)
         self.name = name or kind
         self.nonconvex = False  # set when a solve finds G not convex in q (see nonconvex.py)
+        self._derived = {}  # numba functions built from this G once (shared by all grids)
         self._contexts = {}
         self._kax = None
         self._dkax = None

@@ -32,7 +32,7 @@ from scipy.sparse.linalg import splu
 
 from hjbsolve.errors import HJBError, NumericalError
 
-from .fluxes import (_THETA, _critical_points, _ctrl_eval, _gen_alpha, _gen_alpha_box, _gen_eval,
+from .fluxes import (_THETA, _critical_points, _ctrl_eval, _gen_alpha, _gen_eval,
                      _godunov_eval, _metric_eval, _quad_eval, _sep_eval, _slope_point, _tab_speed,
                      cone_points, metric_stencil, stencil_neighbours)
 
@@ -345,7 +345,10 @@ class _Context:
                 raise
             if kind == "separable" and is_jitted(self.ham.V):
                 self.nonconvex = self.godunov = self.ham.nonconvex = True
-                self.Gg = _separable_as_general(self.kax, self.ham.V, self.m)
+                key = ("separable_G", self.m)  # one numba G per Hamiltonian: compiled once
+                if key not in self.ham._derived:
+                    self.ham._derived[key] = _separable_as_general(self.kax, self.ham.V, self.m)
+                self.Gg = self.ham._derived[key]
             elif kind == "general":
                 self.nonconvex = self.ham.nonconvex = True
             else:
@@ -411,10 +414,8 @@ class _Context:
         a = self._alpha.get(key)
         if a is None:
             a = np.empty((self.n, self.m))
-            if self.nonconvex:
-                _gen_alpha_box(self.ham.G, self.Y, float(rad), 21, a)
-            else:
-                _gen_alpha(self.ham.G, self.Y, float(rad), 17, a)
+            _gen_alpha(self.ham.G, self.Y, float(rad), 21 if self.nonconvex else 17,
+                       self.nonconvex, a)
             if not np.all(np.isfinite(a)):
                 i = int(np.flatnonzero(~np.all(np.isfinite(a), axis=1))[0])
                 raise NumericalError(f"dG/dq is not finite at node y = {_fmt(self.Y[i])} for "

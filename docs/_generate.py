@@ -62,9 +62,14 @@ def cli_help_markdown() -> str:
     lines = ["# Command reference (generated)", "",
              "The `--help` text of every command, generated from the parser of `hjbsolve.cli`.", "",
              "```text", ap.format_help().rstrip(), "```", ""]
-    sub = next(a for a in ap._actions if a.__class__.__name__ == "_SubParsersAction")
-    for name, p in sub.choices.items():
-        lines += [f"## hjbsolve {name}", "", "```text", p.format_help().rstrip(), "```", ""]
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, p in action.choices.items():
+                    lines.extend([f"## {prefix} {name}", "", "```text", p.format_help().rstrip(), "```", ""])
+                    walk(p, f"{prefix} {name}")
+
+    walk(ap, "hjbsolve")
     return "\n".join(lines)
 
 

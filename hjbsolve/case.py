@@ -158,7 +158,7 @@ MODEL = {
         "nu": Spec("float", 0.0, "viscosity nu >= 0 in -nu Δchi + G(y, P + Dchi) = Hbar", ge=0),
         "params": Spec("params", {}, "named constants usable in the formulas"),
         "hamiltonian": Spec("str", "quadratic", "form of G",
-                            choices=("quadratic", "separable", "general", "control")),
+                            choices=("quadratic", "separable", "general", "control", "metric")),
         "V": Spec("formula", None, "potential V(y) (quadratic, separable); must be 1-periodic"),
         "K": Spec("formula", None, "separable: convex kinetic part K(s), G = sum_k K(q_k) + V(y)"),
         "G": Spec("formula", None, "general: G(y, q), convex in q (q or q1, q2 for the components)"),
@@ -166,6 +166,11 @@ MODEL = {
         "l": Spec("formula", None, "control: running cost l(y, a)"),
         "a_box": Spec("box", None, "control: box of the control a"),
         "a_n": Spec("ints", 41, "control: nodes per control axis", ge=2),
+        "c": Spec("formula", None, "metric: speed c(y) >= 0 in G = c(y) |q| (may be discontinuous: where(...))"),
+        "norm": Spec("str", "l2", "metric: the norm |q| (l2; l1 = box of controls; linf = cross of controls)",
+                     choices=("l2", "l1", "linf")),
+        "control_set": Spec("any", None, "metric: vertices [[a1, a2], ...] of a polytope B with 0 inside, "
+                            "G = c(y) max_(a in B) -a.q (instead of norm)"),
         "q_box": Spec("float", 4.0, "half-width of the q box where convexity is checked", gt=0),
         "tol": Spec("float", 1e-12, "residual tolerance of the Newton iteration", gt=0),
         "maxiter": Spec("int", 100, "Newton iterations per stage", ge=1),
@@ -439,7 +444,8 @@ def _check_consistency(c: dict, src: str) -> None:
             _fail(src, "grid.P", "give either values = [...] or box = [lo, hi] and n")
         if isinstance(grid["y"]["n"], list) and len(grid["y"]["n"]) != 1:
             _fail(src, "grid.y.n", "one size: the same N on every axis of the torus")
-        need = {"quadratic": ("V",), "separable": ("K", "V"), "general": ("G",), "control": ("f", "l", "a_box")}
+        need = {"quadratic": ("V",), "separable": ("K", "V"), "general": ("G",), "control": ("f", "l", "a_box"),
+                "metric": ("c",)}
         for key in need[mod["hamiltonian"]]:
             if mod[key] is None:
                 _fail(src, f"model.{key}", f"required for hamiltonian = {mod['hamiltonian']!r}")

@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     cs = p.add_subparsers(dest="cases_command", metavar="copy", required=False)
     c = cs.add_parser("copy", help="copy a packaged case to DIR/NAME.toml")
     c.add_argument("name", help="a packaged case name (as 'hjbsolve cases' lists them)")
-    c.add_argument("dir", nargs="?", default=".", help="destination folder (default: the current folder; created)")
+    c.add_argument("dir", nargs="?", default=".", metavar="DIR",
+                   help="destination folder (default: the current folder; created), or a file name ending in .toml")
     c.add_argument("--force", action="store_true", help="overwrite an existing file")
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     c.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
@@ -417,11 +418,13 @@ def _run_locked(args, case, out: str, partial: str, cell_only: bool) -> int:
             image.save(out)
     except (HJBError, KeyboardInterrupt) as e:
         stopped = isinstance(e, KeyboardInterrupt)
-        if (saved or resumed is not None) and _mark_stopped(partial, "was interrupted" if stopped else "failed"):
+        how = "was terminated (SIGTERM)" if isinstance(e, Terminated) else "was interrupted" if stopped else "failed"
+        if (saved or resumed is not None) and _mark_stopped(partial, how):
             if not stopped:
                 raise type(e)(f"{e} (finished stages kept in {partial})") from None
-            raise Interrupted(f"interrupted; finished stages kept in {partial} (the output file was not "
-                              "written or changed)") from None
+            if not isinstance(e, Terminated):
+                raise Interrupted(f"interrupted; finished stages kept in {partial} (the output file was not "
+                                  "written or changed)") from None
         raise
     if os.path.exists(partial):
         os.remove(partial)
@@ -496,6 +499,8 @@ def cmd_plot(args) -> int:
     if what is None and not kinds:
         raise HJBError(f"{args.file}: nothing this file holds can be plotted")
     out = args.output or str(Path(args.file).with_suffix("")) + f".{what or kinds[0]}.png"
+    from . import store
+    store.check_writable(out)          # a FIFO, a device or a folder is refused before the figure is drawn
     plot_file(args.file, what, out, **opts)
     if not args.quiet:
         print(f"wrote {out}")
@@ -583,10 +588,13 @@ def cmd_cases(args) -> int:
     name = args.name[:-5] if args.name.endswith(".toml") else args.name
     if name not in cases:
         raise HJBError(f"cases copy {args.name}: no packaged case of that name; one of {', '.join(cases)}")
-    folder = Path(args.dir)
+    target = Path(args.dir)
+    if target.suffix == ".toml":                  # cases copy lq mine.toml: the file itself
+        folder, dest = target.parent, target
+    else:
+        folder, dest = target, target / f"{name}.toml"
     if folder.exists() and not folder.is_dir():
         raise HJBError(f"cases copy: {folder} is a file, not a folder")
-    dest = folder / f"{name}.toml"
     if dest.exists() and not args.force:
         raise HJBError(f"{dest}: exists; not overwritten (give --force to replace it)")
     folder.mkdir(parents=True, exist_ok=True)

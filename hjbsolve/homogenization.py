@@ -4,7 +4,8 @@
     Lbar(q) = sup_P { -q.P - Hbar(P) }                       (sup convention, :mod:`hjbsolve.legendre`)
 
 Hbar is convex in P; the discrete Hbar_h is convex too (the scheme's numerical Hamiltonian is), which
-makes the discrete Legendre transform meaningful.
+makes the discrete Legendre transform meaningful. For a G that is not convex in q (solved by
+cell/ergodic/nonconvex.py) Hbar may be nonconvex: the Legendre transform is skipped (no lbar).
 """
 
 from __future__ import annotations
@@ -50,17 +51,19 @@ class ErgodicTable:
         return self.hbar.reshape([len(a) for a in self.P_axes]) if self.tensor else self.hbar
 
 
-def _hbar_table(ham, P, m, N, nu, offset, tol, maxiter, desc):
-    """Hbar, correctors, residuals, iterations and nodes y on the grid N (offset in units of h)."""
+def _hbar_table(ham, P, m, N, nu, offset, tol, maxiter, desc, coarse=None):
+    """Hbar, correctors, residuals, iterations and nodes y on the grid N (offset in units of h);
+    ``coarse``: the same on the grid N/2, whose correctors warm-start the solves."""
     hb = np.empty(len(P))
     chis, res, its = [], np.empty(len(P)), np.empty(len(P), np.int64)
     # rows of a tensor grid are solved in order; each row warm-starts from its neighbour
     block = max(1, len(P) // 20)
     for s0 in progress(range(0, len(P), block), desc=desc, unit="block"):
         Ps = P[s0:s0 + block]
+        warm = None if coarse is None else (coarse[1][s0:s0 + block], coarse[0][s0:s0 + block], offset)
         vals, results = effective_hamiltonian_table(ham, Ps if m > 1 else Ps[:, 0], N, nu, m=m,
                                                     offset=offset / N, tol=tol, maxiter=maxiter,
-                                                    return_results=True)
+                                                    return_results=True, coarse=warm)
         hb[s0:s0 + block] = vals
         for j, r in enumerate(results):
             chis.append(r.chi)
@@ -91,8 +94,10 @@ def ergodic_stage(ham, P: np.ndarray, P_axes: list, tensor: bool, m: int, N: int
 
     def table(Nj):
         if Nj not in tables:
+            # coarse to fine: the grid Nj/2 (when it is, or will be, needed) warm-starts Nj
+            half = table(Nj // 2) if Nj % 4 == 0 and Nj >= 16 else tables.get(Nj // 2)
             tables[Nj] = _hbar_table(ham, P, m, Nj, nu, offset, tol, maxiter,
-                                     f"cell problems N={Nj}")
+                                     f"cell problems N={Nj}", coarse=half)
         return tables[Nj]
 
     while True:
@@ -112,6 +117,10 @@ def ergodic_stage(ham, P: np.ndarray, P_axes: list, tensor: bool, m: int, N: int
     out = ErgodicTable(m=m, nu=nu, N=N, offset=offset, P=P, P_axes=P_axes, tensor=tensor, y=y,
                        hbar=hb, chi=chi, residual=res, iterations=its, estimate=est)
     out.timings["cell_problems"] = time.perf_counter() - t0
+    if getattr(ham, "nonconvex", False):
+        # G not convex in q: Hbar need not be convex in P, and the Legendre transform would only
+        # see its convex hull: no Lbar is computed (stored) for such a table
+        return out
     if tensor and all(len(a) >= 3 for a in P_axes):
         grid_h = out.hbar_grid()
         out.q_axes = q_axes if q_axes is not None else default_q_axes(P_axes, grid_h)

@@ -1367,13 +1367,15 @@ def _plot_convergence(f, fig, opts):
 
 
 def _slope_triangles(ax, fitted) -> None:
-    """A reference-slope triangle below the fitted line for each distinct fitted order, rounded to the
-    nearest 1/2 (the orders a scheme is expected to have): its hypotenuse has the reference slope, and
-    the legs are labelled 1 and k."""
+    """A reference-slope triangle below the fitted line for each distinct reference order: the fitted order
+    rounded to an integer, at least 1 (the orders schemes and eps-rates have; a pre-asymptotic fit of 0.67
+    is drawn against 1). Its hypotenuse has the reference slope; the legs are labelled 1 and k."""
     done = set()
     for slope, icpt, lo, hi, color in fitted:
-        k = round(2.0 * slope) / 2.0
-        if k == 0 or k in done or not hi > lo:
+        if not slope > 0.25:
+            continue
+        k = float(max(1, int(math.floor(slope + 0.5))))
+        if k in done or not hi > lo:
             continue
         done.add(k)
         la, lb = math.log(lo), math.log(hi)

@@ -6,16 +6,17 @@ stage holds at its peak and the work it does:
 - cell stage: mu (x nodes x y nodes), the fast generator and, for m >= 2, the fill of its sparse LU
   factors, the Hbar and Lbar tables (x nodes x p nodes x P values), the stored feedback
   (x x p x P x y x control components, float32);
-- value stage, per eps: the value arrays (time levels kept x x nodes x y nodes), the coefficient tables of
-  the semi-Lagrangian step (per x node, y node and control node for a grid minimisation; per (x, y) for the
-  closed-form and refined minimisations), the fast-step factors;
+- value stage, per eps: the value arrays and the stored feedback (time levels kept x x nodes x y nodes
+  [x control components]), the coefficient tables of the semi-Lagrangian step (per x node, y node and
+  control node for a grid minimisation; per (x, y) for the closed-form and refined minimisations), the
+  fast-step factors;
 - simulate: the paths (paths x recorded times x components) and the value with dense output times.
 
 Work is counted in *node-control updates* (one evaluation of the semi-Lagrangian objective at one node for
-one control); at about :data:`NS_PER_UPDATE` ns each on one core this gives a rough time. These are
-estimates within a factor of about 2 (``scripts/fault_campaign.py`` does not depend on them; the test
-``tests/test_guards.py::test_memory_estimate_brackets_the_measured_peak`` compares them with the measured
-peak of small runs).
+one control); at about :data:`NS_PER_UPDATE` ns each on one core this gives a rough time. The memory
+estimates are meant to be conservative within a factor of about 2
+(``tests/test_guards.py::test_memory_estimate_brackets_the_measured_peak`` compares them with the peak
+that tracemalloc traces on small runs).
 
 :func:`guard` refuses (an :class:`~hjbsolve.errors.HJBError` naming the keys to change) a case whose peak
 would not fit in the memory limit (``--max-memory``, default: ``MemAvailable`` of ``/proc/meminfo``) or
@@ -198,7 +199,7 @@ def estimate(case, simulate_paths: int | None = None, n_record: int = 101) -> Es
         j = ny if (eps > 0 or m == 0) else max(ny, 1)
         controls = 4 if affine else nu                          # closed-form / refined min: a few per node
         tables = nx * j * (per_table * nu if not affine else (n * k + n * n + n + 1) * f8 * 2)
-        values = nx * (ny if eps > 0 else 1) * f8 * (n_out + 3)
+        values = nx * (ny if eps > 0 else 1) * (f8 * (n_out + 3) + 4.0 * k * n_out)   # V and feedback (float32)
         fast = nx * ny * (2 * m + 1) * f8 * 2 if (eps > 0 and m) else 0.0
         name = f"value stage eps = {eps:g}"
         est.memory[name] = values + tables + fast + (nx * ny * f8 if m else 0.0)
@@ -209,8 +210,8 @@ def estimate(case, simulate_paths: int | None = None, n_record: int = 101) -> Es
         rec = min(n_record, steps + 1)
         paths = simulate_paths * rec * (n + m + 1) * f8 + simulate_paths * (n + m) * f8 * 8
         dense = nx * (ny if m else 1) * f8 * min(steps + 1, 4096)
-        est.memory["simulate"] = paths + dense
-        est.keys["simulate"] = "--paths (-n), --record, grid.x.n, grid.y.n, time.dt"
+        est.memory["simulation"] = paths + dense
+        est.keys["simulation"] = "--paths (-n), --record, grid.x.n, grid.y.n, time.dt"
         sim_steps = max(steps, 200)
         est.updates += float(simulate_paths) * sim_steps * (n + m + 1) * 4
     est.notes += _time_step_notes(case, n, dt)
@@ -289,7 +290,8 @@ def guard_command(args) -> Estimate | None:
     if cmd == "study" and len(ests) > 1:
         worst.updates = sum(e.updates for e in ests)
         worst.steps = sum(e.steps for e in ests)
-    guard(worst, case.source, args.max_memory, args.yes)
+    guard(worst, f"{case.source} (the costliest of {len(ests)} study runs)" if len(ests) > 1 else case.source,
+          args.max_memory, args.yes)
     return worst
 
 
@@ -308,19 +310,21 @@ def _study_cases(case, args) -> list:
 
 def _guard_simulate(args) -> Estimate | None:
     """simulate FILE|CASE: the case is the stored one (a result file) or the given one, with its --set."""
-    import tomllib
-
     from .case import load_case
     p = str(args.file)
     if p.endswith(".toml"):
         case = load_case(p, args.overrides)
     else:
+        import warnings
+
         from . import store
-        text = store.read(p).attrs.get("case_text")
-        if not isinstance(text, str):
-            return None
-        case = load_case(tomllib.loads(text), args.overrides)
-        case.source = p
+        from .provenance import stored_case
+        attrs = store.read(p).attrs
+        if "case_resolved" not in attrs and "case_text" not in attrs:
+            return None                     # simulate itself says that this is not a result file
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # simulate warns about old files itself
+            case = stored_case(attrs, p, args.overrides)
     if case.family == "periodic":
         raise HJBError(f"{p}: a periodic cell-problem case has no controlled slow dynamics to simulate "
                        "(simulate takes a result or case of the entropy_sgd, lq or expr families)")

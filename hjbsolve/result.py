@@ -245,17 +245,35 @@ def check_file(path) -> store.Group:
         if name.startswith("eps_") and ("V" not in g.variables or "t" not in g.coords):
             raise HJBError(f"{text}: group /{name}: dataset {'V' if 'V' not in g.variables else 't'} missing "
                            "(damaged file)")
-    if "case_resolved" in root.attrs or "case_text" in root.attrs:
-        # the case the numbers were made from: the resolved one; older files: the raw text with its overrides
-        import warnings
-
-        from .case import validate
-        from .provenance import stored_raw
-        with warnings.catch_warnings():        # the command that reads the case says it once
-            warnings.simplefilter("ignore")
-            raw = stored_raw(root.attrs, text)
-        validate(raw, f"{text} (stored case)")
+    _check_stored_case(text, root.attrs)
     return root
+
+
+def _check_stored_case(path: str, attrs: dict) -> None:
+    """The case a file was made with (:func:`hjbsolve.provenance.stored_raw`: the resolved case, or the raw
+    case text of older files) must match its hash and validate."""
+    from .errors import HJBError
+    if "case_resolved" not in attrs and "case_text" not in attrs:
+        return
+    from .case import validate
+    from .provenance import sha256, stored_raw
+    resolved = attrs.get("case_resolved")
+    if resolved is not None and not isinstance(resolved, str):
+        raise HJBError(f"{path}: attribute case_resolved: expected the case's TOML text, got "
+                       f"{type(resolved).__name__}")
+    if isinstance(resolved, str) and "case_sha256" in attrs and sha256(resolved) != attrs["case_sha256"]:
+        raise HJBError(f"{path}: attribute case_resolved: does not match its case_sha256 (damaged file)")
+    if resolved is None and not isinstance(attrs.get("case_text"), str):
+        raise HJBError(f"{path}: attribute case_text: expected the case's TOML text, got "
+                       f"{type(attrs.get('case_text')).__name__}")
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # the consumer warns about old files itself
+            raw = stored_raw(attrs, path)
+    except RecursionError:
+        raise HJBError(f"{path}: the stored case is nested too deeply (damaged file)") from None
+    validate(raw, f"{path} (stored case)")
 
 
 def _check_group(path: str, g: store.Group, where: str, inherited: dict) -> None:

@@ -117,10 +117,10 @@ def hjb_configs(name, quick):
     """(n, dirs, steps): straight characteristics are exact in one step; curved ones need small steps."""
     twist = PROBLEMS[name][0]
     grids = (101, 201, 401) if quick else (101, 201, 401, 801)
-    steps = (4, 8, 16) if twist else (1, 4)
+    steps = (4, 8, 16) if twist else (2, 4, 8)
     out = []
     for n in grids:
-        for dirs in (n // 8, n // 4):
+        for dirs in ((n // 8, n // 4) if n > 401 else (n // 8, n // 4, n // 2)):
             for s in steps:
                 out.append((n, max(8, dirs), s))
     return out
@@ -307,7 +307,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-kernel", action="store_true", help="skip the kernel comparison")
     ap.add_argument("--repeat", type=int, default=None)
     a = ap.parse_args(argv)
-    repeat = a.repeat or (1 if a.quick else 2)
+    repeat = a.repeat or (1 if a.quick else 3)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads; load average {load:.2f} "
           f"on {os.cpu_count()} cores (timings are inflated by other jobs: compare within this run)")

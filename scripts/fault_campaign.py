@@ -226,10 +226,11 @@ def mutate_h5(rng: random.Random, category: str, src: Path, dest: Path) -> str:
             obj, key = rng.choice(cands)
             obj.attrs[key] = "not a number"
             return f"string in attribute {obj.name}:{key}"
-        text = f.attrs.get("case_text", "")
+        key = rng.choice([k for k in ("case_resolved", "case_text", "case_sha256") if k in f.attrs] or ["case_text"])
+        text = f.attrs.get(key, "")
         text = text.decode() if isinstance(text, bytes) else str(text)
-        f.attrs["case_text"] = text[:rng.randrange(max(1, len(text)))] + rng.choice(["[", "= =", "\x01", ""])
-        return "damaged case_text"
+        f.attrs[key] = text[:rng.randrange(max(1, len(text)))] + rng.choice(["[", "= =", "\x01", ""])
+        return f"damaged {key}"
 
 
 # ------------------------------------------------------------------------------------------------------------

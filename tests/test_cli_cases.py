@@ -44,6 +44,8 @@ def test_cases_copy_refuses_to_overwrite_without_force(tmp_path, capsys):
     code, _, _ = run_cli(["cases", "copy", "lq", tmp_path / "sub", "--force"], capsys)
     assert code == 0 and dest.read_bytes() == packaged_cases()["lq"].read_bytes()
     assert sorted(p.name for p in dest.parent.iterdir()) == ["lq.toml"]   # no temporary file left
+    code, out, _ = run_cli(["cases", "copy", "ou_expr", tmp_path / "mine.toml"], capsys)     # a file name
+    assert code == 0 and (tmp_path / "mine.toml").read_bytes() == packaged_cases()["ou_expr"].read_bytes()
     code, _, err = run_cli(["cases", "copy", "nope", tmp_path], capsys)
     assert code == 2 and "nope" in err and "lq" in err and len(err.strip().splitlines()) == 1
 

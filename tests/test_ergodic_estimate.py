@@ -20,7 +20,7 @@ import pytest
 from numba import njit
 
 from hjbsolve import store
-from hjbsolve.cell.ergodic import PeriodicHamiltonian
+from hjbsolve.cell.ergodic import PeriodicHamiltonian, solve_ergodic
 from hjbsolve.cell.ergodic.tables import CLEAN, CONVERGED, effective_hamiltonian_estimate, error_estimate
 from hjbsolve.cli import main
 
@@ -194,3 +194,45 @@ def test_check_runs_the_data_checks(tmp_path, capsys, change, code, needle):
     assert needle in text, text
     if code:
         assert "c.toml" in text and len(cap.err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# non-separable 2-D at nu = 0: why first order, and the Richardson values
+# ------------------------------------------------------------------------------------------
+
+
+def test_diagonal_potential_first_order_only_where_the_upwind_quadrant_switches():
+    """Cause of the first order (fluxes.py, "Order"): the dimension-by-dimension Godunov flux adds
+    the numerical diffusion (h/2) sum_k |q_k| d_kk u, whose first-order effect on Hbar vanishes in 1-D
+    (an exact periodic quadrature) and whenever every component q_k keeps its sign along the flow. With
+    V = cos(2 pi (y1 + y2)) and P on the diagonal, q1 = q2 > 0 everywhere: the discrete problem is the
+    1-D quadrature in z = y1 + y2 (spectral); off the diagonal, q2 changes sign where s + w' < |P_perp|
+    and the error is O(h)."""
+    ham = PeriodicHamiltonian.quadratic(V_diag)
+    on = np.array([1.2, 1.2])
+    off = np.array([1.0, 0.5])
+    e_on = [abs(solve_ergodic(ham, on, N, 0.0, 2).hbar - hbar_diag(on)) for N in (16, 32)]
+    e_off = [abs(solve_ergodic(ham, off, N, 0.0, 2).hbar - hbar_diag(off)) for N in (16, 32)]
+    assert e_on[0] < 1e-8 and e_on[1] < 1e-12                          # spectral
+    assert e_off[1] > 1e-2 and 0.7 < np.log2(e_off[0] / e_off[1]) < 1.2
+
+
+def test_diagonal_potential_richardson_within_2e3():
+    """Richardson values (order 1 from N/2, N) of the first-order scheme: error <= 2e-3 at N = 128
+    where the raw value is 5-10x worse."""
+    Ps = np.array([[1.0, 0.5], [0.3, 0.1]])
+    exact = np.array([hbar_diag(P) for P in Ps])
+    est = effective_hamiltonian_estimate(PeriodicHamiltonian.quadratic(V_diag), Ps, 128, 0.0)
+    assert np.all(est.status == CLEAN)
+    assert np.all(np.abs(est.richardson - exact) <= 2e-3)
+    assert np.all(np.abs(est.hbar - exact) > 3e-3)
+
+
+@pytest.mark.slow
+def test_diagonal_potential_richardson_n256():
+    """N = 256 (estimate from 64, 128, 256): every Richardson value within 2e-3, raw errors up to 1.1e-2."""
+    Ps = np.array([[1.5, 0.2], [1.0, 0.5], [0.3, 0.1], [2.0, -0.5]])
+    exact = np.array([hbar_diag(P) for P in Ps])
+    est = effective_hamiltonian_estimate(PeriodicHamiltonian.quadratic(V_diag), Ps, 256, 0.0)
+    assert np.all(np.abs(est.richardson - exact) <= 2e-3)
+    assert np.all(np.abs(est.hbar - exact) <= est.estimate)

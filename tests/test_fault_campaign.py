@@ -21,13 +21,14 @@ def _campaign_module():
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     fc = _campaign_module()
-    return fc, fc.campaign(tmp_path_factory.mktemp("faults"), seed=11, per_category=6, bound=60.0)
+    return fc, fc.campaign(tmp_path_factory.mktemp("faults"), seed=11, per_category=6, bound=120.0)
 
 
 def test_every_try_ends_cleanly(records):
     fc, recs = records
     report = fc.table(recs)
-    bad = [(r["category"], r["what"], r["argv"][0], r.get("rc"), (r.get("stderr") or "")[-300:])
+    bad = [(r["category"], r["what"], r["argv"][0], r.get("rc"), "hang" if r.get("hang") else "",
+            "crash" if r.get("crash") else "", r["left_over"], (r.get("stderr") or "")[-300:])
            for r in recs if r["bad"] or r["internal"]]
     assert not bad, report + "\n" + "\n".join(map(str, bad))
 

@@ -117,7 +117,7 @@ def test_estimate_counts_steps_and_updates():
 
 
 @pytest.mark.parametrize("path, overrides", [
-    (CASES / "lq.toml", ["grid.x.n=201", "grid.y.n=101", "grid.p.n=101", "run.eps=[0.1]", "time.dt=0.1"]),
+    (CASES / "lq.toml", ["grid.x.n=201", "grid.y.n=101", "grid.p.n=101", "run.eps=[0.1]", "time.dt=0.04"]),
     (CASES / "ou_expr.toml", ["grid.x.n=81", "grid.y.n=101", "time.dt=0.1", "run.eps=[0.1, 0.0]"]),
 ])
 def test_memory_estimate_brackets_the_measured_peak(path, overrides):
@@ -214,8 +214,12 @@ def _damage(src, dest, how):
             v = f["mu"]
             for s in list(v.dims[0].values()):
                 v.dims[0].detach_scale(s)
-        elif how == "case_text":
-            f.attrs["case_text"] = "name = [unclosed"
+        elif how == "case_resolved":
+            f.attrs["case_resolved"] = f.attrs["case_resolved"].replace("eps = [", "eps = [0.5, ")
+        elif how == "case_invalid":                  # valid TOML, matching hash, invalid case
+            from hjbsolve.provenance import sha256
+            text = f.attrs["case_resolved"].replace("dt = 0.05", "dt = -1.0")
+            f.attrs["case_resolved"], f.attrs["case_sha256"] = text, sha256(text)
         elif how == "length":
             del f["gbar"]
             f["gbar"] = np.zeros(3)
@@ -223,7 +227,8 @@ def _damage(src, dest, how):
 
 
 @pytest.mark.parametrize("how, needle", [("nan", "eps_0.1/V"), ("attr", "eps_0.1/eps"), ("scale", "mu"),
-                                         ("case_text", "case_text"), ("length", "gbar"), ("truncate", ""),
+                                         ("case_resolved", "case_sha256"),
+                                         ("case_invalid", "time.dt"), ("length", "gbar"), ("truncate", ""),
                                          ("bitflip", "")])
 def test_damaged_result_files_are_one_line(capsys, tmp_path, tiny_result, how, needle):
     _, good = tiny_result

@@ -92,7 +92,7 @@ def test_special_outputs_are_refused_before_any_work(tmp_path, capsys, case, no_
     assert not [n for n in listing(tmp_path) if ".tmp-" in n or n.endswith(".lock")]
 
 
-def test_special_outputs_of_simulate_are_refused_before_any_work(tmp_path, capsys, case):
+def test_special_outputs_of_simulate_and_plot_are_refused_before_any_work(tmp_path, capsys, case):
     result = tmp_path / "r.h5"
     assert cli(["run", case, "-o", result, "-q"], capsys)[0] == 0
     fifo = _special(tmp_path, "fifo")
@@ -100,6 +100,9 @@ def test_special_outputs_of_simulate_are_refused_before_any_work(tmp_path, capsy
     code, _, err = cli(["simulate", result, "-o", fifo, "-n", "100000"], capsys)
     one_line(code, err, "cannot write", "FIFO")
     assert time.perf_counter() - t0 < 10 and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    code, _, err = cli(["plot", result, "-o", fifo], capsys)
+    one_line(code, err, "cannot write", "FIFO")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
 def test_symbolic_link_output_writes_its_target(tmp_path, capsys, case):
@@ -224,4 +227,23 @@ def test_ctrl_c_twice_during_the_stages(tmp_path, case):
     _, err = proc.communicate(timeout=60)
     one_line(proc.returncode, err, "interrupted", "r.partial.h5", exit_code=130)
     assert store.root_attrs(partial)["complete"].startswith("no: the run was interrupted")
+    assert listing(tmp_path) == ["case.toml", "r.partial.h5"]
+
+
+def test_sigterm_during_the_stages_marks_the_partial_file(tmp_path, capsys, case, monkeypatch):
+    """SIGTERM (exit 143) takes the same path as Ctrl-C: the finished stages stay, marked as terminated."""
+    import hjbsolve.value as value_mod
+    from hjbsolve.cli import Terminated
+    real, calls = value_mod.value_function, []
+
+    def terminated_at_second(*a, **kw):
+        calls.append(kw.get("eps"))
+        if len(calls) == 2:
+            raise Terminated()
+        return real(*a, **kw)
+
+    monkeypatch.setattr(value_mod, "value_function", terminated_at_second)
+    code, _, err = cli(["run", case, "-o", tmp_path / "r.h5"], capsys)
+    one_line(code, err, "terminated", exit_code=143)
+    assert store.root_attrs(tmp_path / "r.partial.h5")["complete"].startswith("no: the run was terminated")
     assert listing(tmp_path) == ["case.toml", "r.partial.h5"]

@@ -114,3 +114,31 @@ def test_twist_with_ball_controls_against_the_exact_value():
     assert errs[-1] < 5e-3
     order = np.log2(errs[-2] / errs[-1])
     assert order > 1.0, errs
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_bracketed_exact_min_equals_the_full_scan(mode):
+    """The 1-D exact minimisation with slope-table bracketing returns the full scan's minimum on rough,
+    non-convex data, with feet far outside the box and box constraints active or not."""
+    rng = np.random.default_rng(7)
+    N, h, x0 = 120, 0.05, -3.0
+    x = x0 + h * np.arange(N)
+    for trial in range(40):
+        F = (np.sin(3 * x + trial) + 0.3 * x ** 2 + (0.05 if trial % 2 else 0.5) * rng.standard_normal(N))[None]
+        L = K.slope_levels(N)
+        mn, mx = np.empty((1, L, N + 1)), np.empty((1, L, N + 1))
+        K.slope_tables(F, h, mode, mn, mx)
+        none = np.empty((0, 0))
+        for _ in range(25):
+            base = rng.uniform(-5, 5)
+            eta = rng.uniform(0, 0.5)
+            nf = 1 + (rng.random() < 0.5)
+            beta = rng.choice([-1, 1]) * rng.uniform(0.01, 2.0)
+            dtc = rng.uniform(0.001, 0.5)
+            uref = rng.uniform(-3, 3)
+            ulo, uhi = sorted(rng.uniform(-4, 4, 2))
+            args = (F[0], x0, h, N, mode, base - eta, base + eta, nf, beta, 0.1, dtc, uref, ulo, uhi)
+            v_full, u_full = K.exact_min_1d(*args, none, none)
+            v_br, u_br = K.exact_min_1d(*args, mn[0], mx[0])
+            assert v_br <= v_full + 1e-12 and abs(v_br - v_full) <= 1e-12 * (1 + abs(v_full))
+            assert ulo - 1e-12 <= u_br <= uhi + 1e-12

@@ -355,29 +355,100 @@ def _piece_index(xi, x0, h, N):
     return m
 
 
+@njit(cache=True, parallel=True)
+def slope_tables(F, h, mode, mn, mx):
+    """Sparse tables of the slopes of each row's interpolant: F (J, N) nodal values; piece p in [-1, N-1]
+    (p = -1, N-1: outside the box, slope of the extension in ``mode``) is stored at p + 1, and
+    mn[j, l, p + 1], mx[j, l, p + 1] (J, L, N + 1) are the min and max slope over the pieces p ... p + 2^l - 1,
+    so that the slope range over any run of pieces is two lookups (:func:`_slope_range`)."""
+    J, N = F.shape
+    P = N + 1
+    L = mn.shape[1]
+    for j in prange(J):
+        for p in range(P):
+            m = p - 1
+            if m < 0 or m > N - 2:
+                if mode == 1:
+                    s = 0.0
+                elif m < 0:
+                    s = (F[j, 1] - F[j, 0]) / h
+                else:
+                    s = (F[j, N - 1] - F[j, N - 2]) / h
+            else:
+                s = (F[j, m + 1] - F[j, m]) / h
+            mn[j, 0, p] = s
+            mx[j, 0, p] = s
+        for lv in range(1, L):
+            w = 1 << (lv - 1)
+            for p in range(P - (1 << lv) + 1):
+                mn[j, lv, p] = min(mn[j, lv - 1, p], mn[j, lv - 1, p + w])
+                mx[j, lv, p] = max(mx[j, lv - 1, p], mx[j, lv - 1, p + w])
+
+
+def slope_levels(N: int) -> int:
+    """Levels L of :func:`slope_tables` for N nodes (N + 1 pieces)."""
+    return max(1, int(N + 1).bit_length())
+
+
+@njit(cache=True, inline="always")
+def _slope_range(mn, mx, xa, xb, x0, h, N):
+    """Min and max slope of the interpolant over the positions [xa, xb] (mn, mx: one row's tables)."""
+    a = _piece_index(xa, x0, h, N) + 1
+    b = _piece_index(xb, x0, h, N) + 1
+    if a > b:
+        a, b = b, a
+    n = b - a + 1
+    lv = 0
+    while (2 << lv) <= n:
+        lv += 1
+    e = b - (1 << lv) + 1
+    return min(mn[lv, a], mn[lv, e]), max(mx[lv, a], mx[lv, e])
+
+
 @njit(cache=True)
-def exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, c0, dtc, uref, ulo, uhi, smin=1.0, smax=-1.0):
+def exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, c0, dtc, uref, ulo, uhi, mn, mx):
     """Exact minimiser over [ulo, uhi] of  c0 + dtc/2 (u - uref)^2 + mean_f F_I(base_f + beta u).
 
     F_I is the piecewise-linear interpolant of the nodal values F (extended as in ``mode``); nfeet is 1
     (foot base0) or 2 (feet base0, base1, weight 1/2 each). The objective is quadratic on each piece
     between the values of u where a foot crosses a node: scan the pieces in order, minimise each one in
-    closed form (vertex clipped to the piece; both ends when dtc = 0). If [smin, smax] bounds every slope
-    of F_I (smin > smax: unknown), the scan is restricted to the u where the derivative can vanish.
+    closed form (vertex clipped to the piece; both ends when dtc = 0).
+
+    Bracketing (dtc > 0; mn, mx the slope tables of F, :func:`slope_tables`; empty: no bracketing): on an
+    interval of u containing the minimiser, the derivative ``dtc (u - uref) + beta s`` (s the mean slope at the
+    feet; one-sided at kinks) has a fixed sign outside ``[uref - max(beta s)/dtc, uref - min(beta s)/dtc]``,
+    the bounds taken over the slopes the feet meet on that interval: the minimiser lies in the intersection
+    (or at the end of the interval it points to, when they do not meet). Repeating with the smaller interval
+    shrinks it to a few cells wherever the slopes vary little over the feet's range, so the scan no longer
+    grows with the number of cells the control range spans (dt/dx); the result is the exact minimum.
     Returns (min, argmin).
     """
     w = 1.0 if nfeet == 1 else 0.5
-    if dtc > 0.0 and beta != 0.0 and smax >= smin:
-        # every local minimiser u satisfies dtc (u - uref) + beta s = 0 for some mean slope s in [smin, smax]
-        b1 = uref - beta * smax / dtc
-        b2 = uref - beta * smin / dtc
-        lo_b = min(b1, b2)
-        hi_b = max(b1, b2)
-        pad = 1e-12 * (1.0 + abs(lo_b) + abs(hi_b))
-        ulo = max(ulo, lo_b - pad)
-        uhi = min(uhi, hi_b + pad)
-        if ulo > uhi:       # cannot happen in exact arithmetic: fall back to the nearest point
-            ulo = uhi = min(max(uref, ulo), uhi)
+    if dtc > 0.0 and beta != 0.0 and mn.shape[0] > 0:
+        for _ in range(12):
+            lo0, hi0 = _slope_range(mn, mx, base0 + beta * ulo, base0 + beta * uhi, x0, h, N)
+            if nfeet == 2:
+                lo1, hi1 = _slope_range(mn, mx, base1 + beta * ulo, base1 + beta * uhi, x0, h, N)
+                lo0, hi0 = w * (lo0 + lo1), w * (hi0 + hi1)
+            b1 = uref - beta * hi0 / dtc
+            b2 = uref - beta * lo0 / dtc
+            lo_b = min(b1, b2)
+            hi_b = max(b1, b2)
+            pad = 1e-12 * (1.0 + abs(lo_b) + abs(hi_b))
+            lo_b -= pad
+            hi_b += pad
+            if hi_b < ulo:          # increasing on the whole interval
+                uhi = ulo
+                break
+            if lo_b > uhi:          # decreasing on the whole interval
+                ulo = uhi
+                break
+            nlo = max(ulo, lo_b)
+            nhi = min(uhi, hi_b)
+            shrunk = (nhi - nlo) < 0.5 * (uhi - ulo)
+            ulo, uhi = nlo, nhi
+            if not shrunk or abs(beta) * (uhi - ulo) <= 2.0 * h:
+                break
     if beta == 0.0:
         u = min(max(uref, ulo), uhi)
         v = c0 + 0.5 * dtc * (u - uref) ** 2
@@ -442,34 +513,27 @@ def exact_min_1d(F, x0, h, N, mode, base0, base1, nfeet, beta, c0, dtc, uref, ul
 
 
 @njit(cache=True, parallel=True)
-def step_aff_1d(F, c0, alpha, beta, eta, dtc, uref, ulo, uhi, x0, h, mode, out, ustar):
+def step_aff_1d(F, c0, alpha, beta, eta, dtc, uref, ulo, uhi, x0, h, mode, out, ustar, mn, mx):
     """One SL step in 1-D for control-affine dynamics with quadratic cost, exact min over u in [ulo, uhi]
     (ulo, uhi (J, N): the control interval at each node).
 
     F (J, N) = V + dt/2 l0 (nodal values interpolated at the feet); c0 (J, N) = dt/2 l0 at the node;
     the feet are x + alpha + beta u ± eta (alpha, beta, eta (J, N); eta = 0: one foot); the control cost is
-    dtc/2 (u - uref)^2 with dtc (J, N) = dt c. Writes out (J, N) and the minimiser ustar (J, N).
+    dtc/2 (u - uref)^2 with dtc (J, N) = dt c. mn, mx (J, L, N + 1): the slope tables of F
+    (:func:`slope_tables`, filled here). Writes out (J, N) and the minimiser ustar (J, N).
     """
     J, N = F.shape
+    slope_tables(F, h, mode, mn, mx)
     nb = (N + BLOCK - 1) // BLOCK
     for task in prange(J * nb):
         j, i0, i1 = _task_block(task, nb, N)
         Fj = F[j]
-        smin = np.inf
-        smax = -np.inf
-        for m in range(N - 1):
-            sl = (Fj[m + 1] - Fj[m]) / h
-            smin = min(smin, sl)
-            smax = max(smax, sl)
-        if mode == 1:
-            smin = min(smin, 0.0)
-            smax = max(smax, 0.0)
         for i in range(i0, i1):
             x = x0 + i * h + alpha[j, i]
             e = eta[j, i]
             nf = 2 if e != 0.0 else 1
             v, u = exact_min_1d(Fj, x0, h, N, mode, x - e, x + e, nf, beta[j, i], c0[j, i], dtc[j, i],
-                                uref[j, i], ulo[j, i], uhi[j, i], smin, smax)
+                                uref[j, i], ulo[j, i], uhi[j, i], mn[j], mx[j])
             out[j, i] = v
             ustar[j, i] = u
 

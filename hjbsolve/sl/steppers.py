@@ -246,8 +246,11 @@ class AffineStepper1D:
         if self.order == 2 and self.has_noise and self.closed_loop:
             self._closed_loop(V)
         F = V + self.half_l0
+        if not hasattr(self, "_slopes"):
+            L = K.slope_levels(F.shape[1])
+            self._slopes = (np.empty((F.shape[0], L, F.shape[1] + 1)), np.empty((F.shape[0], L, F.shape[1] + 1)))
         K.step_aff_1d(F, self.c0, self.alpha, self.beta, self.eta, self.dtc, self.uref, self.ulo, self.uhi,
-                      self.x0, self.h, self.mode, out, self.ustar)
+                      self.x0, self.h, self.mode, out, self.ustar, *self._slopes)
         return out
 
     def displacement_cells(self, rows=None) -> float:

@@ -27,7 +27,7 @@ from numba.extending import is_jitted
 
 from hjbsolve.errors import HJBError
 
-from .fluxes import _dKq, _Kq
+from .fluxes import _dKq, _Kq, _upper_envelope_at
 from .grid import _Context, _fmt
 
 class NonConvexHamiltonianError(HJBError):
@@ -160,7 +160,8 @@ def _require_numba(fn, what):
 
 
 class PeriodicHamiltonian:
-    """Description of a Hamiltonian G(y, q), 1-periodic in y, convex in q.
+    """Description of a Hamiltonian G(y, q), 1-periodic in y, convex in q (a general or separable
+    G that is not convex is accepted and solved by ``nonconvex``).
 
     Build with one of the constructors:
 
@@ -170,11 +171,13 @@ class PeriodicHamiltonian:
       ``dK`` likewise (central differences if omitted; give it, a subgradient, when K has
       kinks); ``qstar`` the minimiser(s) of K_k (golden-section search if omitted);
     * ``PeriodicHamiltonian.general(G)``: G(y, q) -> float, numba, y and q 1-D float64 arrays;
-      Lax-Friedrichs flux at nodes that are not centred (first order there);
+      Godunov's flux built from the formula at nodes that are not centred (convex or not);
     * ``PeriodicHamiltonian.control(f, l, A)``: G = max_{a in A} {-f(y,a).q - l(y,a)} (sup
       convention), f(y, a) -> 1-D array of length m, l(y, a) -> float, A an array (nA,) or
       (nA, d) of control values; upwinding of f, centred per control and axis where
-      h |f_k| <= 2 nu.
+      h |f_k| <= 2 nu;
+    * ``PeriodicHamiltonian.metric(c, norm='l2' | 'l1' | 'linf', B=None)``: G = c(y) |q| or
+      c(y) max_{a in B} (-a.q) for a polytope B (vertices); c may be piecewise constant.
 
     ``V(y) -> float`` (y a 1-D float64 array of length m) should be a numba function; plain
     Python callables are accepted for V only (tabulated once with a Python loop).
@@ -200,6 +203,7 @@ class PeriodicHamiltonian:
         self.A = A
         self.q_box = float(q_box)
         self.name = name or kind
+        self.nonconvex = False  # set when a solve finds G not convex in q (see nonconvex.py)
         self._contexts = {}
         self._kax = None
         self._dkax = None
@@ -243,6 +247,54 @@ class PeriodicHamiltonian:
         if A.ndim != 2 or A.shape[0] == 0:
             raise HJBError("control Hamiltonian: A must be an array (nA,) or (nA, d), nA >= 1")
         return cls("control", f=f, l=l, A=np.ascontiguousarray(A), name="max_a {-f.q - l}")
+
+    @classmethod
+    def metric(cls, c, norm="l2", B=None):
+        """G(y, q) = c(y) max_{a in B} (-a.q): the speed c(y) >= 0 (numba c(y) -> float, may be
+        discontinuous: it is tabulated by its upper envelope at grid scale, see
+        ``_Context``) times the support function of a control set B with 0 inside.
+        ``norm`` names B by the norm of q it gives: 'l2' (B the Euclidean unit ball, G =
+        c |q|_2), 'l1' (B the box [-1, 1]^m, G = c |q|_1), 'linf' (B the cross-polytope
+        conv(+-e_k), G = c |q|_inf); or give ``B`` (nB, m), the vertices of a polytope
+        (any norm with a polytope unit ball; B need not be symmetric). Godunov-type flux."""
+        _require_numba(c, "c")
+        if B is not None:
+            B = np.ascontiguousarray(np.atleast_2d(np.asarray(B, dtype=float)))
+            norm = "polytope"
+        elif norm not in ("l2", "l1", "linf"):
+            raise HJBError(f"metric Hamiltonian: norm must be 'l2', 'l1' or 'linf' (got {norm!r})")
+        ham = cls("metric", q_box=4.0, name=f"c(y) |q|_{norm}" if B is None else
+                  "c(y) max_(a in B) -a.q")
+        ham.c = c
+        ham.norm = norm
+        ham.B = B
+        return ham
+
+    def control_set(self, m):
+        """Metric form: the polytope B (nB, m) ('l1', 'linf' or given vertices), None for 'l2'.
+        Refuses a B that does not contain 0 in its interior (G would not be coercive)."""
+        if self.norm == "l2":
+            return None
+        if self.norm == "l1" or m == 1 and self.B is None:
+            return np.array(np.meshgrid(*[[-1.0, 1.0]] * m, indexing="ij")).reshape(m, -1).T.copy()
+        if self.norm == "linf":
+            return np.concatenate([np.eye(m), -np.eye(m)])
+        B = self.B
+        if B.shape[1] != m:
+            raise HJBError(f"metric Hamiltonian: control set vertices have {B.shape[1]} "
+                           f"coordinates, expected m = {m}")
+        if m == 1:
+            inside = B.min() < 0.0 < B.max()
+        else:
+            from scipy.spatial import ConvexHull, QhullError
+            try:
+                inside = bool(np.all(ConvexHull(B).equations[:, -1] < -1e-12))
+            except (QhullError, ValueError):
+                inside = False
+        if not inside:
+            raise HJBError("metric Hamiltonian: the control set B must contain 0 in its "
+                           f"interior (G = c max_B -a.q coercive); got vertices {B.tolist()}")
+        return B
 
     def __repr__(self):
         return f"PeriodicHamiltonian({self.name})"
@@ -328,6 +380,13 @@ class PeriodicHamiltonian:
                 j = int(np.argmax(np.abs(np.subtract(data(y0), data(y1)))))
                 return (f"G is not 1-periodic in y along axis {k}: G(y={_fmt(y0)}, q={_fmt(qs[j])}) = "
                         f"{data(y0)[j]:.10g} but G(y={_fmt(y1)}, q={_fmt(qs[j])}) = {data(y1)[j]:.10g}")
+        elif self.kind == "metric":
+            def data(y):
+                return _upper_envelope_at(self.c, y, 1e-7)
+
+            def describe(k, y0, y1):
+                return (f"c is not 1-periodic along axis {k}: c(y={_fmt(y0)}) = {data(y0):.10g} but "
+                        f"c(y={_fmt(y1)}) = {data(y1):.10g} (largest value within 1e-7 of y)")
         else:
             A = self.A
             sel = np.unique(np.linspace(0, A.shape[0] - 1, min(A.shape[0], 25)).astype(int))
@@ -364,7 +423,7 @@ class PeriodicHamiltonian:
         and at 21 (1-D) or 7 x 7 (2-D) sample q values. The control form is convex by
         construction (a max of affine functions of q)."""
         R = float(radius if radius is not None else self.q_box)
-        if self.kind == "control":
+        if self.kind in ("control", "metric"):
             return
         if self.kind in ("quadratic", "separable"):
             kax, _ = self._axis_funcs(m)

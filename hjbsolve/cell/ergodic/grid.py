@@ -32,8 +32,9 @@ from scipy.sparse.linalg import splu
 
 from hjbsolve.errors import HJBError, NumericalError
 
-from .fluxes import (_THETA, _ctrl_eval, _gen_alpha, _gen_eval, _quad_eval, _sep_eval,
-                     _slope_point)
+from .fluxes import (_THETA, _critical_points, _ctrl_eval, _gen_alpha, _gen_alpha_box, _gen_eval,
+                     _godunov_eval, _metric_eval, _quad_eval, _sep_eval, _slope_point, _tab_speed,
+                     cone_points, metric_stencil, stencil_neighbours)
 
 _EPS = float(np.finfo(float).eps)
 # m = 3: GMRES iterations (no restart) before the sparse-LU fallback (see _Context._solve_krylov)
@@ -175,6 +176,19 @@ def _tab_ctrl(ff, lf, Y, A, F, L):
             L[i, j] = lf(y, a)
 
 
+def _separable_as_general(kax, V, m):
+    """G(y, q) = sum_k K_k(q_k) + V(y) as one numba function (for the Godunov flux)."""
+
+    @njit
+    def G(y, q):
+        s = V(y)
+        for k in range(m):
+            s += kax(k, q[k])
+        return s
+
+    return G
+
+
 def _fmt(v):
     v = np.atleast_1d(np.asarray(v, dtype=float))
     if v.size == 1:
@@ -253,11 +267,18 @@ class _Context:
             mesh = np.meshgrid(*self.y, indexing="ij")
             self.Y = np.ascontiguousarray(np.stack([a.ravel() for a in mesh], axis=1))
         self.nb = _neighbours(N, m)
+        self.width = 1 + 2 * m  # columns of a stencil row C: the diagonal, then nb's columns
         self._pattern = None
         self._convex_radius = -1.0
         self._brk = {}
         self._alpha = {}
         kind = ham.kind
+        # nonconvex: set by ensure_convex when G is not convex in q and the form is supported
+        # (see nonconvex.py); godunov: Godunov's flux built from the formula (fluxes._godunov_eval)
+        self.nonconvex = False
+        self.godunov = False
+        self.Gg = ham.G if kind == "general" else None
+        self._crit = {}
         ham.check_periodic(m)
         if kind in ("quadratic", "separable"):
             self.V = np.empty(self.n)
@@ -282,15 +303,55 @@ class _Context:
             if not (np.all(np.isfinite(self.F)) and np.all(np.isfinite(self.L))):
                 raise NumericalError("control Hamiltonian: f or l is not finite on the grid")
             self.pol = np.zeros(self.n, np.int64)
+        elif kind == "metric":
+            self._init_metric(ham)
         if kind in ("quadratic", "separable") and not np.all(np.isfinite(self.V)):
             i = int(np.flatnonzero(~np.isfinite(self.V))[0])
             raise NumericalError(f"V is not finite at node y = {_fmt(self.Y[i])}")
 
+    def _init_metric(self, ham):
+        """Metric form c(y) max_B (-a.q): the speed at the centroids of the cones' triangles
+        (see fluxes._metric_eval), the cone data of B; 2-D: the 9-point stencil."""
+        self.off, self.cones, cen = metric_stencil(self.m)
+        self.c = np.empty((self.n, len(self.cones)))
+        _tab_speed(ham.c, self.Y, cen * self.h, 0.0, self.c)
+        bad = ~(np.isfinite(self.c) & (self.c >= 0.0))
+        if np.any(bad):
+            i = int(np.flatnonzero(np.any(bad, axis=1))[0])
+            raise NumericalError(f"metric Hamiltonian: the speed c must be finite and >= 0; "
+                                 f"c = {np.min(self.c[i]):.6g} near node y = {_fmt(self.Y[i])}")
+        B = ham.control_set(self.m)
+        if B is None:
+            self.cand, self.ncand = np.zeros((1, 1, 2)), np.zeros(len(self.cones), np.int64)
+        else:
+            self.cand, self.ncand = cone_points(B, self.off, self.cones)
+        if self.m == 2:
+            self.nb = stencil_neighbours(self.N, self.off)
+            self.width = 1 + self.nb.shape[1]
+
     # -- checks ---------------------------------------------------------------------------------
     def ensure_convex(self, radius):
+        """Sample the convexity of G in q on the box of half-width radius. A nonconvex G is
+        accepted where a scheme and solver for it exist (nonconvex.py: a separable G with a
+        numba V, or a general G), and refused otherwise (the message says why)."""
         if radius <= self._convex_radius:
             return
-        self.ham.check_convex(self.m, self.Y, radius)
+        from .forms import NonConvexHamiltonianError
+        try:
+            self.ham.check_convex(self.m, self.Y, radius)
+        except NonConvexHamiltonianError as exc:
+            kind = self.ham.kind
+            if "not finite" in str(exc):
+                raise
+            if kind == "separable" and is_jitted(self.ham.V):
+                self.nonconvex = self.godunov = self.ham.nonconvex = True
+                self.Gg = _separable_as_general(self.kax, self.ham.V, self.m)
+            elif kind == "general":
+                self.nonconvex = self.ham.nonconvex = True
+            else:
+                raise NonConvexHamiltonianError(
+                    f"{exc}; a nonconvex G is solved for hamiltonian = 'general' and for "
+                    f"'separable' with a numba V, not for this form") from None
         self._convex_radius = radius
 
     # -- scheme ---------------------------------------------------------------------------------
@@ -328,12 +389,32 @@ class _Context:
     def scheme(self, nu, rad=None):
         return _Scheme(self, nu, rad)
 
+    def critical_points(self, rad):
+        """Critical points of G(y_i, .) along every axis on [-2 rad - 1, 2 rad + 1] (for the
+        1-D and separable Godunov fluxes; wider than the gradient box so that the intervals
+        [p-, p+] fit). Not needed (empty) for a 2-D general G (nested extrema)."""
+        key = float(rad)
+        out = self._crit.get(key)
+        if out is None and self.ham.kind == "general" and self.m == 2:
+            out = self._crit[key] = (np.zeros((self.n, 1)), np.zeros((self.n, 2), np.int64))
+        if out is None:
+            R = 2.0 * float(rad) + 1.0
+            sep = self.ham.kind == "separable"
+            crit = np.zeros((self.n, 16 * self.m))
+            ncrit = np.zeros((self.n, self.m), np.int64)
+            _critical_points(self.Gg, self.Y, R, int(400 * R) + 1, sep, crit, ncrit)
+            out = self._crit[key] = (crit, ncrit)
+        return out
+
     def general_alpha(self, rad):
         key = float(rad)
         a = self._alpha.get(key)
         if a is None:
             a = np.empty((self.n, self.m))
-            _gen_alpha(self.ham.G, self.Y, float(rad), 17, a)
+            if self.nonconvex:
+                _gen_alpha_box(self.ham.G, self.Y, float(rad), 21, a)
+            else:
+                _gen_alpha(self.ham.G, self.Y, float(rad), 17, a)
             if not np.all(np.isfinite(a)):
                 i = int(np.flatnonzero(~np.all(np.isfinite(a), axis=1))[0])
                 raise NumericalError(f"dG/dq is not finite at node y = {_fmt(self.Y[i])} for "
@@ -345,7 +426,10 @@ class _Context:
 
     def evaluate(self, chi, hbar, P, sch, R, C):
         kind = self.ham.kind
-        if kind == "quadratic":
+        if self.godunov:
+            _godunov_eval(self.Gg, self.Y, sch.crit[0], sch.crit[1], chi, hbar, P, self.h,
+                          sch.nu, self.nb, R, C)
+        elif kind == "quadratic":
             _quad_eval(sch.brk, chi, hbar, P, self.h, sch.nu, _THETA, self.V, self.nb, sch.mask,
                        R, C)
         elif kind == "separable":
@@ -353,7 +437,10 @@ class _Context:
                       self.V, self.nb, sch.mask, R, C)
         elif kind == "general":
             _gen_eval(self.ham.G, self.Y, chi, hbar, P, self.h, sch.nu, _THETA, sch.alpha,
-                      self.nb, R, C)
+                      sch.crit[0], sch.crit[1], self.nb, R, C)
+        elif kind == "metric":
+            _metric_eval(self.c, self.cand, self.ncand, self.ham.norm == "l2", self.cones,
+                         self.off, chi, hbar, P, self.h, sch.nu, self.nb, R, C)
         else:
             _ctrl_eval(self.F, self.L, chi, hbar, P, self.h, sch.nu, _THETA, self.nb, R, C,
                        self.pol)
@@ -361,13 +448,15 @@ class _Context:
     def centred_fraction(self, sch):
         """Share of (node, axis) pairs using the centred (second-order) branch after the last
         evaluate()."""
-        if sch.nu <= 0.0:
+        if sch.nu <= 0.0 or self.godunov:
             return 0.0
         kind = self.ham.kind
         if kind in ("quadratic", "separable"):
             return float(np.mean(sch.mask == 0))
         if kind == "general":
             return float(np.mean(sch.alpha <= 2.0 * _THETA * sch.nu / self.h))
+        if kind == "metric":
+            return 0.0
         f = self.F[np.arange(self.n), self.pol]
         return float(np.mean(np.abs(f) <= 2.0 * _THETA * sch.nu / self.h))
 
@@ -427,7 +516,7 @@ class _Context:
         every stored entry its position in concat(C.ravel(), -ones(n), [1])."""
         if self._pattern is None:
             n = self.n
-            w = 1 + 2 * self.m
+            w = self.width
             rows = np.concatenate([np.repeat(np.arange(n), w), np.arange(n), [n]])
             cols = np.concatenate([np.concatenate([np.arange(n)[:, None], self.nb], axis=1).ravel(),
                                    np.full(n, n), [0]])
@@ -559,6 +648,9 @@ class _Scheme:
     def __init__(self, ctx, nu, rad=None):
         self.nu = float(nu)
         self.mask = np.zeros((ctx.n, ctx.m), np.uint8)
-        self.brk = ctx.breakpoints(nu) if ctx.ham.kind in ("quadratic", "separable") else None
+        sep = ctx.ham.kind in ("quadratic", "separable") and not ctx.godunov
+        self.brk = ctx.breakpoints(nu) if sep else None
         self.rad = rad
         self.alpha = ctx.general_alpha(rad) if ctx.ham.kind == "general" else None
+        self.crit = (ctx.critical_points(rad if rad is not None else ctx.ham.q_box)
+                     if ctx.godunov or ctx.ham.kind == "general" else None)

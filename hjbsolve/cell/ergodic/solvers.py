@@ -113,7 +113,7 @@ def _newton(st, sch, chi, hbar, tol, maxiter, reg):
     """Newton (= policy iteration) on (chi, hbar) for one scheme. Returns (chi, hbar, status,
     res). The residual history (initial residual, then one entry per iteration) goes to st."""
     ctx, P = st.ctx, st.P
-    n, w = ctx.n, 1 + 2 * ctx.m
+    n, w = ctx.n, ctx.width
     R = np.empty(n)
     C = np.empty((n, w))
     Rt = np.empty(n)
@@ -172,7 +172,7 @@ def _newton(st, sch, chi, hbar, tol, maxiter, reg):
 def _gradient_scale(st):
     """Q ~ typical |G_q| at the solution: 1 + max|G_q(y, P)| + sqrt(2 osc_y G(y, P))."""
     ctx = st.ctx
-    n, w = ctx.n, 1 + 2 * ctx.m
+    n, w = ctx.n, ctx.width
     R = np.empty(n)
     C = np.empty((n, w))
     sch = ctx.scheme(0.0, 0.0)
@@ -208,7 +208,7 @@ def _discount(st, sch, chi, hbar, tol, maxiter):
     being optimal takes a step ~ residual / (lambda Q), and the kink it leaves has a residual
     ~ (step / h)^2 that decays as the kink travels."""
     ctx, P = st.ctx, st.P
-    n, w = ctx.n, 1 + 2 * ctx.m
+    n, w = ctx.n, ctx.width
     R = np.empty(n)
     C = np.empty((n, w))
     chi = chi.copy()
@@ -294,7 +294,7 @@ def _solve(ctx, P, nu, tol, maxiter, chi0=None, hbar0=None):
     chi -= chi[0]
     if hbar0 is None:
         R = np.empty(n)
-        C = np.empty((n, 1 + 2 * ctx.m))
+        C = np.empty((n, ctx.width))
         ctx.evaluate(chi, 0.0, P, ctx.scheme(nu, st.rad), R, C)
         hbar = float(np.mean(R))
     else:
@@ -407,13 +407,17 @@ def solve_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-12, maxiter=100, chi
 
 
 def _solve_one(ctx, P, nu, tol, maxiter, chi0, hbar0):
-    st, out = _solve(ctx, P, nu, tol, maxiter, chi0, hbar0)
+    if ctx.nonconvex:  # G not convex in q: its own scheme and solver (nonconvex.py)
+        from .nonconvex import solve_nonconvex
+        st, out = solve_nonconvex(ctx, P, nu, tol, maxiter, chi0, hbar0)
+    else:
+        st, out = _solve(ctx, P, nu, tol, maxiter, chi0, hbar0)
     chi, hbar, status, res, sch = out
     if not math.isfinite(hbar) or not np.all(np.isfinite(chi)):
         raise NumericalError(_failure_message(st, nu, ["non-finite solution"]))
     y = ctx.y[0].copy() if ctx.m == 1 else np.stack(ctx.y)
     R = np.empty(ctx.n)
-    C = np.empty((ctx.n, 1 + 2 * ctx.m))
+    C = np.empty((ctx.n, ctx.width))
     ctx.evaluate(chi, hbar, P, sch, R, C)
     cf = ctx.centred_fraction(sch)
     r = ErgodicResult(hbar=float(hbar), chi=chi.reshape((ctx.N,) * ctx.m), y=y,
@@ -444,7 +448,7 @@ def long_time_ergodic(ham, P, N, nu, m=None, offset=0.0, tol=1e-9, max_steps=2_0
     n = ctx.n
     u = np.zeros(n) if chi0 is None else np.asarray(chi0, dtype=float).ravel().copy()
     R = np.empty(n)
-    C = np.empty((n, 1 + 2 * ctx.m))
+    C = np.empty((n, ctx.width))
     st = _State(ctx, Pv)
     Q = _gradient_scale(st)
     sch = ctx.scheme(nu, ham.q_box)

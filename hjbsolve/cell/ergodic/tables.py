@@ -14,11 +14,13 @@ from .solvers import _as_P, _prepare, _solve_one
 
 
 def effective_hamiltonian_table(ham, Ps, N, nu, m=None, offset=0.0, tol=1e-12, maxiter=100,
-                                return_results=False):
+                                return_results=False, coarse=None):
     """Hbar(P) for every P in Ps (shape (K,) for m = 1 or (K, m)), warm-starting each solve
-    from the previous P's (chi, Hbar) (order Ps so that neighbours are close). The grid data
-    and the convexity check are computed once. Returns an array (K,) of Hbar (and the list of
-    ErgodicResult if return_results)."""
+    from the previous P's (chi, Hbar) (order Ps so that neighbours are close), or, with
+    ``coarse = (chis, hbars, offset_in_h)`` (results of the same Ps on the grid N/2, offset in
+    units of its h), from the coarse corrector of the same P interpolated to this grid
+    (:func:`prolong`). The grid data and the convexity check are computed once. Returns an
+    array (K,) of Hbar (and the list of ErgodicResult if return_results)."""
     Ps = np.asarray(Ps, dtype=float)
     if m is None:
         m = 1 if Ps.ndim == 1 else Ps.shape[1]
@@ -33,7 +35,10 @@ def effective_hamiltonian_table(ham, Ps, N, nu, m=None, offset=0.0, tol=1e-12, m
     prev = None
     for j, P in enumerate(Ps):
         Pv = _as_P(P, m)
-        if prev is None:
+        if coarse is not None:
+            r = _solve_one(ctx, Pv, nu, tol, maxiter, prolong(coarse[0][j], N, coarse[2]),
+                           coarse[1][j])
+        elif prev is None:
             r = _solve_one(ctx, Pv, nu, tol, maxiter, None, None)
         else:
             r = _solve_one(ctx, Pv, nu, tol, maxiter, prev.chi, prev.hbar)
@@ -42,6 +47,24 @@ def effective_hamiltonian_table(ham, Ps, N, nu, m=None, offset=0.0, tol=1e-12, m
         if return_results:
             results.append(r)
     return (out, results) if return_results else out
+
+
+def prolong(chi, N, offset_in_h=0.0):
+    """Periodic multilinear interpolation of a corrector chi on M nodes per axis (nodes
+    (s_k + i) / M, s = offset_in_h, scalar or per axis) to N nodes per axis (nodes
+    (s_k + j) / N): a warm start."""
+    chi = np.asarray(chi, dtype=float)
+    M = chi.shape[0]
+    s = np.broadcast_to(np.asarray(offset_in_h, dtype=float), (chi.ndim,))
+    out = chi
+    for ax in range(chi.ndim):
+        x = ((s[ax] + np.arange(N)) * M / N - s[ax]) % M  # fine nodes in units of the coarse h
+        i0 = np.floor(x).astype(np.int64)
+        shape = [1] * chi.ndim
+        shape[ax] = N
+        w = (x - i0).reshape(shape)
+        out = np.take(out, i0 % M, axis=ax) * (1.0 - w) + np.take(out, (i0 + 1) % M, axis=ax) * w
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,17 +160,21 @@ def estimate_table(hbar, hbar_mid, hbar_coarse, residual, N):
 
 def effective_hamiltonian_estimate(ham, Ps, N, nu, m=None, offset=0.0, tol=1e-12, maxiter=100):
     """Hbar(P) on the grid N (as effective_hamiltonian_table) with an error estimate from the
-    grids N/2 and N/4 (offset scaled with h, so that the three grids are one family). N must be
+    grids N/2 and N/4 (offset scaled with h, so that the three grids are one family; solved
+    coarse to fine, each P warm-started from its interpolated coarse corrector). N must be
     a multiple of 4 with N/4 >= 4. The coarse tables cost 1/2 + 1/4 (m = 1) or 1/4 + 1/16
     (m = 2) of the fine one. Returns an HbarEstimate (see error_estimate for the rules)."""
     N = int(N)
     if N % 4 or N // 4 < 4:
         raise HJBError(f"an error estimate needs N a multiple of 4 with N / 4 >= 4 (got N = {N})")
     hb, res = [], []
-    for Nj in (N, N // 2, N // 4):
-        off = np.asarray(offset, float) * (N / Nj)  # the same offset in units of h
-        vals, results = effective_hamiltonian_table(ham, Ps, Nj, nu, m=m, offset=off, tol=tol,
-                                                    maxiter=maxiter, return_results=True)
+    coarse = None
+    s = np.asarray(offset, dtype=float) * N  # offset in units of h (the same on the three grids)
+    for Nj in (N // 4, N // 2, N):  # coarse to fine: each grid warm-starts the next
+        vals, results = effective_hamiltonian_table(ham, Ps, Nj, nu, m=m, offset=s / Nj, tol=tol,
+                                                    maxiter=maxiter, return_results=True,
+                                                    coarse=coarse)
+        coarse = ([r.chi for r in results], vals, s)
         hb.append(vals)
         res.append([r.residual for r in results])
-    return estimate_table(hb[0], hb[1], hb[2], np.max(np.array(res), axis=0), N)
+    return estimate_table(hb[2], hb[1], hb[0], np.max(np.array(res), axis=0), N)

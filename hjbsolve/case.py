@@ -78,6 +78,8 @@ PERIODIC_GRID = {
     "y": Spec("table", REQUIRED, "torus grid: N nodes per axis, h = 1/N, y_i = (offset + i) h", table={
         "n": Spec("ints", REQUIRED, "nodes per axis (>= 4)", ge=4),
         "offset": Spec("float", 0.0, "shift of the nodes in units of h (0.5: no node at y = 0)"),
+        "tol": Spec("float", 0.0, "refine N (doubling) until every Hbar error estimate is <= tol (0: no refinement; "
+                    "`hjbsolve cell --tol`)", ge=0),
     }),
     "P": Spec("table", REQUIRED, "P values: a tensor grid (box, n) or an explicit list (values)", table={
         "box": Spec("box", None, "[lo, hi] or per-axis list"),
@@ -105,6 +107,8 @@ RUN = {
     "extrapolation": Spec("str", "linear", "feet outside the slow box", choices=("linear", "clamp")),
     "effective_scheme": Spec("str", "averaged", "eps = 0 scheme: averaged (2nd order) or per_y (the eps->0 "
                              "limit of the V^eps scheme)", choices=("averaged", "per_y")),
+    "richardson": Spec("bool", False, "Richardson extrapolation in dt of the first-order schemes (eps > 0, "
+                       "per_y, plain): V = 2 V(dt/2) - V(dt), second order; V_monotone = V(dt/2) kept"),
 }
 
 STUDY = {
@@ -150,11 +154,11 @@ MODEL = {
         "u_box": Spec("box", [-10.0, 10.0], "control box [u_min, u_max]"),
     },
     "periodic": {
-        "m": Spec("int", 1, "dimension of the torus", choices=(1, 2)),
+        "m": Spec("int", 1, "dimension of the torus (3: not for hamiltonian = \"general\")", choices=(1, 2, 3)),
         "nu": Spec("float", 0.0, "viscosity nu >= 0 in -nu Δchi + G(y, P + Dchi) = Hbar", ge=0),
         "params": Spec("params", {}, "named constants usable in the formulas"),
         "hamiltonian": Spec("str", "quadratic", "form of G",
-                            choices=("quadratic", "separable", "general", "control")),
+                            choices=("quadratic", "separable", "general", "control", "metric")),
         "V": Spec("formula", None, "potential V(y) (quadratic, separable); must be 1-periodic"),
         "K": Spec("formula", None, "separable: convex kinetic part K(s), G = sum_k K(q_k) + V(y)"),
         "G": Spec("formula", None, "general: G(y, q), convex in q (q or q1, q2 for the components)"),
@@ -162,6 +166,11 @@ MODEL = {
         "l": Spec("formula", None, "control: running cost l(y, a)"),
         "a_box": Spec("box", None, "control: box of the control a"),
         "a_n": Spec("ints", 41, "control: nodes per control axis", ge=2),
+        "c": Spec("formula", None, "metric: speed c(y) >= 0 in G = c(y) |q| (may be discontinuous: where(...))"),
+        "norm": Spec("str", "l2", "metric: the norm |q| (l2; l1 = box of controls; linf = cross of controls)",
+                     choices=("l2", "l1", "linf")),
+        "control_set": Spec("any", None, "metric: vertices [[a1, a2], ...] of a polytope B with 0 inside, "
+                            "G = c(y) max_(a in B) -a.q (instead of norm)"),
         "q_box": Spec("float", 4.0, "half-width of the q box where convexity is checked", gt=0),
         "tol": Spec("float", 1e-12, "residual tolerance of the Newton iteration", gt=0),
         "maxiter": Spec("int", 100, "Newton iterations per stage", ge=1),
@@ -229,8 +238,28 @@ class Case:
 # ---------------------------------------------------------------------------------------------------
 # validation
 
+class CaseErrors(CaseError):
+    """Several mistakes in one case file: ``lines`` holds one message per mistake (``hjbsolve check`` and
+    every command print them all, one line each)."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = list(lines)
+        super().__init__(self.lines[0] if len(self.lines) == 1 else
+                         f"{len(self.lines)} mistakes: " + " | ".join(self.lines))
+
+
+def _lines(e: CaseError) -> list[str]:
+    return list(getattr(e, "lines", None) or [str(e)])
+
+
 def _fail(src: str, key: str, msg: str):
     raise CaseError(f"{src}: {key}: {msg}" if key else f"{src}: {msg}")
+
+
+#: integers beyond this are refused (grid sizes, counts: nothing this large fits in memory)
+MAX_INT = 2 ** 62
+#: magnitude range of non-zero numbers (squares and products of case values stay finite in float64)
+MAX_MAGNITUDE, MIN_MAGNITUDE = 1e100, 1e-100
 
 
 def _typename(v) -> str:
@@ -243,9 +272,23 @@ def _number(v, src, key, integer=False):
         _fail(src, key, f"expected {'an integer' if integer else 'a number'}, got {_typename(v)} {v!r}")
     if integer and not isinstance(v, int):
         _fail(src, key, f"expected an integer, got {v!r}")
-    if not integer and not math.isfinite(v):
+    if integer:
+        if abs(v) > MAX_INT:
+            _fail(src, key, f"integer {_short(v)} is out of range (|n| <= 2^62)")
+        return int(v)
+    if isinstance(v, int) and abs(v) > MAX_MAGNITUDE:
+        _fail(src, key, f"{_short(v)} is out of the supported range (|value| <= {MAX_MAGNITUDE:g})")
+    if not math.isfinite(v):
         _fail(src, key, f"expected a finite number, got {v!r}")
-    return int(v) if integer else float(v)
+    if v != 0 and not MIN_MAGNITUDE <= abs(v) <= MAX_MAGNITUDE:
+        _fail(src, key, f"{v:g} is out of the supported range ({MIN_MAGNITUDE:g} <= |value| <= {MAX_MAGNITUDE:g}, "
+              "or 0): rescale the problem")
+    return float(v)
+
+
+def _short(v: int) -> str:
+    text = str(v) if abs(v) < 10 ** 30 else f"{str(v)[:12]}... ({len(str(abs(v)))} digits)"
+    return text
 
 
 def _range(v, spec: Spec, src, key):
@@ -339,24 +382,33 @@ def _validate_value(v, spec: Spec, src: str, key: str):
 
 
 def _validate_table(d: dict, schema: dict, src: str, prefix: str) -> dict:
-    out = {}
+    """Validate one table; every mistake in it (and in its sub-tables) is collected, then raised at once
+    as :class:`CaseErrors`."""
+    out, errors, hinted = {}, [], set()
     for k in d:
         if k not in schema:
             full = f"{prefix}.{k}" if prefix else k
             hint = difflib.get_close_matches(k, list(schema), n=1)
+            hinted.update(hint)
             allowed = ", ".join(schema)
-            _fail(src, full, "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                  + f"; allowed here: {allowed}")
+            errors.append(f"{src}: {full}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                          + f"; allowed here: {allowed}")
     for k, spec in schema.items():
         full = f"{prefix}.{k}" if prefix else k
-        if k in d and d[k] is not None:          # None (from a filled-in case dict) means "not given"
-            out[k] = _validate_value(d[k], spec, src, full)
-        elif spec.default is REQUIRED:
-            _fail(src, full, f"missing required key ({spec.doc})")
-        elif spec.kind == "table" and spec.table is not None and spec.default is not None:
-            out[k] = _validate_table(copy.deepcopy(spec.default), spec.table, src, full)
-        else:
-            out[k] = copy.deepcopy(spec.default)
+        try:
+            if k in d and d[k] is not None:          # None (from a filled-in case dict) means "not given"
+                out[k] = _validate_value(d[k], spec, src, full)
+            elif spec.default is REQUIRED:
+                if k not in hinted:             # a misspelt required key is reported once, as unknown
+                    _fail(src, full, f"missing required key ({spec.doc})")
+            elif spec.kind == "table" and spec.table is not None and spec.default is not None:
+                out[k] = _validate_table(copy.deepcopy(spec.default), spec.table, src, full)
+            else:
+                out[k] = copy.deepcopy(spec.default)
+        except CaseError as e:
+            errors.extend(_lines(e))
+    if errors:
+        raise CaseErrors(errors)
     return out
 
 
@@ -368,6 +420,9 @@ def _check_consistency(c: dict, src: str) -> None:
             _fail(src, "model.mixture", "required for loss = 'gaussian_mixture' (weights, centres, widths)")
         if mod["loss"] == "gaussian_mixture":
             mix = mod["mixture"]
+            if not isinstance(mix["centres"], list) or not mix["centres"]:
+                _fail(src, "model.mixture.centres", f"expected a list of numbers (1-D) or of [c1, c2] pairs (2-D), "
+                      f"got {mix['centres']!r:.60}")
             if not (len(mix["weights"]) == len(mix["widths"]) == len(mix["centres"])):
                 _fail(src, "model.mixture", "weights, centres and widths must have the same length")
             for i, cen in enumerate(mix["centres"]):
@@ -377,8 +432,11 @@ def _check_consistency(c: dict, src: str) -> None:
                 for v in cl:
                     _number(v, src, f"model.mixture.centres[{i}]")
         n = m = d
+        k = d if mod["control"] == "steering" else 1
+        _check_control_box(mod["u_box"], k, src, f"control = {mod['control']!r}, dim = {d}")
     elif fam == "lq":
         n = m = 1
+        _check_control_box(mod["u_box"], 1, src, "the lq family")
     elif fam == "periodic":
         n = m = mod["m"]
         P = grid["P"]
@@ -386,7 +444,8 @@ def _check_consistency(c: dict, src: str) -> None:
             _fail(src, "grid.P", "give either values = [...] or box = [lo, hi] and n")
         if isinstance(grid["y"]["n"], list) and len(grid["y"]["n"]) != 1:
             _fail(src, "grid.y.n", "one size: the same N on every axis of the torus")
-        need = {"quadratic": ("V",), "separable": ("K", "V"), "general": ("G",), "control": ("f", "l", "a_box")}
+        need = {"quadratic": ("V",), "separable": ("K", "V"), "general": ("G",), "control": ("f", "l", "a_box"),
+                "metric": ("c",)}
         for key in need[mod["hamiltonian"]]:
             if mod[key] is None:
                 _fail(src, f"model.{key}", f"required for hamiltonian = {mod['hamiltonian']!r}")
@@ -406,6 +465,13 @@ def _check_consistency(c: dict, src: str) -> None:
         if box is not None and isinstance(box[0], list) and len(box) != dim:
             _fail(src, f"grid.{axis}.box", f"expected {dim} intervals for a {dim}-D variable, got {len(box)}")
     _check_name(c, src)
+
+
+def _check_control_box(box, k: int, src: str, what: str) -> None:
+    """The lq and entropy_sgd families take one interval u_box = [u_min, u_max] (for every component)."""
+    if isinstance(box[0], list):
+        _fail(src, "model.u_box", f"{what} has {k} control component(s) and takes one interval [u_min, u_max] "
+              f"(applied to every component), got {len(box)} rows")
 
 
 def _check_expr_controls(mod: dict, m: int, src: str) -> None:
@@ -455,18 +521,35 @@ def _check_name(c: dict, src: str) -> None:
 
 
 def validate(raw: dict, source: str = "<dict>") -> dict:
-    """Validate a raw case dict; returns a new dict with every default filled in."""
+    """Validate a raw case dict; returns a new dict with every default filled in. Every mistake is reported
+    at once (:class:`CaseErrors`, one line each); the consistency checks between keys run when the keys
+    themselves are valid."""
     if not isinstance(raw, dict):
         _fail(source, "", "a case must be a table")
     fam = raw.get("family")
     schema = {k: s for k, s in TOP.items() if k != "model"}
     if fam == "periodic":
         schema["grid"] = Spec("table", REQUIRED, "torus grid and P values", table=PERIODIC_GRID)
-    top = _validate_table({k: v for k, v in raw.items() if k != "model"}, schema, source, "")
+    errors, top = [], None
+    try:
+        top = _validate_table({k: v for k, v in raw.items() if k != "model"}, schema, source, "")
+    except CaseError as e:
+        errors.extend(_lines(e))
     if "model" not in raw:
-        _fail(source, "model", "missing required table [model]")
-    top["model"] = _validate_value(raw["model"], Spec("table", table=MODEL[top["family"]]), source, "model")
-    _check_consistency(top, source)
+        errors.append(f"{source}: model: missing required table [model]")
+    elif fam in MODEL:
+        try:
+            model = _validate_value(raw["model"], Spec("table", table=MODEL[fam]), source, "model")
+            if top is not None:
+                top["model"] = model
+        except CaseError as e:
+            errors.extend(_lines(e))
+    if errors:
+        raise CaseErrors(errors)
+    try:
+        _check_consistency(top, source)
+    except RecursionError:
+        _fail(source, "", "a value is nested too deeply")
     return top
 
 
@@ -483,7 +566,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise CaseError(f"--set {text}: bad key {key!r}")
     try:
         value = tomllib.loads(f"v = {val.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         value = val.strip()
     return key.split("."), value
 
@@ -502,67 +585,62 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+#: a case file is a few KB; anything larger than this is not read (a device, a binary, a data file)
+MAX_CASE_BYTES = 1 << 20
+
+
 def read_case_file(path: str | Path) -> tuple[dict, str]:
+    """The parsed TOML and its text. Refuses (CaseError, one line) a missing file, a folder, anything that
+    is not a regular file (``/dev/zero``, a FIFO), a file above :data:`MAX_CASE_BYTES`, binary or non-UTF-8
+    text, TOML syntax errors and nesting too deep to parse."""
     path = Path(path)
-    if not path.exists():
-        raise CaseError(f"{path}: case file not found")
-    if path.is_dir():
-        raise CaseError(f"{path}: is a folder, not a case file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CaseError(f"{path}: cannot read: {e}") from None
+        if not path.exists():
+            raise CaseError(f"{path}: case file not found")
+        if path.is_dir():
+            raise CaseError(f"{path}: is a folder, not a case file")
+        if not path.is_file():
+            raise CaseError(f"{path}: not a regular file (a device, FIFO or socket): give a TOML case file")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CASE_BYTES + 1)
+    except OSError as e:
+        raise CaseError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_CASE_BYTES:
+        raise CaseError(f"{path}: larger than {MAX_CASE_BYTES >> 20} MiB: not a case file")
+    if b"\0" in data:
+        raise CaseError(f"{path}: binary data (NUL bytes): not a TOML case file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CaseError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}): not a TOML case file") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
         raise CaseError(f"{path}: TOML syntax error: {e}") from None
+    except RecursionError:
+        raise CaseError(f"{path}: TOML nested too deeply to read") from None
 
 
 def load_case(source: str | Path | dict, overrides: list[str] | None = None) -> Case:
     """Load and validate a case from a TOML file path or a dict, applying ``key=value`` overrides."""
     overrides = list(overrides or [])
     if isinstance(source, dict):
-        raw, text, src = source, _dump_toml(source), "<dict>"
+        raw, text, src = source, None, "<dict>"
     else:
         raw, text = read_case_file(source)
         src = str(source)
     if overrides:
         raw = apply_overrides(raw, overrides)
-        text += "\n# command-line overrides:\n" + "".join(f"# --set {o}\n" for o in overrides)
     v = validate(raw, src)
+    if text is None:
+        from .provenance import to_toml
+        text = to_toml(source)
+    if overrides:          # a comment per override, one line each whatever the value holds
+        text += "\n# command-line overrides:\n" + "".join(
+            "# --set " + o.replace("\r", "\\r").replace("\n", "\\n") + "\n" for o in overrides)
     return Case(name=v["name"], description=v["description"], family=v["family"], model=v["model"],
                 grid=v["grid"], time=v["time"], run=v["run"], study=v["study"], source=src, text=text,
                 overrides=overrides)
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
-    raise CaseError(f"cannot write {v!r} to TOML")
-
-
-def _dump_toml(d: dict) -> str:
-    """A TOML text of a case dict (for provenance of cases given as dicts)."""
-    lines, tables = [], []
-    for k, v in d.items():
-        if v is None:
-            continue
-        if isinstance(v, dict):
-            tables.append((k, v))
-        else:
-            lines.append(f"{k} = {_toml_value(v)}")
-    for k, v in tables:
-        lines.append(f"\n[{k}]")
-        lines.extend(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None)
-    return "\n".join(lines) + "\n"
 
 
 def schema_text() -> str:

@@ -80,7 +80,6 @@ import math
 import os
 import re
 import sys
-import tomllib
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -89,6 +88,7 @@ if "matplotlib.pyplot" not in sys.modules:      # headless by default; never swi
     matplotlib.use("Agg")
 
 import numpy as np
+import matplotlib.patches
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.legend_handler import HandlerTuple
@@ -452,10 +452,16 @@ def _where(chosen: dict, skip=()) -> str:
             continue
         if dim in _COMPONENT_DIMS:
             if size > 1:
-                parts.append(f"{dim} component {int(val)}")
+                parts.append(_component_name(dim, int(val)))
         elif size > 1 or dim == "t":
             parts.append(f"{dim} = {_fmt(val)}")
     return ", ".join(parts)
+
+
+def _component_name(dim: str, k: int) -> str:
+    """1-based names of vector components: control u1, u2 (control), x1 (slow), y1 (fast)."""
+    letter = {"control": "u", "slow": "x", "fast": "y"}.get(dim, dim)
+    return f"control {letter}{k + 1}" if dim == "control" else f"component {letter}{k + 1}"
 
 
 def _curve_indices(vals: np.ndarray, opt, count: int, frac=(0.0, 1.0)) -> list[int]:
@@ -478,12 +484,70 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _title(ax, opts, text: str) -> None:
-    """Axes title; lines longer than the axes allow are wrapped (about 12 characters per inch at 12 pt)."""
+def _title(ax, opts, text: str, params: str = "") -> None:
+    """Axes title, with the parameters the figure depends on (``params``) as its last line; lines longer than
+    the axes allow are wrapped (about 12 characters per inch at 12 pt)."""
     import textwrap
-    text = opts.get("title") or text
+    text = opts.get("title") or (text + (f"\n{params}" if params else ""))
     width = max(40, int(12 * ax.get_position().width * ax.figure.get_figwidth()))
-    ax.set_title("\n".join(textwrap.fill(line, width) for line in text.split("\n")))
+
+    def wrap(line: str) -> str:          # break between ", "-separated items first, inside them only if needed
+        out, cur = [], ""
+        for item in line.split(", "):
+            cand = f"{cur}, {item}" if cur else item
+            if len(cand) <= width or not cur:
+                cur = cand
+            else:
+                out.append(cur + ",")
+                cur = item
+        out.append(cur)
+        return "\n".join(textwrap.fill(x, width) for x in out)
+
+    ax.set_title("\n".join(wrap(line) for line in text.split("\n")))
+
+
+def _case_dict(f: _File) -> dict:
+    """The case the file was made with (its resolved case, or an older file's raw case text with the recorded
+    overrides; :func:`hjbsolve.provenance.stored_raw`) as a dict; {} when there is none."""
+    import warnings
+
+    from .provenance import stored_raw
+    try:
+        with warnings.catch_warnings():            # an older file: its raw case text is good enough for labels
+            warnings.simplefilter("ignore")
+            return dict(stored_raw(f.attrs, f.path))
+    except HJBError:
+        return {}
+
+
+def _params(f: _File, g: store.Group | None = None, time: bool = False) -> str:
+    """One line with the parameters a figure depends on: the model's constants (gamma, beta for Entropy-SGD,
+    nu for a periodic cell problem, the params of an expr model), the grid sizes stored in the file and, for
+    value groups (``time``), T and dt."""
+    case = _case_dict(f)
+    model, parts = case.get("model") or {}, []
+    family = case.get("family") or f.attrs.get("family")
+    if family == "entropy_sgd":
+        parts += [f"{k} = {_fmt(model[k])}" for k in ("gamma", "beta") if isinstance(model.get(k), (int, float))]
+    elif family == "periodic" and model:
+        parts.append(f"nu = {_fmt(model.get('nu', 0.0))}")       # the schema's default when not given
+    elif isinstance(model.get("params"), dict):
+        parts += [f"{k} = {_fmt(v)}" for k, v in list(model["params"].items())[:4] if isinstance(v, (int, float))]
+    where = g if g is not None else f.root
+    sizes = []
+    for letter in ("x", "y"):
+        dims = [d for d in where.coords if _dims_with([d], letter)]
+        if dims:
+            n = [int(np.asarray(where.coords[d].data).size) for d in sorted(dims)]
+            sizes.append(f"{letter} {'x'.join(map(str, n))}")
+    if sizes:
+        parts.append("grid " + ", ".join(sizes))
+    if time:
+        attrs = g.attrs if g is not None else {}
+        T = attrs.get("T", (case.get("time") or {}).get("T"))
+        dt = attrs.get("dt", (case.get("time") or {}).get("dt"))
+        parts += [f"{k} = {_fmt(v)}" for k, v in (("T", T), ("dt", dt)) if v is not None]
+    return ", ".join(p for p in parts if p)
 
 
 def _case_name(f: _File) -> str:
@@ -515,6 +579,45 @@ def _contour(fig, ax, xs, ys, z, label: str):
     return cs
 
 
+def _map_with_contours(fig, ax, xs, ys, z, label: str):
+    """A smooth (Gouraud-shaded) map of z[ix, iy] with labelled contour lines. The colour scale spans the 2-98%
+    quantiles of z (the colour bar's arrows mark the rest), so that fast-growing corners do not flatten the
+    region of interest; the contour levels cover the whole range."""
+    zz = np.ma.masked_invalid(np.asarray(z, float).T)
+    vals = zz.compressed()
+    if vals.size < 4 or not np.ptp(vals):
+        return _heatmap(fig, ax, xs, ys, z, label)
+    lo, hi = (float(q) for q in np.percentile(vals, [2.0, 98.0]))
+    if not hi > lo:
+        lo, hi = float(vals.min()), float(vals.max())
+    mesh = ax.pcolormesh(xs, ys, zz, shading="gouraud", vmin=lo, vmax=hi)
+    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (bool(vals.min() < lo), bool(vals.max() > hi)), "neither")
+    fig.colorbar(mesh, ax=ax, extend=extend).set_label(label)
+    import matplotlib.ticker as mticker
+    levels = mticker.MaxNLocator(nbins=10).tick_values(float(vals.min()), float(vals.max()))
+    levels = levels[(levels > vals.min()) & (levels < vals.max())]
+    if levels.size:
+        cs = ax.contour(xs, ys, zz, levels=levels, colors="k", linewidths=0.7, alpha=0.8)
+        ax.clabel(cs, fontsize=9, fmt=lambda v: _fmt(v), inline=True)
+    ax.grid(False)
+    return mesh
+
+
+def _mass_window(coord: np.ndarray, mass: np.ndarray, tail: float = 1e-4) -> tuple[float, float]:
+    """The interval of ``coord`` outside which at most ``tail`` of ``mass`` lies on each side, padded by
+    5% of its width (clipped to the grid)."""
+    m = np.clip(np.nan_to_num(np.asarray(mass, float)), 0.0, None)
+    total = m.sum()
+    if total <= 0 or coord.size < 2:
+        return float(coord[0]), float(coord[-1])
+    c = np.cumsum(m) / total
+    lo = coord[min(int(np.searchsorted(c, tail)), coord.size - 1)]
+    hi = coord[min(int(np.searchsorted(c, 1.0 - tail)) + 1, coord.size - 1)]
+    pad = 0.05 * (hi - lo) if hi > lo else (coord[1] - coord[0])
+    return float(max(coord[0], lo - pad)), float(min(coord[-1], hi + pad))
+
+
 def _legend(ax, **kw):
     if ax.get_legend_handles_labels()[0]:
         ax.legend(**kw)
@@ -528,20 +631,7 @@ def _entropy_free_drift(f: _File) -> bool:
     """True when abar (the drift at the reference control) is Chaudhari's -grad f_gamma."""
     if f.attrs.get("family") != "entropy_sgd":
         return False
-    text = f.attrs.get("case_text") or ""
-    try:
-        raw = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, TypeError):
-        return False
-    model = dict(raw.get("model") or {})
-    for line in text.splitlines():        # command-line overrides are recorded as comments
-        line = line.strip()
-        if line.startswith("# --set model.") and "=" in line:
-            key, val = line[len("# --set model."):].split("=", 1)
-            try:
-                model[key.strip()] = tomllib.loads(f"v = {val.strip()}")["v"]
-            except tomllib.TOMLDecodeError:
-                model[key.strip()] = val.strip()
+    model = _case_dict(f).get("model") or {}
     control = model.get("control", "none")
     u_ref = model.get("u_ref")
     if control == "none":
@@ -571,7 +661,7 @@ def _plot_hbar(f, fig, opts):
     ax.set_xlabel(f"{pd} = D_x V  (costate)")
     ax.set_ylabel(HAM_LABEL)
     where = _where(chosen, skip=(xd,))
-    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""), _params(f))
     _legend(ax, title="slow state")
 
 
@@ -583,17 +673,17 @@ def _plot_hbar_map(f, fig, opts):
         z, chosen = _slice(g, v, [pd[0], xd[0]], opts)
         xs = _coord(g, pd[0], z.shape[0])
         ys = _coord(g, xd[0], z.shape[1])
-        _heatmap(fig, ax, xs, ys, z, HAM_LABEL)
+        _map_with_contours(fig, ax, xs, ys, z, HAM_LABEL)
         ax.set_xlabel(f"{pd[0]} = D_x V  (costate)")
         ax.set_ylabel(f"{xd[0]}  (slow state)")
     else:
         z, chosen = _slice(g, v, pd, opts)
         xs, ys = _coord(g, pd[0], z.shape[0]), _coord(g, pd[1], z.shape[1])
-        _heatmap(fig, ax, xs, ys, z, "Hbar(x, p1, p2)  [sup convention]")
+        _map_with_contours(fig, ax, xs, ys, z, "Hbar(x, p1, p2)  [sup convention]")
         ax.set_xlabel(f"{pd[0]}  (costate, D_x1 V)")
         ax.set_ylabel(f"{pd[1]}  (costate, D_x2 V)")
     where = _where(chosen)
-    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Effective Hamiltonian, {_case_name(f)}" + (f"\n{where}" if where else ""), _params(f))
 
 
 def _plot_mu(f, fig, opts):
@@ -608,10 +698,13 @@ def _plot_mu(f, fig, opts):
     if len(yd) == 1:
         xs = _coord(g, xd[0], v.data.shape[v.dims.index(xd[0])])
         ys = _coord(g, yd[0], v.data.shape[v.dims.index(yd[0])])
-        chosen = {}
+        chosen, windows = {}, []
         for i in _curve_indices(xs, opts.get(xd[0]), opts["n_curves"]):
             d, chosen = _slice(g, v, yd, {**opts, xd[0]: xs[i]})
             ax.plot(ys, d / vol, label=f"{xd[0]} = {_fmt(xs[i])}")
+            windows.append(_mass_window(ys, d))
+        if windows and yd[0] not in opts:          # zoom to where the mass of the drawn laws is
+            ax.set_xlim(min(w[0] for w in windows), max(w[1] for w in windows))
         ax.set_xlabel(f"{yd[0]}  (fast state)")
         ax.set_ylabel(f"density mu_x({yd[0]})  [mu / h_y]")
         _legend(ax, title="slow state")
@@ -620,12 +713,25 @@ def _plot_mu(f, fig, opts):
         d, chosen = _slice(g, v, yd, opts)
         ys0 = _coord(g, yd[0], d.shape[0])
         ys1 = _coord(g, yd[1], d.shape[1])
-        _contour(fig, ax, ys0, ys1, d / vol, "density mu_x(y)  [mu / (h_y1 h_y2)]")
+        dens = np.asarray(d, float) / vol
+        dlabel = "density mu_x(y)  [mu / (h_y1 h_y2)]"
+        if dens.size >= 4 and np.ptp(np.nan_to_num(dens)) > 0:      # smooth shading, a few level lines
+            mesh = ax.pcolormesh(ys0, ys1, np.ma.masked_invalid(dens.T), shading="gouraud", cmap="viridis")
+            fig.colorbar(mesh, ax=ax).set_label(dlabel)
+            top = float(np.nanmax(dens))
+            ax.contour(ys0, ys1, dens.T, levels=top * np.array([0.1, 0.3, 0.5, 0.7, 0.9]), colors="w",
+                       linewidths=0.6, alpha=0.8)
+            ax.grid(False)
+        else:
+            _heatmap(fig, ax, ys0, ys1, dens, dlabel)
+        ax.set_xlim(*_mass_window(ys0, np.nansum(d, axis=1)))      # zoom to where the mass is
+        ax.set_ylim(*_mass_window(ys1, np.nansum(d, axis=0)))
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel(f"{yd[0]}  (fast state)")
         ax.set_ylabel(f"{yd[1]}  (fast state)")
         where = _where(chosen)
-    _title(ax, opts, f"Invariant law of the fast process, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Invariant law of the fast process, {_case_name(f)}" + (f"\n{where}" if where else ""),
+           _params(f))
 
 
 def _plot_drift(f, fig, opts):
@@ -640,14 +746,14 @@ def _plot_drift(f, fig, opts):
         ncomp = a.data.shape[a.dims.index("slow")] if "slow" in a.dims else 1
         for k in range(ncomp):
             z, _ = _slice(g, a, xd, {**opts, "component": k})
-            ax.plot(xs, z, label=alabel if ncomp == 1 else f"{alabel}, component {k}")
+            ax.plot(xs, z, label=alabel if ncomp == 1 else f"{alabel}, {_component_name('slow', k)}")
         if yb is not None and "fast" in yb.dims and yb.data.shape[yb.dims.index("fast")] == 1:
             z, _ = _slice(g, yb, xd, {**opts, "component": 0})
             ax.plot(xs, z - xs, "--", label="<y>_x - x  (replica mean minus x)")
         ax.set_xlabel(f"{xd[0]}  (slow state)")
         ax.set_ylabel("averaged slow drift")
         _legend(ax)
-        _title(ax, opts, f"Averaged dynamics, {_case_name(f)}")
+        _title(ax, opts, f"Averaged dynamics, {_case_name(f)}", _params(f))
         return
     x0 = _coord(g, xd[0], a.data.shape[a.dims.index(xd[0])])
     x1 = _coord(g, xd[1], a.data.shape[a.dims.index(xd[1])])
@@ -663,55 +769,134 @@ def _plot_drift(f, fig, opts):
         if minus_x:
             u, w = u - X0, w - X1
         speed = np.hypot(u, w)
-        top = float(np.nanmax(speed)) if np.isfinite(speed).any() else 0.0
         spacing = min(abs(x0[s0] - x0[0]) if len(x0) > s0 else 1.0, abs(x1[s1] - x1[0]) if len(x1) > s1 else 1.0)
-        scale = top / (0.9 * spacing) if top > 0 and spacing > 0 else None     # longest arrow ~ one spacing
-        q = ax.quiver(X0[::s0, ::s1], X1[::s0, ::s1], u[::s0, ::s1], w[::s0, ::s1], speed[::s0, ::s1],
-                      angles="xy", scale_units="xy", scale=scale, width=0.006)
-        fig.colorbar(q, ax=ax, orientation="horizontal").set_label(f"|{label}|")
+        # every arrow 0.8 of the arrow spacing long (its direction), its colour the speed: a drift that grows
+        # toward the box faces would otherwise shrink the arrows in the middle to dots
+        with np.errstate(invalid="ignore", divide="ignore"):
+            unit = np.where(speed > 0, 0.8 * spacing / speed, 0.0)
+        q = ax.quiver(X0[::s0, ::s1], X1[::s0, ::s1], (u * unit)[::s0, ::s1], (w * unit)[::s0, ::s1],
+                      speed[::s0, ::s1], angles="xy", scale_units="xy", scale=1.0, width=0.006, pivot="middle")
+        fig.colorbar(q, ax=ax, orientation="horizontal").set_label(f"|{label}|  (arrows: direction)")
+        ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel(f"{xd[0]}  (slow state)")
         ax.set_ylabel(f"{xd[1]}  (slow state)")
     if opts.get("title"):
         fig.suptitle(opts["title"])
     else:
-        fig.suptitle(f"Averaged dynamics, {_case_name(f)}")
+        fig.suptitle(f"Averaged dynamics, {_case_name(f)}\n{_params(f)}")
+
+
+def _attained_range(ps: np.ndarray, h: np.ndarray) -> tuple[float, float] | None:
+    """The velocities q whose Lbar(q) = sup_p {-q p - H(p)} is attained inside the p box: q = -H'(p), i.e.
+    [-H'(p_max), -H'(p_min)] with the one-sided slopes at the box ends (H convex). Outside it the sup sits on
+    the box edge and the transform is the line -q p_edge - H(p_edge), of slope -+p_max: an artefact of the
+    truncated box, not Lbar."""
+    h = np.asarray(h, float)
+    if ps.size < 2 or not np.isfinite(h[[0, 1, -2, -1]]).all():
+        return None
+    s_lo = (h[1] - h[0]) / (ps[1] - ps[0])
+    s_hi = (h[-1] - h[-2]) / (ps[-1] - ps[-2])
+    return float(-s_hi), float(-s_lo)
+
+
+def _draw_lbar_curve(ax, qs, z, ps, h, color, label) -> str:
+    """One Lbar curve: solid where the sup is attained inside the p box, dotted (marked) where the box edge
+    is reached; a single marker when Hbar is linear in p (Lbar is the indicator of one velocity). Returns
+    the kind drawn: 'curve', 'indicator' or 'plain' (no Hbar to judge by)."""
+    z = _finite(z)
+    rng = _attained_range(ps, h) if ps is not None else None
+    if rng is None:
+        ax.plot(qs, z, color=color, label=label)
+        return "plain"
+    lo, hi = rng
+    tol = 1e-9 * (1.0 + abs(lo) + abs(hi))
+    ax.plot(qs, z, ":", color=color, lw=1.0, alpha=0.7)
+    if hi - lo <= tol:                  # Hbar linear in p: no control moves the averaged velocity
+        qstar = 0.5 * (lo + hi)
+        qstar = 0.0 if abs(qstar) <= tol else qstar
+        lstar = float(np.nanmax(-qstar * ps - np.asarray(h, float)))
+        ax.plot([qstar], [lstar], "o", color=color, ms=6, label=f"{label}: q = {_fmt(qstar)} only")
+        return "indicator"
+    inside = (qs >= lo - tol) & (qs <= hi + tol)
+    ax.plot(qs, np.where(inside, z, np.nan), color=color, label=label)
+    return "curve"
 
 
 def _plot_lbar(f, fig, opts):
     g, v = f.root, f.var("lbar")
+    hb = f.var("hbar")
     xd, qd = _dims_with(v.dims, "x"), _dims_with(v.dims, "q")
     ax = fig.add_subplot()
     label = "Lbar(x, q) = sup_p {-q.p - Hbar(x, p)}"
+    kinds = set()
     if not xd:                                    # periodic: Lbar(q) = sup_P {-q.P - Hbar(P)}
         label = "Lbar(q) = sup_P {-q.P - Hbar(P)}"
         if len(qd) == 1:
-            ax.plot(_coord(g, qd[0], v.data.shape[0]), _finite(v.data), label="Lbar(q)")
+            Ps = (_coord(g, hb.dims[0], hb.data.shape[0]) if hb is not None and len(hb.dims) == 1
+                  and f"{hb.dims[0]}_values" not in g.variables else None)
+            kinds.add(_draw_lbar_curve(ax, _coord(g, qd[0], v.data.shape[0]), v.data, Ps,
+                                       None if Ps is None else hb.data, "C0", "Lbar(q)"))
             ax.set_ylabel(label)
+            _legend(ax)
         else:
             _heatmap(fig, ax, _coord(g, qd[0], v.data.shape[0]), _coord(g, qd[1], v.data.shape[1]),
                      _finite(v.data), label)
             ax.set_ylabel(f"{qd[1]}  (averaged velocity)")
         ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
-        _title(ax, opts, f"Effective Lagrangian of the periodic cell problem, {_case_name(f)}")
+        _title(ax, opts, f"Effective Lagrangian of the periodic cell problem, {_case_name(f)}"
+               + _lbar_note(kinds, "P"), _params(f))
         return
+    pd = _dims_with(hb.dims, "p") if hb is not None else []
     if len(xd) == 1:
         xs = _coord(g, xd[0], v.data.shape[v.dims.index(xd[0])])
         qs = _coord(g, qd[0], v.data.shape[v.dims.index(qd[0])])
+        ps = _coord(g, pd[0], hb.data.shape[hb.dims.index(pd[0])]) if len(pd) == 1 else None
         chosen = {}
-        for i in _curve_indices(xs, opts.get(xd[0]), opts["n_curves"]):
+        for n, i in enumerate(_curve_indices(xs, opts.get(xd[0]), opts["n_curves"])):
             z, chosen = _slice(g, v, qd, {**opts, xd[0]: xs[i]})
-            ax.plot(qs, _finite(z), label=f"{xd[0]} = {_fmt(xs[i])}")
+            h = _slice(g, hb, pd, {**opts, xd[0]: xs[i]})[0] if ps is not None else None
+            kinds.add(_draw_lbar_curve(ax, qs, z, ps, h, f"C{n % 10}", f"{xd[0]} = {_fmt(xs[i])}"))
         ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
         ax.set_ylabel(label)
-        _legend(ax, title="slow state")
+        if kinds == {"curve"}:                    # zoom to Lbar itself: the artefact lines run off the axes
+            solid = np.concatenate([ln.get_ydata() for ln in ax.get_lines() if ln.get_linestyle() == "-"])
+            solid = solid[np.isfinite(solid)]
+            if solid.size and np.ptp(solid) > 0:
+                pad = 0.08 * np.ptp(solid)
+                ax.set_ylim(solid.min() - pad, solid.max() + pad)
+        _legend(ax, title="slow state", loc="best")
         where = _where(chosen, skip=(xd[0],))
     else:
         z, chosen = _slice(g, v, qd, opts)
-        _heatmap(fig, ax, _coord(g, qd[0], z.shape[0]), _coord(g, qd[1], z.shape[1]), _finite(z), label)
+        q0, q1 = _coord(g, qd[0], z.shape[0]), _coord(g, qd[1], z.shape[1])
+        z = _finite(z)
+        if len(pd) == 2:                          # mask the velocities the p box cannot produce
+            h, _ = _slice(g, hb, pd, opts)
+            p0, p1 = _coord(g, pd[0], h.shape[0]), _coord(g, pd[1], h.shape[1])
+            with np.errstate(invalid="ignore"):
+                d0, d1 = np.diff(h, axis=0) / np.diff(p0)[:, None], np.diff(h, axis=1) / np.diff(p1)[None, :]
+                ok = (q0[:, None] >= -np.nanmax(d0[-1]) - 1e-12) & (q0[:, None] <= -np.nanmin(d0[0]) + 1e-12)
+                ok &= (q1[None, :] >= -np.nanmax(d1[:, -1]) - 1e-12) & (q1[None, :] <= -np.nanmin(d1[:, 0]) + 1e-12)
+            if ok.any():
+                z = np.where(ok, z, np.nan)
+                kinds.add("masked")
+        _heatmap(fig, ax, q0, q1, z, label)
         ax.set_xlabel(f"{qd[0]}  (averaged velocity)")
         ax.set_ylabel(f"{qd[1]}  (averaged velocity)")
         where = _where(chosen)
-    _title(ax, opts, f"Effective Lagrangian, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Effective Lagrangian, {_case_name(f)}" + (f"\n{where}" if where else "") + _lbar_note(kinds),
+           _params(f))
+
+
+def _lbar_note(kinds: set, p: str = "p") -> str:
+    notes = []
+    if kinds & {"curve", "indicator"}:
+        notes.append(f"dotted: the {p} box edge is reached (slope -+{p}_max), an artefact, not Lbar")
+    if "indicator" in kinds:
+        notes.append(f"Hbar linear in {p}: Lbar = +inf except at the marked velocity")
+    if "masked" in kinds:
+        notes.append(f"blank: velocities the {p} box cannot produce")
+    return "".join(f"\n{n}" for n in notes)
 
 
 def _plot_feedback(f, fig, opts):
@@ -733,11 +918,49 @@ def _plot_feedback(f, fig, opts):
     ax.set_xlabel(f"{keep[0]}  (fast state)")
     ax.set_ylabel(f"{keep[1]} = D_x V  (costate)" if keep[1] in pd else f"{keep[1]}  (fast state)")
     where = _where(chosen)
-    _title(ax, opts, f"Extended feedback, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Extended feedback, {_case_name(f)}" + (f"\n{where}" if where else ""), _params(f))
 
 
 # --------------------------------------------------------------------------------------------------
 # periodic (ergodic) cell problems
+
+
+def _periodic_exact_1d(f: _File, P: np.ndarray) -> np.ndarray | None:
+    """Hbar(P) in closed form for the first-order 1-D cell problem |P + chi'|^2/2 + V(y) = Hbar (family periodic,
+    m = 1, nu = 0, hamiltonian quadratic; docs/mathematics.md §4): max V on the flat part
+    |P| <= int_0^1 sqrt(2 (max V - V)), else the root Hbar of int_0^1 sqrt(2 (Hbar - V(y))) dy = |P|. The
+    integrals use 2^14 periodic nodes (spectral where Hbar > max V, O(h^2) at the flat part's edge); max V
+    is refined by a bounded 1-D minimisation. None when the case is not of this kind."""
+    model = _case_dict(f).get("model") or {}
+    if (not isinstance(model.get("V"), str) or model.get("m", 1) != 1 or float(model.get("nu", 0.0)) != 0.0
+            or model.get("hamiltonian", "quadratic") != "quadratic"):
+        return None
+    from scipy.optimize import brentq, minimize_scalar
+
+    from .expr import compile_expression
+    try:
+        V = compile_expression(model["V"], {"y": 1}, dict(model.get("params") or {}), where="model.V")
+    except HJBError:
+        return None
+    M = 2 ** 14
+    y = np.arange(M) / M
+    v = np.asarray(V.evaluate(y=y[:, None]), float)
+    if not np.isfinite(v).all():
+        return None
+    j = int(np.argmax(v))
+    res = minimize_scalar(lambda t: -float(V.evaluate(y=np.array([[t]]))[0]), bounds=(y[j] - 1 / M, y[j] + 1 / M),
+                          method="bounded", options={"xatol": 1e-13})
+    vmax = max(float(v[j]), -float(res.fun))
+
+    def width(H):
+        return float(np.mean(np.sqrt(np.maximum(2.0 * (H - v), 0.0))))
+
+    flat = width(vmax)
+    out = np.full(P.shape, vmax)
+    for i, p in enumerate(np.abs(P)):
+        if p > flat:
+            out[i] = brentq(lambda H: width(H) - p, vmax, vmax + 0.5 * p * p + 1e-12, xtol=1e-14, rtol=1e-14)
+    return out
 
 
 def _plot_hbar_periodic(f, fig, opts):
@@ -755,8 +978,11 @@ def _plot_hbar_periodic(f, fig, opts):
     elif len(v.dims) == 1:
         Ps = _coord(g, v.dims[0], v.data.shape[0])
         ax.plot(Ps, _finite(v.data), "o-", ms=3.5, label="computed")
-        if ex is not None and ex.data.shape == v.data.shape:
-            ax.plot(Ps, _finite(ex.data), "k--", label="exact")
+        exact = (_finite(ex.data) if ex is not None and ex.data.shape == v.data.shape
+                 else _periodic_exact_1d(f, np.asarray(Ps, float)))
+        if exact is not None:
+            err = float(np.nanmax(np.abs(_finite(v.data) - exact)))
+            ax.plot(Ps, exact, "k--", label=f"exact (max |computed - exact| = {err:.1e})")
         ax.set_xlabel(f"{v.dims[0]}  (cell-problem slope)")
         ax.set_ylabel(label)
         _legend(ax)
@@ -769,7 +995,7 @@ def _plot_hbar_periodic(f, fig, opts):
         ax.set_xlabel(f"{v.dims[0]}")
         ax.set_ylabel(f"{v.dims[1]}")
     _title(ax, opts, f"Effective Hamiltonian of the periodic cell problem, {_case_name(f)}"
-           + ("\n(exact: dashed)" if ex is not None and len(v.dims) == 2 else ""))
+           + ("\n(exact: dashed)" if ex is not None and len(v.dims) == 2 else ""), _params(f))
 
 
 def _plot_chi(f, fig, opts):
@@ -799,7 +1025,8 @@ def _plot_chi(f, fig, opts):
         ax.set_ylabel(f"{yd[1]}  (fast state)")
         ax.set_aspect("equal", adjustable="box")
         where = _where(chosen)
-    _title(ax, opts, f"Correctors of the periodic cell problem, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Correctors of the periodic cell problem, {_case_name(f)}" + (f"\n{where}" if where else ""),
+           _params(f))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -863,7 +1090,8 @@ def _plot_value(f, fig, opts):
         ax.set_xlabel(f"{xd[0]}  (slow state)")
         ax.set_ylabel(f"{xd[1]}  (slow state)")
         where = _where(chosen)
-    _title(ax, opts, f"Value function, {_eps_label(eps, g)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    _title(ax, opts, f"Value function, {_eps_label(eps, g)}, {_case_name(f)}" + (f"\n{where}" if where else ""),
+           _params(f, g, time=True))
 
 
 def _final(g, v, opts):
@@ -914,7 +1142,8 @@ def _plot_value_eps(f, fig, opts):
     _legend(ax)
     tt = ", ".join(_fmt(t) for t in sorted(Ts))
     _title(ax, opts, f"Convergence eps -> 0 of the value, {_case_name(f)}\nT = {tt}"
-           + (f", {where}" if where else "") + ("  (no eps = 0 group)" if ref is None else f"  {VALUE_LABEL}"))
+           + (f", {where}" if where else "") + ("  (no eps = 0 group)" if ref is None else f"  {VALUE_LABEL}"),
+           _params(f, withy[0][2] if withy else None, time=True))
 
 
 def _plot_value_feedback(f, fig, opts):
@@ -928,7 +1157,9 @@ def _plot_value_feedback(f, fig, opts):
     v = g.variables["feedback"]
     xd, yd = _dims_with(v.dims, "x"), _dims_with(v.dims, "y")
     ax = fig.add_subplot()
-    label = "u*(x, y)  (optimal feedback at the final time)"
+    T = g.attrs.get("T")
+    when = "t = T" + (f" = {_fmt(T)}" if T is not None else "") + " (time remaining: the whole horizon)"
+    label = "u*(x, y) at t = T"
     if yd:
         z, chosen = _slice(g, v, [xd[0], yd[0]], opts)
         _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, yd[0], z.shape[1]), z, label)
@@ -936,16 +1167,16 @@ def _plot_value_feedback(f, fig, opts):
     elif len(xd) == 1:
         z, chosen = _slice(g, v, xd, opts)
         ax.plot(_coord(g, xd[0], z.shape[0]), z, label="u*(x)")
-        ax.set_ylabel("u*(x)  (optimal feedback at the final time)")
+        ax.set_ylabel("u*(x) at t = T  (optimal feedback)")
         _legend(ax)
     else:
         z, chosen = _slice(g, v, xd[:2], opts)
-        _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, xd[1], z.shape[1]), z, "u*(x)")
+        _heatmap(fig, ax, _coord(g, xd[0], z.shape[0]), _coord(g, xd[1], z.shape[1]), z, "u*(x) at t = T")
         ax.set_aspect("equal", adjustable="box")
         ax.set_ylabel(f"{xd[1]}  (slow state)")
     ax.set_xlabel(f"{xd[0]}  (slow state)")
-    where = _where(chosen)
-    _title(ax, opts, f"Optimal feedback, {_eps_label(eps, g)}, {_case_name(f)}" + (f"\n{where}" if where else ""))
+    where = ", ".join(w for w in (when, _where(chosen)) if w)
+    _title(ax, opts, f"Optimal feedback, {_eps_label(eps, g)}, {_case_name(f)}\n{where}", _params(f, g, time=True))
 
 
 def _plot_blind(f, fig, opts):
@@ -970,7 +1201,7 @@ def _plot_blind(f, fig, opts):
     _legend(ax, title="time remaining", ncols=2)
     where = _where(chosen, skip=("t",))
     _title(ax, opts, f"Extended vs y-blind controls, {_eps_label(eps)}, {_case_name(f)}\n"
-           + (f"{where}  " if where else "") + VALUE_LABEL)
+           + (f"{where}  " if where else "") + VALUE_LABEL, _params(f, g, time=True))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1082,7 +1313,7 @@ def _plot_convergence(f, fig, opts):
     series, labels, fits = _study_series(f, param.size)
     several = len(labels) > 1
     ax = fig.add_subplot()
-    handles, names = [], []
+    handles, names, fitted = [], [], []
     for si, s in enumerate(sorted(labels)):
         sel = series == s
         for ni, (norm, (err, _)) in enumerate(cols.items()):
@@ -1101,18 +1332,61 @@ def _plot_convergence(f, fig, opts):
                 h = np.geomspace(ps.min(), ps.max(), 50)
                 (line,) = ax.loglog(h, np.exp(icpt) * h ** slope, "--", color=color, lw=1.2)
                 handles.append((pts, line))
+                fitted.append((slope, icpt, float(ps.min()), float(ps.max()), color))
             else:
                 handles.append(pts)
             names.append(label)
+    disc = f.root.variables.get("disc_err_max")
+    if disc is not None and np.asarray(disc.data).size == param.size:
+        d = np.asarray(disc.data, float).ravel()
+        for s in sorted(labels):
+            sel = (series == s) & np.isfinite(d) & (d > 0) & np.isfinite(param) & (param > 0)
+            if sel.sum() < 1:
+                continue
+            order = np.argsort(param[sel])
+            ps, ds = param[sel][order], d[sel][order]
+            errs = np.concatenate([c[0][sel] for c in cols.values()])
+            floor = min(float(np.nanmin(errs[errs > 0])) if (errs > 0).any() else ds.min(), ds.min()) / 3.0
+            (dl,) = ax.loglog(ps, ds, ":", color="0.35", lw=1.2)
+            band = ax.fill_between(ps, floor, 3.0 * ds, color="0.5", alpha=0.18, lw=0)
+            if s == sorted(labels)[0]:
+                handles.append((dl, band))
+                names.append("discretisation error |V^eps_h - V^eps| (dotted); shaded: < 3x it, not resolved")
+    _slope_triangles(ax, fitted)
     if handles:
+        # below the axes: a legend inside would hide points, fits or the band
         ax.legend(handles, names, handler_map={tuple: HandlerTuple(ndivide=1)}, title="error (markers), fit (dashed)",
-                  fontsize=8 if several else None)
+                  fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     name = _param_name(f)
     ax.set_xlabel(_PARAM_LABELS.get(name, name))
     ref = str(f.attrs.get("reference") or "unknown")
     ax.set_ylabel(f"error  [reference: {ref}]")
     ax.grid(True, which="both", alpha=0.25)
-    _title(ax, opts, f"Convergence study {f.attrs.get('study_name', _case_name(f))}")
+    _title(ax, opts, f"Convergence study {f.attrs.get('study_name', _case_name(f))}",
+           _params(f, time=name not in ("dx", "dt")))          # T and dt, unless dt is refined with the grid
+
+
+def _slope_triangles(ax, fitted) -> None:
+    """A reference-slope triangle below the fitted line for each distinct reference order: the fitted order
+    rounded to an integer, at least 1 (the orders schemes and eps-rates have; a pre-asymptotic fit of 0.67
+    is drawn against 1). Its hypotenuse has the reference slope; the legs are labelled 1 and k."""
+    done = set()
+    for slope, icpt, lo, hi, color in fitted:
+        if not slope > 0.25:
+            continue
+        k = float(max(1, int(math.floor(slope + 0.5))))
+        if k in done or not hi > lo:
+            continue
+        done.add(k)
+        la, lb = math.log(lo), math.log(hi)
+        x0, x1 = math.exp(la + 0.55 * (lb - la)), math.exp(la + 0.85 * (lb - la))
+        y0 = math.exp(icpt) * x0 ** slope * (0.35 if k > 0 else 2.8)
+        y1 = y0 * (x1 / x0) ** k
+        corner = (x1, y0) if k > 0 else (x0, y1)
+        ax.add_patch(matplotlib.patches.Polygon([(x0, y0), corner, (x1, y1)], closed=True, fill=False,
+                                                 edgecolor=color, lw=1.0))
+        ax.text(math.sqrt(x0 * x1), min(y0, y1) / 1.12, "1", ha="center", va="top", fontsize=9, color=color)
+        ax.text(corner[0] * 1.04, math.sqrt(y0 * y1), f"{k:g}", ha="left", va="center", fontsize=9, color=color)
 
 
 def _cell(v, fmt):
@@ -1153,12 +1427,13 @@ def _plot_table(f, fig, opts):
                 slope, spread, _, _ = _fit(param[sel], cols[norm][0][sel], k_st, sp_st)
                 fitrow += ["", _slope_text(slope, spread).replace("slope ", "") if slope is not None else "–"]
         rows.append(fitrow)
+    # compact: the figure is as tall as its rows (0.27 in each) plus the title, and the table fills the axes
+    fig.set_size_inches(FIGSIZE[0], 0.27 * (len(rows) + 1) + 0.75)
     ax = fig.add_subplot()
     ax.axis("off")
-    tab = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="center")
+    tab = ax.table(cellText=rows, colLabels=header, cellLoc="center", bbox=[0.0, 0.0, 1.0, 1.0])
     tab.auto_set_font_size(False)
     tab.set_fontsize(9)
-    tab.scale(1.0, 1.3)
     for (r, _c), cell in tab.get_celld().items():
         if r == 0:
             cell.set_text_props(weight="bold")
@@ -1168,6 +1443,11 @@ def _plot_table(f, fig, opts):
 
 
 # --------------------------------------------------------------------------------------------------
+def _rounding_level(spread: float, scale: float) -> bool:
+    """True when a statistical spread is rounding noise (a deterministic path): |spread| <= 1e-9 (1 + |scale|)."""
+    return not np.isfinite(spread) or abs(spread) <= 1e-9 * (1.0 + abs(scale))
+
+
 def _plot_simulation(f, fig, opts):
     """Three panels: mean of X with its 5-95% quantile band per eps, sample paths, running cost with 95% CI."""
     sims = _simulations(f)
@@ -1182,14 +1462,16 @@ def _plot_simulation(f, fig, opts):
         at = g.attrs
         lab = _eps_label(eps)
         if "total_cost_mean" in at:
-            lab += f": cost {at['total_cost_mean']:.4g} ± {1.96 * at.get('total_cost_se', 0):.2g}" + (
-                f", PDE V {at['value_pde']:.4g}" if "value_pde" in at else "")
+            cost, half = float(at["total_cost_mean"]), 1.96 * float(at.get("total_cost_se", 0.0))
+            spread = "" if _rounding_level(half, cost) else f" ± {half:.2g}"     # no band for a deterministic path
+            lab += f": cost {cost:.4g}{spread}" + (f", PDE V {at['value_pde']:.4g}" if "value_pde" in at else "")
         a1.plot(sgrid, mean, color=c, label=lab)
         if "X_quantiles" in g.variables:
             q = g.variables["X_quantiles"].data[..., comp]
             qv = g.coords["quantile"].data
             lo, hi = int(np.argmin(np.abs(qv - 0.05))), int(np.argmin(np.abs(qv - 0.95)))
-            a1.fill_between(sgrid, q[lo], q[hi], color=c, alpha=0.2)
+            if not _rounding_level(float(np.nanmax(q[hi] - q[lo])), float(np.nanmax(np.abs(q)))):
+                a1.fill_between(sgrid, q[lo], q[hi], color=c, alpha=0.2)
         if "X_paths" in g.variables:
             P = g.variables["X_paths"].data
             for k in range(min(5, P.shape[0])):
@@ -1198,13 +1480,17 @@ def _plot_simulation(f, fig, opts):
             rc = g.variables["running_cost_mean"].data
             se = g.variables["running_cost_se"].data if "running_cost_se" in g.variables else 0 * rc
             a3.plot(sgrid, rc, color=c)
-            a3.fill_between(sgrid, rc - 1.96 * se, rc + 1.96 * se, color=c, alpha=0.2)
+            if not _rounding_level(float(np.nanmax(1.96 * se)), float(np.nanmax(np.abs(rc)))):
+                a3.fill_between(sgrid, rc - 1.96 * se, rc + 1.96 * se, color=c, alpha=0.2)
     a1.set_ylabel("X: mean, 5-95%" if comp == 0 else f"X_{comp + 1}: mean, 5-95%")
     a2.set_ylabel("sample paths")
     a3.set_ylabel("cost ∫ l ds (95%)")
     a3.set_xlabel("s  (time elapsed)")
-    _legend(a1)
-    _title(a1, opts, f"Monte Carlo under the computed feedback, {_case_name(f)} (cost with 95% CI)")
+    handles, names = a1.get_legend_handles_labels()
+    if handles:                           # below the panels: inside, it would hide the bands
+        fig.legend(handles, names, loc="outside lower center", fontsize=9,
+                   title="cost of the feedback (95% interval) and V from the PDE")
+    _title(a1, opts, f"Monte Carlo under the computed feedback, {_case_name(f)}", _params(f))
 
 
 def _plot_law(f, fig, opts):
@@ -1239,9 +1525,10 @@ def _plot_law(f, fig, opts):
         a2.set_xlabel("s  (time elapsed)")
     else:
         a1.set_xlabel("s  (time elapsed)")
-    a1.set_ylabel(f"E X_s (component {comp})")
+    a1.set_ylabel("E X_s" if comp == 0 and not any(g.variables["X_mean"].data.shape[1] > 1 for _, _, g in sims)
+                  else f"E X{comp + 1}_s")
     _legend(a1)
-    _title(a1, opts, f"Convergence in law of the slow variable, {_case_name(f)}")
+    _title(a1, opts, f"Convergence in law of the slow variable, {_case_name(f)}", _params(f))
 
 
 # entry point
@@ -1325,7 +1612,7 @@ def plot_file(path, what: str | None = None, output=None, **options) -> Figure:
             raise PlotError(f"cannot write {os.fspath(output)}: unsupported figure format {ext or '(none)'!r}; "
                             "use .png, .pdf or .svg")
     with matplotlib.rc_context(STYLE):
-        tall = what == "simulation" or (what in ("value_eps", "blind", "law") and _two_panels(f, what))
+        tall = what in ("simulation", "convergence") or (what in ("value_eps", "blind", "law") and _two_panels(f, what))
         fig = Figure(figsize=FIGSIZE_TWO if tall else FIGSIZE,
                      layout="constrained")
         FigureCanvasAgg(fig)

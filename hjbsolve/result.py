@@ -147,6 +147,19 @@ class Result:
                                   {"long_name": "corrector chi(P; y)"})
         root.variables["residual"] = V(e.residual.reshape(shape), tuple(Pd), {"long_name": "final max residual"})
         root.variables["iterations"] = V(e.iterations.reshape(shape), tuple(Pd), {"long_name": "Newton iterations"})
+        if e.estimate is not None:
+            from .cell.ergodic.tables import ESTIMATE_STATUS
+            s = e.estimate
+            for nm, arr, desc in (
+                    ("hbar_error_estimate", s.estimate, "estimate of |hbar - Hbar| from the grids N, N/2, N/4"),
+                    ("hbar_observed_order", s.order, "observed order log2(d_coarse / d_fine) (NaN unless clean)"),
+                    ("hbar_richardson", s.richardson, "Richardson-extrapolated Hbar (NaN unless the order is clean)"),
+                    ("hbar_N2", s.hbar_mid, "Hbar on the grid N/2"),
+                    ("hbar_N4", s.hbar_coarse, "Hbar on the grid N/4")):
+                root.variables[nm] = V(np.asarray(arr).reshape(shape), tuple(Pd), {"long_name": desc})
+            root.variables["hbar_estimate_status"] = V(
+                s.status.reshape(shape), tuple(Pd),
+                {"long_name": "kind of error estimate", **{f"code_{k}": v for k, v in ESTIMATE_STATUS.items()}})
         if e.lbar is not None:
             qd = axis_names("q", e.m)
             for nm, ax in zip(qd, e.q_axes):
@@ -190,3 +203,101 @@ class Result:
         res.extra_groups = dict(g.groups)
         res.attrs = {k: val for k, val in a.items() if k in ("x_box", "y_box")}
         return res
+
+
+# ------------------------------------------------------------------ reading stored files defensively
+
+#: attributes that hold numbers wherever they appear (a string or NaN there means a damaged file)
+NUMERIC_ATTRS = ("eps", "x_box", "y_box", "nu", "N", "m", "offset_in_h", "value_pde", "y0", "x0", "x_n",
+                 "fast_resolution", "T", "dt")
+#: arrays that are finite or +-inf but never NaN in a file written by hjbsolve (coordinates never hold NaN)
+#: the cell stage's datasets: a file holding one of them holds all
+CELL_DATASETS = ("mu", "ybar", "abar", "gbar")
+NO_NAN = ("mu", "ybar", "abar", "gbar", "hbar", "lbar", "feedback", "V", "chi", "P_matrix", "P_values")
+
+
+def check_file(path) -> store.Group:
+    """Read a stored file for a command (``info``, ``plot``, ``simulate``, ``study --resume``) and refuse a
+    corrupt or foreign one with an :class:`~hjbsolve.errors.HJBError` of one line naming the file and the
+    dataset or attribute: unreadable HDF5 (bit flips, truncation), an axis without its dimension scale or of
+    the wrong length, a non-numeric numeric attribute, NaN in a stored array, a case text that does not
+    parse or validate. Returns the tree (as :func:`hjbsolve.store.read`)."""
+    import os
+
+    from .errors import HJBError
+    text = os.fspath(path)
+    if not os.path.exists(text):
+        raise HJBError(f"{text}: file not found")
+    if not os.path.isdir(text) and not os.path.isfile(text):
+        raise HJBError(f"{text}: not a regular file (a device, FIFO or socket): give an HDF5 result file")
+    try:
+        root = store.read(text)
+    except HJBError:
+        raise
+    except Exception as e:          # h5py / HDF5 errors of damaged files come in many types
+        raise HJBError(f"{text}: damaged or foreign HDF5 file: {type(e).__name__}: {' '.join(str(e).split())}") from None
+    _check_group(text, root, "/", {})
+    cell = [k for k in CELL_DATASETS if k in root.variables]
+    if cell and len(cell) < len(CELL_DATASETS):
+        missing = ", ".join(k for k in CELL_DATASETS if k not in root.variables)
+        raise HJBError(f"{text}: dataset {missing} missing beside {', '.join(cell)} (damaged file)")
+    for name, g in root.groups.items():
+        if name.startswith("eps_") and ("V" not in g.variables or "t" not in g.coords):
+            raise HJBError(f"{text}: group /{name}: dataset {'V' if 'V' not in g.variables else 't'} missing "
+                           "(damaged file)")
+    _check_stored_case(text, root.attrs)
+    return root
+
+
+def _check_stored_case(path: str, attrs: dict) -> None:
+    """The case a file was made with (:func:`hjbsolve.provenance.stored_raw`: the resolved case, or the raw
+    case text of older files) must match its hash and validate."""
+    from .errors import HJBError
+    if "case_resolved" not in attrs and "case_text" not in attrs:
+        return
+    from .case import validate
+    from .provenance import sha256, stored_raw
+    resolved = attrs.get("case_resolved")
+    if resolved is not None and not isinstance(resolved, str):
+        raise HJBError(f"{path}: attribute case_resolved: expected the case's TOML text, got "
+                       f"{type(resolved).__name__}")
+    if isinstance(resolved, str) and "case_sha256" in attrs and sha256(resolved) != attrs["case_sha256"]:
+        raise HJBError(f"{path}: attribute case_resolved: does not match its case_sha256 (damaged file)")
+    if resolved is None and not isinstance(attrs.get("case_text"), str):
+        raise HJBError(f"{path}: attribute case_text: expected the case's TOML text, got "
+                       f"{type(attrs.get('case_text')).__name__}")
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # the consumer warns about old files itself
+            raw = stored_raw(attrs, path)
+    except RecursionError:
+        raise HJBError(f"{path}: the stored case is nested too deeply (damaged file)") from None
+    validate(raw, f"{path} (stored case)")
+
+
+def _check_group(path: str, g: store.Group, where: str, inherited: dict) -> None:
+    from .errors import HJBError
+    coords = {**inherited, **{k: len(np.atleast_1d(v.data)) for k, v in g.coords.items()}}
+    for name, c in g.coords.items():
+        d = np.asarray(c.data)
+        if d.dtype.kind == "f" and np.isnan(d).any():
+            raise HJBError(f"{path}: dataset {where}{name}: NaN in a coordinate (damaged file)")
+    for name, v in g.variables.items():
+        data = np.asarray(v.data)
+        for axis, dim in enumerate(v.dims):
+            if dim == f"{name}_dim_{axis}":
+                raise HJBError(f"{path}: dataset {where}{name}: axis {axis} has no dimension scale "
+                               "(damaged or foreign file)")
+            if dim in coords and axis < data.ndim and data.shape[axis] != coords[dim]:
+                raise HJBError(f"{path}: dataset {where}{name}: axis {dim} has {data.shape[axis]} values, its "
+                               f"coordinate {coords[dim]} (damaged or foreign file)")
+        if name in NO_NAN and data.dtype.kind == "f" and np.isnan(data).any():
+            raise HJBError(f"{path}: dataset {where}{name}: holds NaN (damaged file)")
+    for key in NUMERIC_ATTRS:
+        if key in g.attrs:
+            val = np.asarray(g.attrs[key])
+            if val.dtype.kind not in "biuf" or (val.dtype.kind == "f" and np.isnan(val).any()):
+                raise HJBError(f"{path}: attribute {where}{key}: expected a number, got {g.attrs[key]!r:.60}")
+    for name, sub in g.groups.items():
+        _check_group(path, sub, f"{where}{name}/", coords)

@@ -138,7 +138,36 @@ def run_cell(case: Case, model: Model | None = None) -> Result:
         cell.timings["legendre"] = time.perf_counter() - t1
     timings = dict(cell.timings)
     timings["total"] = time.perf_counter() - t0
-    return Result(case_name=case.name, case_text=case.text, family=case.family, cell=cell, timings=timings)
+    result = Result(case_name=case.name, case_text=case.text, family=case.family, cell=cell, timings=timings)
+    result.attrs.update(provenance_attrs(case, model))
+    return result
+
+
+def provenance_attrs(case: Case, model: Model | None = None) -> dict:
+    """Root attributes that say what made the numbers: the resolved case and its hash, the versions
+    (:func:`hjbsolve.provenance.case_attrs`) and the solver settings: how the min over the controls is
+    taken is added by :func:`_record_minimisation`), the control nodes, and the number of numba threads."""
+    from .provenance import case_attrs
+    attrs = case_attrs(case)
+    try:
+        import numba
+        attrs["solver_threads"] = int(numba.get_num_threads())
+    except ImportError:        # pragma: no cover - a dependency
+        pass
+    if model is not None and model.k:
+        attrs["solver_control_nodes"] = int(len(model.controls.nodes()))
+        attrs["solver_exact_sup"] = bool(case.grid["u"]["exact"])     # the closed-form min where there is one
+    return attrs
+
+
+def _record_minimisation(result: Result) -> Result:
+    """``solver_minimisation`` at the root: how each value group took the min over the controls (its
+    ``minimisation`` attribute, see :mod:`hjbsolve.value`)."""
+    how = {name: g.attrs["minimisation"] for name, g in result.extra_groups.items()
+           if isinstance(g.attrs.get("minimisation"), str)}
+    if how:
+        result.attrs["solver_minimisation"] = "; ".join(f"{name}: {text}" for name, text in how.items())
+    return result
 
 
 def eps_group_name(eps: float) -> str:
@@ -146,28 +175,35 @@ def eps_group_name(eps: float) -> str:
     return f"eps_{float(eps):g}"
 
 
-def run_values(case: Case, model: Model, cell, on_result: Callable | None = None) -> dict:
+def run_values(case: Case, model: Model, cell, on_result: Callable | None = None, done: dict | None = None) -> dict:
     """The value stage for every eps of the case (in the order given); returns name -> store.Group.
 
     ``on_result(name, group)`` is called as soon as each eps is finished (the CLI writes it to disk then),
-    so that a run stopped halfway keeps what it finished.
+    so that a run stopped halfway keeps what it finished. ``done``: groups already computed for this very
+    case (``hjbsolve run --resume``), taken as they are.
     """
     import warnings
 
     from .value import value_function
     groups = {}
+    done = done or {}
     r = case.run
     if r["blind"] and 0.0 not in [float(e) for e in r["eps"]]:
         warnings.warn(f"{case.source}: run.blind = true asks for the y-blind value of the effective problem, but "
                       "run.eps has no 0: add 0.0 to run.eps", UserWarning, stacklevel=2)
     for eps in r["eps"]:
+        name = eps_group_name(eps)
+        if name in done:
+            log.info("value stage, eps = %g: kept from the partial file", eps)
+            groups[name] = done[name]
+            continue
         log.info("value stage, eps = %g", eps)
         res = value_function(model, cell, eps=eps, T=case.time["T"], dt=case.time["dt"],
                              output_times=r["output_times"], blind=(r["blind"] and eps == 0.0), order=r["order"],
                              extrapolation=r["extrapolation"], effective_scheme=r["effective_scheme"],
+                             richardson=r["richardson"],
                              u_nodes=None if case.grid["u"]["exact"] else model.controls.nodes(),
                              minimize="auto" if case.grid["u"]["exact"] else "grid")
-        name = eps_group_name(eps)
         groups[name] = res.to_group()
         if on_result is not None:
             on_result(name, groups[name])
@@ -189,6 +225,7 @@ def run_plain(case: Case, model: Model, on_result: Callable | None = None) -> Re
     exact = case.grid["u"]["exact"] and model.controls.points is None
     res = value_function(model, None, eps=0.0, T=case.time["T"], dt=case.time["dt"], xgrid=xg,
                          output_times=r["output_times"], order=r["order"], extrapolation=r["extrapolation"],
+                         richardson=r["richardson"],
                          u_nodes=None if exact else model.controls.nodes(), minimize="auto" if exact else "grid")
     res.attrs["problem"] = "plain HJB (m = 0): no fast variable"
     res.attrs["control_set"] = _describe_controls(model)
@@ -198,6 +235,7 @@ def run_plain(case: Case, model: Model, on_result: Callable | None = None) -> Re
         on_result(name, group)
     result = Result(case_name=case.name, case_text=case.text, family=case.family,
                     timings={"values": time.perf_counter() - t0})
+    result.attrs.update(provenance_attrs(case, model))
     result.extra_groups[name] = group
     result.timings["total"] = time.perf_counter() - t0
     return result
@@ -229,33 +267,47 @@ def run_periodic(case: Case) -> Result:
     N = grid["y"]["n"] if not isinstance(grid["y"]["n"], list) else grid["y"]["n"][0]
     try:
         table = ergodic_stage(ham, P, axes, grid["P"]["values"] is None, mod["m"], N, mod["nu"],
-                              offset=grid["y"]["offset"], tol=mod["tol"], maxiter=mod["maxiter"], q_axes=q_axes)
+                              offset=grid["y"]["offset"], tol=mod["tol"], maxiter=mod["maxiter"], q_axes=q_axes,
+                              hbar_tol=grid["y"]["tol"])
     except HJBError as e:          # name the case: the solver's messages name the point, not the file
         raise type(e)(f"{case.source}: model: {e}") from None
     timings = dict(table.timings, total=time.perf_counter() - t0)
-    return Result(case_name=case.name, case_text=case.text, family=case.family, ergodic=table, timings=timings)
+    result = Result(case_name=case.name, case_text=case.text, family=case.family, ergodic=table, timings=timings)
+    result.attrs.update(provenance_attrs(case))
+    return result
 
 
-def run(case: Case, on_cell: Callable | None = None, on_result: Callable | None = None) -> Result:
+def run(case: Case, on_cell: Callable | None = None, on_result: Callable | None = None,
+        resumed: Result | None = None) -> Result:
     """Run every stage that the case asks for: cell, then (``run.values``) the value function for each
     eps. Callbacks ``on_cell(result)`` and ``on_result(name, group)`` see each stage as it finishes.
-    A ``periodic`` case has one stage: its cell problems (Hbar(P), chi, Lbar)."""
+    A ``periodic`` case has one stage: its cell problems (Hbar(P), chi, Lbar).
+
+    ``resumed``: a :class:`Result` of an interrupted run of this very case (the caller has checked the
+    stored hash): its cell stage and its eps groups are kept, the other eps are computed."""
     if case.family == "periodic":
         return run_periodic(case)
     model = build_model(case)
     try:
         if model.m == 0:
-            return run_plain(case, model, on_result)
-        result = run_cell(case, model)
-        if on_cell is not None:
-            on_cell(result)
+            if resumed is not None and eps_group_name(0.0) in resumed.extra_groups:
+                return _record_minimisation(resumed)
+            return _record_minimisation(run_plain(case, model, on_result))
+        if resumed is not None and resumed.cell is not None:
+            result = resumed
+            log.info("cell stage: kept from the partial file")
+        else:
+            result = run_cell(case, model)
+            if on_cell is not None:
+                on_cell(result)
         if case.run["values"]:
             t0 = time.perf_counter()
-            result.extra_groups.update(run_values(case, model, result.cell, on_result))
+            done = dict(resumed.extra_groups) if resumed is not None and result is resumed else {}
+            result.extra_groups.update(run_values(case, model, result.cell, on_result, done))
             result.timings["values"] = time.perf_counter() - t0
     except NumericalError as e:
         raise _name_the_key(case, e) from None
-    return result
+    return _record_minimisation(result)
 
 
 def _name_the_key(case: Case, e: NumericalError) -> NumericalError:

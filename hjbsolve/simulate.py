@@ -301,9 +301,10 @@ def _strides(shape):
 # ------------------------------------------------------------------------------------------------------------
 # the path kernel
 
-MODE_FIXED, MODE_AFFINE, MODE_GRID, MODE_TABLE = 0, 1, 2, 3
+MODE_FIXED, MODE_AFFINE, MODE_GRID, MODE_TABLE, MODE_STORED = 0, 1, 2, 3, 4
 MODE_NAMES = {MODE_FIXED: "fixed control (u = u_ref) or uncontrolled",
               MODE_AFFINE: "optimal feedback, closed-form argmax (control-affine, quadratic cost)",
+              MODE_STORED: "optimal feedback u*(t, x, y) stored by the value stage (control-affine model)",
               MODE_GRID: "optimal feedback, argmax over the control grid",
               MODE_TABLE: "effective system: extended feedback averaged with mu_x (tabulated)"}
 
@@ -425,8 +426,8 @@ def _make_kernel(n, m):
                         for i in range(n):
                             a[i] = sv[w, off[0] + i]
                         ell = sv[w, off[2]]
-                    elif mode == MODE_AFFINE:
-                        # u = clip(u_ref - B^T p / c), p = D_xV (bang-bang when c = 0)
+                    elif mode == MODE_AFFINE or mode == MODE_STORED:
+                        # u = clip(u_ref - B^T p / c), p = D_xV (bang-bang when c = 0); MODE_STORED: dv = u
                         ell = sv[w, off[2]]
                         for i in range(n):
                             a[i] = sv[w, off[0] + i]
@@ -434,7 +435,9 @@ def _make_kernel(n, m):
                             qv = 0.0
                             for i in range(n):
                                 qv += sv[w, off[1] + i * k + jj] * dv[w, i]
-                            if c > 0.0:
+                            if mode == MODE_STORED:
+                                uj = dv[w, jj]
+                            elif c > 0.0:
                                 uj = u_ref[jj] - qv / c
                             elif qv > 0.0:
                                 uj = u_lo[jj]
@@ -651,6 +654,22 @@ def value_gradient(value, xgrid: Grid) -> np.ndarray:
     return np.stack([np.gradient(V, xgrid.h[i], axis=1 + i, edge_order=2) for i in range(n)], axis=-1)
 
 
+def _stored_feedback(value, kind: int, shape: tuple, k: int):
+    """The value stage's feedback at its output times, (nt, *shape, k) float, when the path kernel can use it:
+    a control-affine model with the closed-form argmax (the stored control is then evaluated exactly in
+    a = a0 + B u and l = l0 + c |u - u_ref|^2 / 2), a value with ``feedback_t`` on ``shape`` (the (x, y) grid;
+    eps = 0: the extended feedback) and at least two uniform times. Otherwise None: the feedback is recomputed
+    from D_xV."""
+    fb = getattr(value, "feedback_t", None) if value is not None else None
+    if kind != MODE_AFFINE or fb is None:
+        return None
+    fb = np.asarray(fb, float)
+    nt = len(np.atleast_1d(value.t_out))
+    if nt < 2 or fb.size != nt * int(np.prod(shape)) * k:
+        return None
+    return fb.reshape((nt,) + shape + (k,))
+
+
 def _time_table(value):
     t = np.asarray(value.t_out, float)
     if len(t) > 2:
@@ -708,7 +727,7 @@ def two_scale_dynamics(model: Model, xgrid: Grid, ygrid: Grid, eps: float, T: fl
     co = _coefficients(model, xgrid, ygrid, kind, u_nodes)
     n, m, k = model.n, model.m, model.k
     nodes = xgrid.size * ygrid.size
-    if kind == MODE_AFFINE:
+    if kind == MODE_AFFINE:       # also for a stored feedback (MODE_STORED below)
         cols = [co["a0"], co["B"], co["l0"], co["b"], co["tau"], co["S"]]
     elif kind == MODE_GRID:
         cols = [co["A"], np.zeros((nodes, 0)), co["L"], co["b"], co["tau"], co["S"]]
@@ -717,7 +736,14 @@ def two_scale_dynamics(model: Model, xgrid: Grid, ygrid: Grid, eps: float, T: fl
     stat, cmap, cvals, off = _pack(cols, nodes)
     grid = Grid(tuple(xgrid.lo) + tuple(ygrid.lo), tuple(xgrid.hi) + tuple(ygrid.hi),
                 tuple(xgrid.n) + tuple(ygrid.n))
-    if kind in (MODE_AFFINE, MODE_GRID):
+    stored = _stored_feedback(value, kind, tuple(xgrid.shape) + tuple(ygrid.shape), k)
+    if stored is not None:
+        t_tab = _time_table(value)
+        dyn = np.ascontiguousarray(stored.reshape(len(t_tab), nodes, k).transpose(1, 0, 2).reshape(nodes, -1))
+        kind = MODE_STORED
+        source = (f"u*(t, x, y) stored by the V^eps value stage at {len(t_tab)} times (linear in t), dt = "
+                  f"{value.attrs.get('dt', np.nan):g}")
+    elif kind in (MODE_AFFINE, MODE_GRID):
         if value is None:
             raise ValueError("the optimal feedback needs the value function V^eps (dense output times)")
         t_tab = _time_table(value)
@@ -731,7 +757,7 @@ def two_scale_dynamics(model: Model, xgrid: Grid, ygrid: Grid, eps: float, T: fl
         source = "uncontrolled" if k == 0 else f"reference control u = {_u_ref(model).tolist()}"
     S = np.asarray(co["S"])
     tau = np.asarray(co["tau"])
-    aff_c = float(model.affine.c) if (kind == MODE_AFFINE) else 0.0
+    aff_c = float(model.affine.c) if kind in (MODE_AFFINE, MODE_STORED) else 0.0
     rate_mean, rate_max = fast_rates(model, xgrid, ygrid, np.asarray(co["b"]))
 
     def terminal(X, Y):
@@ -796,7 +822,10 @@ def effective_dynamics(model: Model, xgrid: Grid, ygrid: Grid, mu: np.ndarray, T
     xs_all = xgrid.flat_points()
     t_tab = _time_table(value) if kind in (MODE_AFFINE, MODE_GRID) and value is not None else np.zeros(1)
     G_all = None
-    if kind in (MODE_AFFINE, MODE_GRID):
+    stored = _stored_feedback(value, kind, tuple(xgrid.shape) + tuple(ygrid.shape), k)
+    if stored is not None:
+        stored = stored.reshape(len(t_tab), Nx_all, Ny, k)
+    elif kind in (MODE_AFFINE, MODE_GRID):
         if value is None:
             raise ValueError("the optimal extended feedback needs the eps = 0 value function (dense output times)")
         G_all = value_gradient(value, xgrid).reshape(len(t_tab), Nx_all, n)
@@ -825,11 +854,11 @@ def effective_dynamics(model: Model, xgrid: Grid, ygrid: Grid, mu: np.ndarray, T
             a0, B, l0 = np.asarray(co["a0"]), np.asarray(co["B"]), np.asarray(co["l0"])
             sb = sbar_of(np.asarray(co["S"]))
             for it in range(len(t_tab)):
-                q = np.einsum("ijnk,in->ijk", B, G_all[it, sl])
-                if c > 0:
-                    u = uref - q / c
+                if stored is not None:
+                    u = stored[it, sl]
                 else:
-                    u = np.where(q > 0, lo, np.where(q < 0, hi, uref))
+                    q = np.einsum("ijnk,in->ijk", B, G_all[it, sl])
+                    u = uref - q / c if c > 0 else np.where(q > 0, lo, np.where(q < 0, hi, uref))
                 u = np.clip(u, lo, hi)
                 a = a0 + np.einsum("ijnk,ijk->ijn", B, u)
                 ell = l0 + 0.5 * c * np.sum((u - uref) ** 2, axis=-1)
@@ -847,7 +876,10 @@ def effective_dynamics(model: Model, xgrid: Grid, ygrid: Grid, mu: np.ndarray, T
             rows.append(np.concatenate([avg(np.asarray(co["a"])), avg(np.asarray(co["l"]))[:, None],
                                         sbar_of(np.asarray(co["S"]))], axis=1))
         blocks.append(np.stack(rows, axis=1))
-    if kind in (MODE_AFFINE, MODE_GRID):
+    if stored is not None:
+        source = (f"extended feedback alpha(t, x, y) stored by the effective value stage at {len(t_tab)} times "
+                  f"(linear in t), dt = {value.attrs.get('dt', np.nan):g}; averaged with mu_x")
+    elif kind in (MODE_AFFINE, MODE_GRID):
         source = (f"V effective value stage (eps = 0), {len(t_tab)} output times, dt = "
                   f"{value.attrs.get('dt', np.nan):g}; extended feedback averaged with mu_x")
     else:
@@ -1123,6 +1155,7 @@ def dense_value(case, eps: float, model: Model | None = None, cell=None, dt: flo
     use_cell = cell if (cell is not None and cell.xgrid == xgrid and cell.ygrid == ygrid) else None
     return value_function(model, use_cell, eps=float(eps), T=T, dt=dt, output_times=times, xgrid=xgrid, ygrid=ygrid,
                           order=r["order"], extrapolation=r["extrapolation"], effective_scheme=r["effective_scheme"],
+                          richardson=r["richardson"],
                           u_nodes=None if exact else model.controls.nodes(), minimize="auto" if exact else "grid")
 
 
@@ -1137,6 +1170,8 @@ def prepare(case, eps: float, model: Model | None = None, cell=None, feedback: s
     T = float(case.time["T"])
     exact = bool(case.grid["u"]["exact"])
     u_nodes = model.controls.nodes()
+    if isinstance(value, StoredValue) and _control_kind(model, feedback, exact) != MODE_AFFINE:
+        value = None        # a stored feedback serves control-affine models; the others recompute D_xV densely
     needs_value = model.k > 0 and feedback == "optimal"
     if needs_value and value is None:
         value = dense_value(case, eps, model, cell, dt, every, xg, yg)
@@ -1147,6 +1182,42 @@ def prepare(case, eps: float, model: Model | None = None, cell=None, feedback: s
     else:
         mu = _mu_cache(model, xg, yg)
     return effective_dynamics(model, xg, yg, mu, T, value, feedback, exact, u_nodes)
+
+
+@dataclass
+class StoredValue:
+    """A value group read back from a result file: what the path kernel needs of a ValueResult."""
+
+    eps: float
+    t_out: np.ndarray
+    V: np.ndarray
+    feedback_t: np.ndarray | None
+    attrs: dict
+    V_monotone: np.ndarray | None = None    # Richardson runs: the monotone V_{dt/2}; |V - V_monotone| estimates the error
+
+
+def stored_values(result, eps_values=None, dt: float | None = None) -> dict:
+    """{eps: :class:`StoredValue`} of the value groups of a loaded result file that store the feedback at
+    every output time (``feedback_t``) at uniform times, for the eps in ``eps_values`` (default all); with
+    ``dt`` given (a new value time step asked for) nothing is reused."""
+    if dt is not None:
+        return {}
+    out = {}
+    for name, g in result.extra_groups.items():
+        if not name.startswith("eps_") or "feedback_t" not in g.variables or "eps" not in g.attrs:
+            continue
+        eps = float(g.attrs["eps"])
+        if eps_values is not None and eps not in [float(e) for e in np.atleast_1d(eps_values)]:
+            continue
+        mono = g.variables.get("V_monotone")
+        sv = StoredValue(eps, np.asarray(g.coords["t"].data, float), g.variables["V"].data,
+                         g.variables["feedback_t"].data, dict(g.attrs), None if mono is None else mono.data)
+        try:
+            _time_table(sv)
+        except ValueError:
+            continue
+        out[eps] = sv
+    return out
 
 
 def simulation_group_name(eps: float) -> str:
@@ -1175,7 +1246,7 @@ def _check_start(name: str, z, grid, dim: int) -> None:
 def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000, ds: float | None = None,
                   seed: int = 0, feedback: str = "optimal", n_record: int = 101, n_keep: int = 20,
                   dt: float | None = None, cell=None, model: Model | None = None,
-                  return_simulations: bool = False, fast_resolution: float = 10.0) -> dict:
+                  return_simulations: bool = False, fast_resolution: float = 10.0, values: dict | None = None) -> dict:
     """Simulate ``case`` for every eps (default: the case's ``run.eps``); returns ``{group name: store.Group}``
     (``{eps: Simulation}`` when ``return_simulations``).
 
@@ -1184,6 +1255,8 @@ def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000,
     ``X_mean(s, slow)``, ``X_mean_se``, ``X_cov(s, slow, slow_)``, ``X_quantiles(quantile, s, slow)``, ``Y_mean``,
     ``Y_cov``, ``running_cost_mean(s)``, ``running_cost_se(s)``; attributes eps, ds, N, seed, x0, y0,
     feedback_source, total_cost_mean/se/ci95_lo/ci95_hi, value_pde (V(T, x0, y0) from the value stage).
+    ``values``: {eps: stored value} (:func:`stored_value`) whose feedback at the stored times is used instead
+    of recomputing the value function.
     """
     from .models import build_model
     case = _load(case)
@@ -1201,7 +1274,7 @@ def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000,
     for eps in eps_values:
         eps = float(eps)
         t0 = time.perf_counter()
-        dyn = prepare(case, eps, model, cell, feedback, dt)
+        dyn = prepare(case, eps, model, cell, feedback, dt, value=(values or {}).get(eps))
         t1 = time.perf_counter()
         sim = simulate(dyn, x0, y0, n_paths=n_paths, ds=ds, seed=seed, n_record=n_record, n_keep=n_keep,
                        fast_resolution=fast_resolution)
@@ -1218,7 +1291,8 @@ def simulate_case(case, eps_values=None, x0=None, y0=None, n_paths: int = 10000,
 def simulate_file(path, eps_values=None, n_paths: int = 10000, ds: float | None = None, seed: int = 0,
                   output=None, x0=None, y0=None, feedback: str = "optimal", n_record: int = 101,
                   n_keep: int = 20, dt: float | None = None, fast_resolution=10.0, overrides=None) -> dict:
-    """Simulate the case stored in a result file (root attribute ``case_text``) for the eps of its value groups
+    """Simulate the case stored in a result file (its resolved case, root attribute ``case_resolved``; see
+    :func:`hjbsolve.provenance.stored_case`) for the eps of its value groups
     ``eps_<eps>`` (or ``eps_values``), recomputing the value functions with dense output times, and write the
     groups ``simulation_eps_<eps>`` into ``output`` (default: the file itself) with :func:`hjbsolve.store.update`
     (atomic). A case file (.toml) is accepted too (output default: the case's result file). ``overrides``:
@@ -1231,23 +1305,22 @@ def simulate_file(path, eps_values=None, n_paths: int = 10000, ds: float | None 
         case = load_case(p, overrides)
         target = output or case.output
     else:
+        from .provenance import stored_case
+        case = stored_case(store.root_attrs(p), p, overrides)     # the resolved case, never the raw text
         res = Result.load(p)
-        if not res.case_text:
-            raise HJBError(f"{p}: no case_text attribute: not an hjbsolve result file")
-        from .case import load_case
-        case = load_case(tomllib.loads(res.case_text), overrides)
         cell = res.cell if not overrides else None
         if eps_values is None:
             found = sorted({float(g.attrs["eps"]) for name, g in res.extra_groups.items()
                             if name.startswith("eps_") and "eps" in g.attrs}, reverse=True)
             eps_values = found or None
         target = output or p
-    groups = simulate_case(case, eps_values, x0, y0, n_paths, ds, seed, feedback, n_record, n_keep, dt, cell,
-                           fast_resolution=fast_resolution)
-    import os
-    os.makedirs(os.path.dirname(os.path.abspath(str(target))), exist_ok=True)
-    for name, grp in groups.items():
-        store.update(target, name, grp)
+    values = stored_values(res, eps_values, dt) if (not p.endswith(".toml") and not overrides) else None
+    store.check_writable(target)          # before the work: a FIFO, a device or a folder is refused
+    with store.output_lock(target, f"hjbsolve simulate on {target}"):
+        groups = simulate_case(case, eps_values, x0, y0, n_paths, ds, seed, feedback, n_record, n_keep, dt, cell,
+                               fast_resolution=fast_resolution, values=values)
+        for name, grp in groups.items():
+            store.update(target, name, grp)
     return groups
 
 

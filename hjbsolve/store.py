@@ -52,24 +52,32 @@ File layout (format ``hjbsolve_store = 1``)
   HDF5 dimension scales and netCDF-4 (``CLASS``, ``NAME``, ``DIMENSION_LIST``,
   ``REFERENCE_LIST``, ``_Netcdf4*``, ``_NCProperties``) and ``hjbsolve_store``.
 
-Writes are atomic: a file is first written as ``.<basename>.tmp-<pid>-<hex>``
-in the destination folder and renamed onto the final name with ``os.replace``
-only after it was completely written and synced.  On any exception (including
-``KeyboardInterrupt``) the temporary file is removed and an existing file at
-the destination is left untouched.  Call :func:`check_writable` before a long
-computation to fail early on an unwritable destination.
+Writes are atomic and safe.  HDF5 builds every file in memory (:class:`FileImage`,
+the h5py core driver without a backing store); the finished bytes are written
+with plain ``os.write`` to ``.<basename>.tmp-<pid>-<hex>`` in the destination
+folder, synced, and renamed onto the final name with ``os.replace``.  So a full
+disk, a quota, a permission or an I/O error is an ordinary ``OSError``, raised
+as one :class:`StoreError`; h5py never fails halfway through a file on disk.
+On any exception (including ``KeyboardInterrupt``) the temporary file is
+removed and an existing file at the destination is left untouched.  Only
+regular files are replaced (:func:`output_target`): a folder, FIFO, device or
+socket is refused, and a symbolic link is followed (its target is replaced,
+the link stays).  Call :func:`check_writable` before a long computation to
+fail early on an unwritable destination.
 
-:func:`update` is a read-modify-write of the whole file.  It is serialised
-within one process, but concurrent updates of the same file from several
-processes are not coordinated (the last rename wins); let one process collect
-results and write them.
+:func:`update` loads the file into memory, adds the group and writes the
+whole file again.  It is serialised within one process; across processes,
+hold :func:`output_lock` (an ``fcntl.flock`` lock file beside the output), as
+the ``hjbsolve`` commands do.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import secrets
+import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +99,11 @@ __all__ = [
     "complete",
     "atomic_output",
     "check_writable",
+    "output_target",
+    "output_lock",
+    "write_bytes",
+    "root_attrs",
+    "FileImage",
     "FORMAT_VERSION",
     "COMPRESS_THRESHOLD",
 ]
@@ -405,10 +418,11 @@ def _create_dataset(h5: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset
     return ds
 
 
-def _write_group(h5: h5py.Group, group: Group, where: str) -> None:
-    """Write a *completed* group (see :func:`complete`) into h5."""
+def _write_group(h5: h5py.Group, group: Group, where: str, existing: dict | None = None) -> None:
+    """Write a *completed* group (see :func:`complete`) into h5 (``existing``: dimension scales already in
+    h5 that the new variables attach to)."""
     _set_attrs(h5, group.attrs, f"group {where}")
-    scales: dict[str, h5py.Dataset] = {}
+    scales: dict[str, h5py.Dataset] = dict(existing or {})
     for name, var in group.coords.items():
         ds = _create_dataset(h5, name, var.data)
         ds.make_scale(name)
@@ -432,28 +446,170 @@ def write(path: str | os.PathLike, root: Group) -> None:
 
     The tree is validated before anything is created; the parent folder is
     created if needed.  An existing file at *path* is replaced only once the
-    new file is complete.
+    new file is complete.  The file is built in memory and copied to disk with
+    plain ``os.write`` (see :class:`FileImage`).
     """
     tree = complete(root)
+    with FileImage() as image:
+        image.merge_completed(tree)
+        image.save(path)
+
+
+_image_count = itertools.count()
+
+
+class FileImage:
+    """An HDF5 file built in memory (h5py core driver, no backing store), saved atomically as a whole.
+
+    HDF5 itself never writes to the disk: :meth:`save` copies the finished image to a temporary file
+    with ``os.write`` and renames it, so a full disk, a quota or a permission error is an ordinary
+    ``OSError`` (h5py can crash on ENOSPC in the middle of a write) turned into one :class:`StoreError`,
+    the temporary file is removed and the previous file is intact.  Each array is encoded (and
+    compressed) once however many times the image is saved: a run adds one group per stage and saves
+    its partial file after each.  ``FileImage(path)`` starts from the bytes of an existing file.
+    """
+
+    def __init__(self, source: str | os.PathLike | None = None):
+        name = f"hjbsolve-image-{os.getpid()}-{next(_image_count)}"
+        kw = dict(driver="core", backing_store=False, block_size=1 << 20)
+        if source is None:
+            self._f = h5py.File(name, "w", track_order=True, **kw)
+            self._f.attrs[FORMAT_ATTR] = np.int64(FORMAT_VERSION)
+            self._scope: dict[str, Variable] = {}
+            return
+        text = os.fspath(source)
+        with _open_for_reading(text):
+            pass                                   # the same checks and messages as read()
+        try:
+            self._f = h5py.File(text, "r+", locking=False, **kw)     # the file itself is never written
+            self._scope = {k: v for k, v in _read_group(self._f, True, shallow=True).coords.items()}
+        except (OSError, KeyError, ValueError) as exc:
+            raise StoreError(f"cannot read {text}: {exc}") from exc
+
+    def __enter__(self) -> "FileImage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self._f.close()
+
+    @property
+    def groups(self) -> list[str]:
+        return [k for k, v in self._f.items() if isinstance(v, h5py.Group)]
+
+    @property
+    def attrs(self) -> dict:
+        return _read_attrs(self._f, True, skip=(FORMAT_ATTR,))
+
+    def merge(self, root: Group) -> None:
+        """Add what the image lacks of *root*: its attributes (set or replaced), the coordinates,
+        variables and sub-groups whose names are not in the image yet."""
+        part = Group(coords=root.coords, variables=root.variables, attrs=root.attrs,
+                     groups={k: g for k, g in root.groups.items() if k not in self._f})
+        self.merge_completed(complete(part))
+
+    def merge_completed(self, tree: Group) -> None:
+        f = self._f
+        _set_attrs(f, tree.attrs, "group /")
+        new = Group(coords={k: v for k, v in tree.coords.items() if k not in f},
+                    variables={k: v for k, v in tree.variables.items() if k not in f})
+        _write_group(f, new, "/", existing={k: f[k] for k in tree.coords if k in f})
+        self._scope.update({k: v for k, v in tree.coords.items()})
+        for name, sub in tree.groups.items():
+            self._replace_group(name, sub)
+
+    def add_group(self, name: str, group: Group) -> None:
+        """Add or replace the top-level sub-group *name* (dimensions without a coordinate in it take the
+        root's, as in :func:`complete`)."""
+        _check_name(name, "group", "/")
+        if name in self._f and not isinstance(self._f[name], h5py.Group):
+            raise StoreError(f"cannot add group {name!r}: the root has a coordinate or variable of that name")
+        sub = _complete(group, _group_path("/", name), dict(self._scope))
+        self._replace_group(name, sub)
+
+    def _replace_group(self, name: str, tree: Group) -> None:
+        """Write the completed *tree* as the sub-group *name*, in the place of an existing one."""
+        f = self._f
+        later = []
+        if name in f:
+            names = list(f)
+            later = names[names.index(name) + 1:]
+            del f[name]
+        _write_group(f.create_group(name, track_order=True), tree, _group_path("/", name))
+        for other in later:                # re-link the later ones so that the file order is kept
+            f.move(other, other + ".~move")
+            f.move(other + ".~move", other)
+
+    def set_attrs(self, attrs: dict) -> None:
+        """Set (or replace) root attributes."""
+        _set_attrs(self._f, _clean_attrs(attrs, "group /"), "group /")
+
+    def to_bytes(self) -> bytes:
+        self._f.flush()
+        return self._f.id.get_file_image()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the image to *path* atomically (see :func:`write_bytes`)."""
+        write_bytes(path, self.to_bytes())
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write *data* to *path* atomically with ``os.write`` (temporary file, fsync, rename).  OS errors
+    (a full disk, a quota, no permission, a read-only file system) become one :class:`StoreError`; the
+    temporary file is removed and an existing file at *path* is left as it was."""
+    text = os.fspath(path)
     with atomic_output(path) as tmp:
         try:
-            with h5py.File(tmp, "w", track_order=True) as f:
-                f.attrs[FORMAT_ATTR] = np.int64(FORMAT_VERSION)
-                _write_group(f, tree, "/")
+            fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view[: 1 << 24])
+                    view = view[n:]
+            finally:
+                os.close(fd)
         except OSError as exc:
-            raise StoreError(f"cannot write {os.fspath(path)}: {exc}") from exc
+            raise StoreError(f"cannot write {text}: {exc.strerror or exc}") from exc
 
 
 # ---------------------------------------------------------------------------
 # atomic output
 
 
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def output_target(path: str | os.PathLike) -> str:
+    """The absolute path of the file that a write to *path* replaces: *path* itself, or for a symbolic
+    link the file it points to (links are followed, so the link stays and its target is replaced).
+    Raises :class:`StoreError` when that path exists and is not a regular file (a folder, a FIFO, a
+    device, a socket): only regular files are ever replaced."""
+    text = os.fspath(path)
+    if not os.path.basename(text) or text.endswith(("/", os.sep)):
+        raise StoreError(f"cannot write {text}: not a file name")
+    final = os.path.realpath(text)
+    try:
+        mode = os.stat(final).st_mode
+    except FileNotFoundError:
+        return final
+    except OSError as exc:
+        raise StoreError(f"cannot write {text}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        what = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        link = f" (the symbolic link leads to {final})" if final != os.path.abspath(text) else ""
+        if what == "a folder":
+            raise StoreError(f"cannot write {text}: it is a folder{link}")
+        raise StoreError(f"cannot write {text}: it is {what}{link}; only regular files are replaced")
+    return final
+
+
 def _folder_and_name(path: str | os.PathLike) -> tuple[str, str, str]:
     text = os.fspath(path)
-    final = os.path.abspath(text)
-    folder, base = os.path.split(final)
-    if not base or text.endswith(("/", os.sep)):
-        raise StoreError(f"cannot write {text}: not a file name")
+    folder, base = os.path.split(output_target(text))
     return text, folder, base
 
 
@@ -465,8 +621,7 @@ def _prepare_folder(text: str, folder: str, final: str) -> None:
                          f"{exc.strerror or exc}") from exc
     if not os.path.isdir(folder):
         raise StoreError(f"cannot write {text}: {folder} is not a folder")
-    if os.path.isdir(final):
-        raise StoreError(f"cannot write {text}: it is a folder")
+    output_target(final)
 
 
 def _reserve_temp(text: str, folder: str, base: str) -> str:
@@ -510,12 +665,13 @@ def _fsync(path: str, directory: bool = False) -> None:
 def atomic_output(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to *path*; rename it onto *path* on success.
 
-    The folder of *path* is created if needed.  The temporary file
-    ``.<basename>.tmp-<pid>-<hex>`` exists (empty) when the body starts; the
-    body writes (or truncates and rewrites) it.  When the body finishes
-    normally the file is synced and ``os.replace``-d onto *path*; on any
-    exception, ``KeyboardInterrupt`` included, it is removed and the exception
-    propagates.  Unwritable destinations raise :class:`StoreError`.
+    *path* goes through :func:`output_target`: a symbolic link is followed (its target is replaced),
+    anything but a regular file is refused.  The folder is created if needed.  The temporary file
+    ``.<basename>.tmp-<pid>-<hex>`` exists (empty) when the body starts; the body writes (or
+    truncates and rewrites) it.  When the body finishes normally the file is synced and
+    ``os.replace``-d onto the target; on any exception, ``KeyboardInterrupt`` included, it is removed
+    and the exception propagates.  OS errors of the sync and rename and unwritable destinations raise
+    :class:`StoreError`.
     """
     text, folder, base = _folder_and_name(path)
     final = os.path.join(folder, base)
@@ -524,10 +680,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
     try:
         yield tmp
         _fsync(tmp)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    try:
+        output_target(final)                 # nothing else has taken the name meanwhile
         os.replace(tmp, final)
     except BaseException as exc:
         _remove_quietly(tmp)
@@ -537,8 +690,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
     _fsync(folder, directory=True)
 
 
-def check_writable(path: str | os.PathLike) -> None:
-    """Fail early with :class:`StoreError` if :func:`write` to *path* cannot succeed.
+def check_writable(path: str | os.PathLike) -> str:
+    """Fail early with :class:`StoreError` if :func:`write` to *path* cannot succeed; return the path
+    that will be replaced (:func:`output_target`).
 
     Creates the folder if needed, then creates and removes a temporary file
     in it.  Call before a long computation whose result goes to *path*.
@@ -546,6 +700,55 @@ def check_writable(path: str | os.PathLike) -> None:
     text, folder, base = _folder_and_name(path)
     _prepare_folder(text, folder, os.path.join(folder, base))
     _remove_quietly(_reserve_temp(text, folder, base))
+    return os.path.join(folder, base)
+
+
+@contextmanager
+def output_lock(path: str | os.PathLike, what: str = "hjbsolve") -> Iterator[None]:
+    """Hold an exclusive lock on the output *path* (``fcntl.flock`` on ``<target>.lock`` beside it) for
+    the duration of the block; a second holder gets a :class:`StoreError` at once, naming the process
+    that has it.  The lock file is removed on exit; the lock dies with its process."""
+    import fcntl
+    text = os.fspath(path)
+    lock = output_target(text) + ".lock"
+    try:
+        os.makedirs(os.path.dirname(lock), exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot write {text}: {exc.strerror or exc}") from exc
+    for _ in range(100):
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as exc:
+            raise StoreError(f"cannot lock {text}: {lock}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            except OSError:
+                holder = "another process"
+            os.close(fd)
+            raise StoreError(f"{text} is being written by {holder} (lock {lock}); wait for it to finish or "
+                             "choose another output") from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino      # not a lock file removed meanwhile
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:  # pragma: no cover
+        raise StoreError(f"cannot lock {text}: {lock} keeps changing")
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        _remove_quietly(lock)
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------
@@ -603,12 +806,14 @@ def _is_dimension_only(ds: h5py.Dataset) -> bool:
     return isinstance(name, str) and name.startswith(_NOT_A_VARIABLE)
 
 
-def _read_group(h5: h5py.Group, ours: bool) -> Group:
+def _read_group(h5: h5py.Group, ours: bool, shallow: bool = False) -> Group:
+    """The group *h5* as a :class:`Group` (``shallow``: its coordinates and attributes only)."""
     group = Group(attrs=_read_attrs(h5, ours, skip=(FORMAT_ATTR,) if h5.name == "/" else ()))
     for name, obj in h5.items():
         if isinstance(obj, h5py.Group):
-            group.groups[name] = _read_group(obj, ours)
-        elif not isinstance(obj, h5py.Dataset):
+            if not shallow:
+                group.groups[name] = _read_group(obj, ours)
+        elif not isinstance(obj, h5py.Dataset) or (shallow and not h5py.h5ds.is_scale(obj.id)):
             continue
         elif h5py.h5ds.is_scale(obj.id):
             if _is_dimension_only(obj) or obj.ndim != 1:
@@ -641,6 +846,15 @@ def _open_for_reading(path: str | os.PathLike) -> h5py.File:
         raise StoreError(f"cannot read {text}: {exc}") from exc
 
 
+def root_attrs(path: str | os.PathLike) -> dict:
+    """The root attributes of a file (without reading its data)."""
+    with _open_for_reading(path) as f:
+        try:
+            return _read_attrs(f, FORMAT_ATTR in f.attrs, skip=(FORMAT_ATTR,))
+        except OSError as exc:
+            raise StoreError(f"cannot read {os.fspath(path)}: {exc}") from exc
+
+
 def read(path: str | os.PathLike) -> Group:
     """Read a file written by :func:`write` (or any HDF5 file using dimension scales).
 
@@ -666,19 +880,21 @@ _update_lock = threading.Lock()
 def update(path: str | os.PathLike, name: str, group: Group) -> None:
     """Add or replace the top-level sub-group *name* of the file *path*, atomically.
 
-    Creates the file (with an empty root) if it does not exist.  The whole file
-    is rewritten into a temporary file and renamed, so a reader never sees a
-    half-written file.  Serialised within the process, not across processes.
+    Creates the file (with an empty root) if it does not exist.  The file is
+    loaded into memory (:class:`FileImage`; the other groups are not decoded),
+    the group added, and the whole file written to a temporary file and
+    renamed, so a reader never sees a half-written file.  Serialised within the
+    process; across processes, hold :func:`output_lock`.
     """
     _check_name(name, "group", "/")
     with _update_lock:
         text = os.fspath(path)
-        root = read(text) if os.path.exists(text) else Group()
-        if name in root.coords or name in root.variables:
-            raise StoreError(f"cannot add group {name!r} to {text}: the root has a "
-                             "coordinate or variable of that name")
-        root.groups[name] = group
-        write(text, root)
+        with FileImage(text) if os.path.exists(text) else FileImage() as image:
+            try:
+                image.add_group(name, group)
+            except StoreError as exc:
+                raise StoreError(f"cannot add group {name!r} to {text}: {exc}") from None
+            image.save(text)
 
 
 # ---------------------------------------------------------------------------

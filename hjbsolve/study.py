@@ -3,7 +3,7 @@
 A study runs one case many times, varying keys:
 
     eps=1,0.1,0.01           one eps per run (``run.eps``); abscissa eps; error |V^eps - V| unless an exact
-                             V^eps exists (then the discretisation error is reported beside it)
+                             V^eps exists (then the discretisation error of the difference is reported beside it)
     grid=1,2,4               refinement factor r: every grid (x, y) gets (n - 1) r + 1 nodes and dt -> dt / r;
                              abscissa dx (the slow spacing)
     dt=0.02,0.01             time step (``time.dt``); abscissa dt
@@ -14,8 +14,8 @@ combination of the others is a *series* with its own fitted order.
 
 Errors are measured on V at the final time T on an interior window (``[study] window``), in the max
 norm and the discrete L2 norm (cell-volume weights), against, in this order of preference:
-``exact`` (the family has a closed form: lq), ``limit`` (eps sweeps: V of the eps = 0 run on the same
-grid), ``finest`` (the run of the series with the finest grid; coarser runs are compared at their own
+``exact`` (the family has a closed form: lq), ``limit`` (eps sweeps: V_h of the eps -> 0 limit of the same
+scheme on the same grid and dt, see :func:`_limit_run`), ``finest`` (the run of the series with the finest grid; coarser runs are compared at their own
 nodes after multilinear interpolation of the finest solution, and the output says so).
 
 Observed orders: pairwise ``log(e_i/e_{i+1}) / log(h_i/h_{i+1})`` and a least-squares fit of
@@ -23,13 +23,16 @@ Observed orders: pairwise ``log(e_i/e_{i+1}) / log(h_i/h_{i+1})`` and a least-sq
 
 Executors: in-process (``-j 1``), local processes (``-j N``, spawn context) or a dask.distributed
 cluster (``--scheduler ADDRESS``). Each run writes its own HDF5 file in the study folder, so a crash loses
-at most the runs in progress, and ``--resume`` skips the runs whose file is complete.
+at most the runs in progress, and ``--resume`` skips the runs whose file is complete and holds the same
+resolved case (its sha256, see :mod:`hjbsolve.provenance`) made by the same version; without ``--resume`` no
+existing file is read.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import io
 import itertools
 import logging
 import os
@@ -47,9 +50,9 @@ from .progress import progress
 log = logging.getLogger(__name__)
 
 SHORTHANDS = {"eps": "run.eps", "dt": "time.dt", "grid": None}
-#: in eps sweeps, a run enters the fitted order only if its error exceeds this multiple of its discretisation
-#: error (known when the family has a closed form)
-RESOLVED_RATIO = 3.0
+#: in eps sweeps, a run enters the fitted order only if its error |V^eps_h - V_h| exceeds this multiple of the
+#: discretisation error of that difference (known when the family has a closed form)
+RESOLVED_RATIO = 10.0
 
 
 @dataclass
@@ -172,19 +175,18 @@ class StudyResult:
     def write_csv(self, path) -> None:
         keys = list(self.runs[0].values) if self.runs else []
         om, ol = self.pairwise(self.err_max), self.pairwise(self.err_l2)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            show_param = self.parameter not in keys
-            w.writerow(["run", *keys, *([self.parameter] if show_param else []), "err_max", "order_max", "err_l2",
-                        "order_l2", "series"]
-                       + (["disc_err_max"] if self.disc_max is not None else []))
-            for i, r in enumerate(self.runs):
-                w.writerow([r.index, *(r.values[k] for k in keys), *([self.param[i]] if show_param else []),
-                            self.err_max[i], om[i],
-                            self.err_l2[i], ol[i], int(self.series[i])]
-                           + ([self.disc_max[i]] if self.disc_max is not None else []))
-        os.replace(tmp, path)
+        fh = io.StringIO(newline="")
+        w = csv.writer(fh)
+        show_param = self.parameter not in keys
+        w.writerow(["run", *keys, *([self.parameter] if show_param else []), "err_max", "order_max", "err_l2",
+                    "order_l2", "series"]
+                   + (["disc_err_max"] if self.disc_max is not None else []))
+        for i, r in enumerate(self.runs):
+            w.writerow([r.index, *(r.values[k] for k in keys), *([self.param[i]] if show_param else []),
+                        self.err_max[i], om[i],
+                        self.err_l2[i], ol[i], int(self.series[i])]
+                       + ([self.disc_max[i]] if self.disc_max is not None else []))
+        store.write_bytes(path, fh.getvalue().encode("utf-8"))      # atomic, regular files only
 
 
 def _safe(key: str) -> str:
@@ -311,22 +313,49 @@ def execute_run(case_dict: dict, path: str, source: str = "study") -> str:
 
 
 def store_text(d: dict) -> str:
-    from .case import _dump_toml
-    return _dump_toml(d)
+    from .provenance import resolved_text
+    return resolved_text(d)
 
 
-def _complete(path: str) -> bool:
+def unusable(path: str, case_dict: dict) -> str | None:
+    """Why the run file ``path`` cannot stand for a run of ``case_dict`` (None when it can): it must exist,
+    read back whole (:func:`result.check_file`: no damaged dataset or attribute), be complete, hold the same
+    resolved case (hash) made by this package version, and have a value group for every eps of its case."""
+    from .provenance import case_hash, check_reusable
+    from .result import check_file
+    if not os.path.exists(path):
+        return f"{path} does not exist"
     try:
-        import h5py
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("complete") == "yes"
-    except Exception:
-        return False
+        root = check_file(path)
+    except HJBError as e:
+        return str(e)
+    attrs = root.attrs
+    if attrs.get("complete") != "yes":
+        return f"{path} is not complete"
+    why = check_reusable(path, attrs, case_hash(case_dict))
+    if why:
+        return why
+    run = case_dict.get("run", {})
+    want = [f"eps_{float(e):g}" for e in run.get("eps", [0.0])] \
+        if run.get("values", True) and case_dict.get("family") != "periodic" else []
+    missing = [g for g in want if g not in root.groups]
+    return f"{path}: group {', '.join(missing)} missing" if missing else None
 
 
-def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume: bool = False) -> None:
-    """Run every study point not already finished (with ``resume``), on the chosen executor."""
-    todo = [r for r in runs if not (resume and _complete(r.path))]
+def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume: bool = False,
+            scheduler_timeout: float = 5.0) -> None:
+    """Run every study point, on the chosen executor. With ``resume``, a run whose file holds the same
+    resolved case (hash), complete and made by this version, is kept; any other file is recomputed, and
+    the log says why. Without ``resume`` no existing file is read: every run is computed and its file
+    replaced atomically."""
+    todo = []
+    for r in runs:
+        why = unusable(r.path, r.case) if resume else "no --resume"
+        if why is None:
+            continue
+        if resume and os.path.exists(r.path):
+            log.warning("--resume: recomputing run %d: %s", r.index, why)
+        todo.append(r)
     if len(todo) < len(runs):
         log.info("resume: %d of %d runs already finished", len(runs) - len(todo), len(runs))
     for r in runs:
@@ -335,15 +364,9 @@ def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume
     bar.update(len(runs) - len(todo))
     try:
         if scheduler:
-            _execute_dask(todo, scheduler, bar)
+            _execute_dask(todo, scheduler, bar, timeout=scheduler_timeout)
         elif jobs > 1 and len(todo) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-                futs = [ex.submit(execute_run, r.case, r.path, f"study run {r.index}") for r in todo]
-                for f in as_completed(futs):
-                    f.result()
-                    bar.update(1)
+            _execute_pool(todo, jobs, bar)
         else:
             for r in todo:
                 execute_run(r.case, r.path, f"study run {r.index}")
@@ -352,27 +375,124 @@ def execute(runs: list[Run], jobs: int = 1, scheduler: str | None = None, resume
         bar.close()
 
 
+def _execute_pool(todo: list[Run], jobs: int, bar) -> None:
+    """``-j N``: a pool of N spawned processes. On any exception in the parent (Ctrl-C, SIGTERM, a failed
+    run) the workers are killed at once instead of finishing their runs."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    ex = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futs = [ex.submit(execute_run, r.case, r.path, f"study run {r.index}") for r in todo]
+        for f in as_completed(futs):
+            f.result()
+            bar.update(1)
+    except BaseException:
+        for proc in list((getattr(ex, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.kill()
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+
+
+SCHEMES = ("tcp", "tls", "inproc")     # inproc: a cluster inside this process (tests)
+
+
 def connect(scheduler: str, timeout: float = 5.0):
-    """A dask.distributed Client for ``scheduler``; a clear HJBError within ``timeout`` seconds if unreachable."""
+    """A dask.distributed Client for ``scheduler`` (``tcp://HOST:PORT``, ``HOST:PORT``, or ``tls://`` with
+    the certificates of the dask configuration, ``distributed.comm.tls.*``). A clear HJBError within about
+    ``timeout`` seconds when the address is refused, unreachable, or accepts the connection but does not
+    answer as a dask scheduler; other schemes are refused."""
     try:
         from distributed import Client
+        from distributed.security import Security
     except ImportError:
         raise HJBError("--scheduler needs dask.distributed: pip install 'hjbsolve[dask]'") from None
+    scheme = scheduler.split("://", 1)[0].lower() if "://" in scheduler else "tcp"
+    if scheme not in SCHEMES:
+        raise HJBError(f"--scheduler {scheduler}: scheme {scheme}:// is not supported; use tcp://HOST:PORT "
+                       "(or tls://HOST:PORT with certificates in the dask configuration)")
+    security = None
+    if scheme == "tls":
+        security = Security()
+        if not (security.tls_ca_file and security.tls_client_cert):
+            raise HJBError(f"--scheduler {scheduler}: tls:// needs certificates: set distributed.comm.tls."
+                           "ca-file, .client.cert and .client.key in the dask configuration (or the "
+                           "DASK_DISTRIBUTED__COMM__TLS__* variables), or use tcp://")
+    _probe_scheduler(scheduler, timeout, security)
     try:
-        return Client(scheduler, timeout=timeout)
-    except (OSError, TimeoutError, ValueError) as e:
+        return Client(scheduler, timeout=timeout, security=security)
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
         raise HJBError(f"cannot reach the dask scheduler at {scheduler!r} within {timeout:g} s: "
                        f"{type(e).__name__}: {e}") from None
 
 
-def _execute_dask(todo: list[Run], scheduler, bar) -> None:
+def _probe_scheduler(address: str, timeout: float, security) -> None:
+    """Connect and ask the scheduler for its identity, all within ``timeout`` seconds (a socket that
+    accepts the connection but never answers would otherwise hang the Client for minutes)."""
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+
+    async def probe():
+        kw = security.get_connection_args("client") if security is not None else {}
+        comm = await comm_connect(address, timeout=timeout, **kw)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            reply = await comm.read()
+        finally:
+            comm.abort()
+        if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+            raise ValueError(f"the peer answered but is not a dask scheduler ({str(reply)[:80]})")
+
+    _refused(address, timeout)
+    try:
+        asyncio.run(asyncio.wait_for(probe(), timeout))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise HJBError(f"the dask scheduler at {address!r} did not answer within {timeout:g} s "
+                       "(--scheduler-timeout SECONDS to wait longer)") from None
+    except Exception as e:
+        raise HJBError(f"cannot reach the dask scheduler at {address!r} within {timeout:g} s: "
+                       f"{type(e).__name__}: {' '.join(str(e).split())}") from None
+
+
+def _refused(address: str, timeout: float) -> None:
+    """A refused or unreachable host:port is said as such at once (dask's own connect retries a refused
+    address until its timeout, which would be reported as a scheduler that does not answer)."""
+    import socket
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(address if "://" in address else f"tcp://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError as e:
+        raise HJBError(f"--scheduler {address}: not an address of the form tcp://HOST:PORT ({e})") from None
+    if not host or port is None:
+        raise HJBError(f"--scheduler {address}: not an address of the form tcp://HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except (socket.timeout, TimeoutError):
+        return                      # said by the probe, with the timeout option
+    except OSError as e:
+        raise HJBError(f"cannot reach the dask scheduler at {address!r}: {e.strerror or e}") from None
+
+
+def _execute_dask(todo: list[Run], scheduler, bar, timeout: float = 5.0) -> None:
+    """Submit the runs to a dask cluster (an address, or a Client). On Ctrl-C, SIGTERM or a failed run the
+    pending and running tasks are cancelled on the cluster before the error goes up."""
     from distributed import as_completed
-    client = scheduler if not isinstance(scheduler, str) else connect(scheduler)
+    client = scheduler if not isinstance(scheduler, str) else connect(scheduler, timeout)
+    futs = []
     try:
         futs = [client.submit(execute_run, r.case, r.path, f"study run {r.index}", pure=False) for r in todo]
         for f in as_completed(futs):
             f.result()
             bar.update(1)
+    except BaseException:
+        try:
+            client.cancel(futs, force=True)
+        except Exception:        # the cluster may be gone: nothing left to cancel
+            pass
+        raise
     finally:
         if isinstance(scheduler, str):
             client.close()
@@ -426,8 +546,9 @@ def fit_order(param, err) -> tuple[float, float]:
 
 
 def analyse(case: Case, runs: list[Run], vary: list[tuple[str, list]], window: dict,
-            reference: str = "auto") -> StudyResult:
-    """Errors, pairwise orders and fitted orders of the finished runs (see module docstring)."""
+            reference: str = "auto", resume: bool = False) -> StudyResult:
+    """Errors, pairwise orders and fitted orders of the finished runs (see module docstring). ``resume``:
+    an eps = 0 run the sweep lacks may be taken from its file (same hash, see :func:`execute`)."""
     from .exact import exact_value, has_exact_value
     keys = [k for k, _ in vary]
     first = keys[0]
@@ -461,14 +582,17 @@ def analyse(case: Case, runs: list[Run], vary: list[tuple[str, list]], window: d
         elif reference == "limit":
             key = tuple(r.values[k] for k in others)
             if key not in limit_cache:
-                limit_cache[key] = _limit_run(case, r, runs, others, notes)
+                limit_cache[key] = _limit_run(case, r, runs, others, notes, resume)
             Vl, xl, _, _ = limit_cache[key]
             ref_x = Vl if all(np.array_equal(a, b) for a, b in zip(xl, xa)) else _interpolate(Vl, xl, xa)
             ref = ref_x.reshape(ref_x.shape + (1,) * (len(ya) if ya else 0))
             ref = np.broadcast_to(ref, V.shape)
             if disc is not None:
+                # the error of the measured difference: (V^eps_h - V_h) - (V^eps - V), both from closed forms
                 ex = exact_value(case.family, r.case["model"], r.eps, T, xa, ya)
-                disc[i] = float(np.abs((V - ex)[sl]).max())
+                ex0 = exact_value(case.family, r.case["model"], 0.0, T, xa, None)
+                ex0 = np.broadcast_to(ex0.reshape(ex0.shape + (1,) * (len(ya) if ya else 0)), V.shape)
+                disc[i] = float(np.abs(((V - ref) - (ex - ex0))[sl]).max())
         elif reference == "finest":
             idx = [j for j in range(len(runs)) if series[j] == series[i]]
             fin = min(idx, key=lambda j: runs[j].dx)
@@ -494,8 +618,10 @@ def analyse(case: Case, runs: list[Run], vary: list[tuple[str, list]], window: d
     res.succ_max = succ
     resolved = np.ones(len(runs), bool)
     if disc is not None:
-        # |V^eps_h - V_h| measures the eps-rate only where it is well above the discretisation error
+        # |V^eps_h - V_h| measures the eps-rate only where it is well above its own discretisation error
         resolved = ~(err_max <= RESOLVED_RATIO * disc)
+        notes.append("disc_err_max: the discretisation error of the measured difference, "
+                     "|(V^eps_h - V_h) - (V^eps - V)| from the closed forms")
     for s in np.unique(series):
         if succ is not None:
             idx = np.flatnonzero((series == s) & np.isfinite(succ[:, 0]) & (succ[:, 0] > 0))
@@ -541,18 +667,28 @@ def _successive_differences(runs: list[Run], series: np.ndarray, window: dict) -
     return out
 
 
-def _limit_run(case: Case, r: Run, runs: list[Run], others: list, notes: list):
-    """V(T, x) of the eps = 0 run with the same other values (computed now if the sweep lacks it)."""
+def _limit_run(case: Case, r: Run, runs: list[Run], others: list, notes: list, resume: bool = False):
+    """V_h(T, x): the eps -> 0 limit of the scheme that computed the V^eps_h of the sweep, on the same grids
+    and time step: the per-y effective scheme (``effective_scheme = "per_y"``, the exact limit of the Lie
+    splitting), Richardson-extrapolated when the runs are (``run.richardson``). Measuring V^eps_h - V_h with
+    V_h from another scheme (the second-order ``averaged`` one) would add the difference of the two schemes'
+    discretisation errors to every point and bias the fitted eps-rate. An eps = 0 run of the sweep with the
+    same other values is used when it ran that scheme; otherwise the limit run is computed now."""
     for q in runs:
-        if q.eps == 0.0 and all(q.values[k] == r.values[k] for k in others):
+        if (q.eps == 0.0 and all(q.values[k] == r.values[k] for k in others)
+                and q.case["run"].get("effective_scheme") == "per_y"):
             return _final_value(q.path, 0.0)
     d = copy.deepcopy(r.case)
     d["run"]["eps"] = [0.0]
+    d["run"]["effective_scheme"] = "per_y"
+    d["run"]["blind"] = False
     path = str(Path(r.path).with_name(Path(r.path).stem + "_limit.h5"))
-    if not _complete(path):
+    if not resume or unusable(path, d) is not None:
         execute_run(d, path, f"study limit run for {r.values}")
     if "limit" not in " ".join(notes):
-        notes.append("reference 'limit': V of the effective problem (eps = 0) on the same grid")
+        rich = ", Richardson-extrapolated" if d["run"].get("richardson") else ""
+        notes.append(f"reference 'limit': V_h of the eps -> 0 limit of the same scheme (the per-y effective scheme"
+                     f"{rich}) on the same grids and dt")
     return _final_value(path, 0.0)
 
 
@@ -563,4 +699,4 @@ def run_study(case: Case, vary_texts: list[str], folder: str, jobs: int = 1, sch
     runs = plan(case, vary, folder)
     execute(runs, jobs=jobs, scheduler=scheduler, resume=resume)
     w = window or {"x": [-1.0, 1.0], "y": [-1.0, 1.0]}
-    return analyse(case, runs, vary, w, reference)
+    return analyse(case, runs, vary, w, reference, resume)

@@ -9,9 +9,12 @@ Prints
   2. the same for the 2-D control-affine kernel (controls on the fly, no tables per control);
   3. a 1+1-D V^eps solve (LQ family) at 401 x 201 nodes, 200 steps, 41 grid controls on 2 threads, and the
      cost per step at eps = 1e-4 against eps = 1;
+  4. with --accuracy (only this table): time to accuracy of V^eps on the LQ family (Riccati solution, max error
+     on |x|, |y| <= 1, x in [-2, 2], y in [-2.5, 2.5] with 151 nodes, eps = 0.1 and 1e-3): the monotone Lie
+     scheme (dx = dt) against its Richardson extrapolation (dx ∝ dt^1.5), error and wall time per solve.
   JIT warm-up (first call, compile or load from the on-disk cache) is reported separately.
 
-Usage: python scripts/bench_value.py [--quick]
+Usage: python scripts/bench_value.py [--quick] [--accuracy [--threads N]]
 """
 
 from __future__ import annotations
@@ -196,10 +199,56 @@ def bench_veps(nx=401, ny=201, nsteps=200, nu=41):
     return warm, out
 
 
+#: refinement paths of the time-to-accuracy table: (dt, nx) on x in [-2, 2]
+LIE_PATH = ((0.04, 101), (0.02, 201), (0.01, 401), (0.005, 801), (0.0025, 1601))
+RICHARDSON_PATH = ((0.2, 101), (0.1, 285), (0.05, 641))
+
+
+def time_to_accuracy(eps_values=(0.1, 1e-3), ny=151):
+    """Rows (eps, scheme, dt, nx, error, wall s, CPU s of all threads) of the time-to-accuracy table (docstring,
+    item 4). On a machine shared with other jobs the wall time is inflated; the CPU time is the work done."""
+    from hjbsolve.exact import lq_value
+    p = dict(a11=0.5, a12=1.0, a21=1.0, a22=-2.0, b=1.0, sigma=0.3, tau=0.5, r=1.0, q=1.0, s=0.5, g0=1.0,
+             u_box=[-10.0, 10.0])
+    model = lq.build(p)
+    rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value_function(model, cell_stage(model, Grid.from_box([-2, 2], 21), Grid.from_box([-2.5, 2.5], 11)),
+                       0.1, 0.2, 0.1, richardson=True)                                       # JIT warm-up
+        for eps in eps_values:
+            for scheme, path in (("Lie (monotone)", LIE_PATH), ("Richardson", RICHARDSON_PATH)):
+                for dt, nx in path:
+                    xg, yg = Grid.from_box([-2.0, 2.0], nx), Grid.from_box([-2.5, 2.5], ny)
+                    cell = cell_stage(model, xg, yg)
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    res = value_function(model, cell, eps, 1.0, dt, richardson=scheme == "Richardson")
+                    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                    x, y = xg.axes[0], yg.axes[0]
+                    w = np.ix_(np.abs(x) <= 1, np.abs(y) <= 1)
+                    err = float(np.abs(res.V[-1] - lq_value(p, eps, 1.0, x, y))[w].max())
+                    rows.append((eps, scheme, dt, nx, err, wall, cpu))
+                    print(f"{eps:>6g}  {scheme:<15} {dt:>6g} {nx:>5} x {ny:<4} {err:>10.2e} {wall:>8.2f} {cpu:>8.2f}",
+                          flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller repeats")
+    ap.add_argument("--accuracy", action="store_true", help="only the time-to-accuracy table of V^eps")
+    ap.add_argument("--threads", type=int, default=None, help="numba threads for --accuracy (default: all)")
     a = ap.parse_args(argv)
+    if a.accuracy:
+        if a.threads:
+            numba.set_num_threads(a.threads)
+        print(f"time to accuracy, V^eps on the LQ family, {numba.get_num_threads()} thread(s); machine: speed-up of "
+              f"a trivially parallel loop 1 -> 2 threads now {machine_parallel_speedup():.2f}")
+        print(f"{'eps':>6}  {'scheme':<15} {'dt':>6} {'nodes':>12} {'max error':>10} {'wall s':>8} {'CPU s':>8}")
+        if a.threads:
+            numba.set_num_threads(a.threads)
+        time_to_accuracy()
+        return 0
     repeat = 3 if a.quick else 7
     print(f"numba {numba.__version__}, max threads {numba.config.NUMBA_NUM_THREADS}")
     print(f"machine: speed-up of a trivially parallel loop 1 -> 2 threads: {machine_parallel_speedup():.2f} "

@@ -1,17 +1,21 @@
-"""Regenerate the README's figures and tables (docs/*.png, docs/*.txt).
+"""Regenerate the README's and the guide's figures and tables (docs/*.png, docs/*.txt).
 
-    python scripts/make_figures.py            # all figures (a few minutes on 2 cores)
-    python scripts/make_figures.py lq_eps     # one of: cos, lq_eps, lq_grid, esgd, esgd_eps
+    python scripts/make_figures.py            # all figures (a quarter of an hour or more on 2 cores)
+    python scripts/make_figures.py cos esgd   # some of them
+    python scripts/make_figures.py --help     # the list
 
 Each figure is produced by the package's own stages, studies and plot kinds, from the cases in cases/:
-  cos       Hbar(P) of the periodic cell problem |P + chi'|^2/2 + cos(2 pi y) = Hbar (nu = 0) against
-            the exact formula of docs/mathematics.md §4, with the max error printed
-  lq_eps    V^eps -> V on the LQ family: |V^eps - V| (eps-rate, fitted) and the discretisation error
-            |V^eps_h - V^eps| from the Riccati solution, which must be >= 10x smaller at every eps
-  lq_grid   grid convergence of the effective (eps = 0) solver against the Riccati solution
-  esgd      Entropy-SGD on the double well: f, the local entropy f_gamma and the averaged drift
-  esgd_eps  the eps-rate for the controlled Entropy-SGD double well (no closed form): |V^eps - V|
-            against the discretisation error estimated by refining the grid
+  cos        Hbar(P) of the periodic cell problem |P + chi'|^2/2 + cos(2 pi y) = Hbar (nu = 0) against
+             the exact formula of docs/mathematics.md §4, with the max error printed
+  esgd       Entropy-SGD on the double well: f, the local entropy f_gamma and the averaged drift
+  hbar       Hbar(x, p) of the default case (learning-rate control), as curves (esgd_hbar.png)
+  value_eps  V^eps(T, x, 0) -> V(T, x) for the default case (hjbsolve run; esgd_value_eps.png)
+  lq_grid    grid convergence of the effective (eps = 0) solver against the Riccati solution
+  lq_eps     V^eps -> V on the LQ family: |V^eps - V| (eps-rate, fitted) and the discretisation error
+             |V^eps_h - V^eps| from the Riccati solution, which must be >= 10x smaller at every eps (long)
+  esgd_eps   the eps-rate for the controlled Entropy-SGD double well (no closed form): |V^eps - V|
+             against the discretisation error estimated by refining the grid (long)
+Intermediate files go to results/figures/ (studies resume from their run files there).
 """
 
 from __future__ import annotations
@@ -141,16 +145,58 @@ def fig_esgd_eps():
           " change under refinement (disc. error estimate):", np.round(change, 5))
 
 
-FIGURES = {"cos": fig_cos, "lq_eps": fig_lq_eps, "lq_grid": fig_lq_grid, "esgd": fig_esgd, "esgd_eps": fig_esgd_eps}
+_RUNS: dict = {}
+
+
+def _default_run():
+    """The default case, run once per invocation (cell stage, V^eps for eps = 0.1 and 0.01, V), saved in
+    results/figures/."""
+    from hjbsolve.runner import run
+    if "default" not in _RUNS:
+        path = WORK / "entropy_sgd_double_well.h5"
+        run(_case("entropy_sgd_double_well")).save(str(path))
+        _RUNS["default"] = path
+    return _RUNS["default"]
+
+
+def fig_hbar():
+    from hjbsolve.plot import plot_file
+    plot_file(_default_run(), "hbar", DOCS / "esgd_hbar.png")
+    print("wrote docs/esgd_hbar.png")
+
+
+def fig_value_eps():
+    from hjbsolve import store
+    from hjbsolve.plot import plot_file
+    path = _default_run()
+    plot_file(path, "value_eps", DOCS / "esgd_value_eps.png")
+    root = store.read(path)
+    V0 = root.groups["eps_0"].variables["V"].data[-1]
+    for eps in (0.1, 0.01):
+        g = root.groups[f"eps_{eps}"]
+        y = g.coords["y"].data
+        gap = g.variables["V"].data[-1][:, int(np.argmin(np.abs(y)))] - V0
+        print(f"eps = {eps}: V^eps - V at y = 0: min {gap.min():.3f} (the ridge), max {gap.max():.3f}")
+    print("wrote docs/esgd_value_eps.png")
+
+
+FIGURES = {"cos": fig_cos, "esgd": fig_esgd, "hbar": fig_hbar, "value_eps": fig_value_eps, "lq_grid": fig_lq_grid,
+           "lq_eps": fig_lq_eps, "esgd_eps": fig_esgd_eps}
 
 
 def main(argv):
+    import argparse
+    ap = argparse.ArgumentParser(prog="make_figures.py", description=__doc__.split("\n\n")[0],
+                                 epilog="\n".join(__doc__.split("\n\n")[2:]),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("figures", nargs="*", metavar="FIGURE", help=f"one of {', '.join(FIGURES)} (default: all)")
+    args = ap.parse_args(argv)
+    unknown = [n for n in args.figures if n not in FIGURES]
+    if unknown:
+        ap.error(f"unknown figure {unknown[0]!r}: one of {', '.join(FIGURES)}")
     DOCS.mkdir(exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
-    names = argv or list(FIGURES)
-    for n in names:
-        if n not in FIGURES:
-            sys.exit(f"unknown figure {n!r}: one of {', '.join(FIGURES)}")
+    for n in args.figures or list(FIGURES):
         FIGURES[n]()
 
 

@@ -1,6 +1,6 @@
 """Refinement studies of the value stage; prints tables (the numbers quoted in the docstrings and reports).
 
-    python scripts/study_value.py [effective|veps|uniform|fan|extended|entropy|box|all]
+    python scripts/study_value.py [effective|veps|uniform|fan|extended|entropy|box|richardson|eps_rate|all]
 
 - effective: LQ two-scale family, effective problem V(t, x): averaged-coefficient scheme (order 2 and 1) and the
   per-y (fan) scheme; dx fixed at 0.0125 and dx ~ dt^1.5.
@@ -11,6 +11,11 @@
 - extended:  extended vs y-blind controls (expr family), both schemes.
 - entropy:   Entropy-SGD without control, transport along -grad f_gamma.
 - box:       truncation: window values when the slow box grows (linear extrapolation and clamping).
+- richardson: V^eps with Richardson extrapolation in dt (LQ, x in [-2, 2], y in [-2.5, 2.5]): errors and wall
+             times for eps = 1, 0.1, 0.01, 0.001 and the limit on 641 x 151 nodes with dt = 0.05; orders over
+             (dt, nx) = (0.2, 101), (0.1, 285), (0.05, 801) at eps = 0.1 and 0.001.
+- eps_rate:  an eps study of cases/lq.toml (241 x 101 nodes, dt = 0.05, Richardson) over eps in [1e-3, 3e-2]:
+             the study's table and fitted rate against the rate of the exact |V^eps - V| (Riccati).
 """
 
 from __future__ import annotations
@@ -168,8 +173,54 @@ def box():
                                            if L != 5.0))
 
 
+def _richardson_solve(eps, dt, nx, ny):
+    from hjbsolve.models import lq
+    t = _lq()
+    model = lq.build(t.PARAMS)
+    cell = cell_stage(model, Grid.from_box([-2.0, 2.0], nx), Grid.from_box([-2.5, 2.5], ny))
+    t0 = time.perf_counter()
+    res = value_function(model, cell, eps, t.T, dt, richardson=True,
+                         effective_scheme="per_y" if eps == 0 else "averaged")
+    wall = time.perf_counter() - t0
+    return (t.eps_error(res, eps) if eps > 0 else t.eff_error(res)), wall
+
+
+def richardson():
+    print("641 x 151 nodes, dt = 0.05 (solves at dt and dt/2); error on |x|, |y| <= 1, wall time per eps")
+    for eps in (1.0, 0.1, 0.01, 0.001, 0.0):
+        err, wall = _richardson_solve(eps, 0.05, 641, 151)
+        print(f"  eps = {eps:<6g} error {err:.2e}  {wall:6.2f} s")
+    for eps, ny in ((0.1, 151), (0.001, 61)):
+        errs = [_richardson_solve(eps, dt, nx, ny)[0] for dt, nx in ((0.2, 101), (0.1, 285), (0.05, 801))]
+        orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+        print(f"  eps = {eps:g}, (dt, nx) = (0.2, 101), (0.1, 285), (0.05, 801): errors "
+              f"{', '.join(f'{e:.2e}' for e in errs)}, orders {', '.join(f'{o:.2f}' for o in orders)}")
+
+
+def eps_rate():
+    import tempfile
+
+    from hjbsolve.case import load_case
+    from hjbsolve.exact import lq_value
+    from hjbsolve.study import _set, fit_order, run_study
+    case = load_case(os.path.join(os.path.dirname(__file__), "..", "cases", "lq.toml"))
+    d = case.as_dict()
+    for key, value in (("run.richardson", True), ("time.dt", 0.05), ("grid.x", {"box": [-3.0, 3.0], "n": 241}),
+                       ("grid.y", {"n": 101})):
+        _set(d, key, value)
+    case = load_case(d)
+    eps = [0.03, 0.01, 0.003, 0.001]
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run_study(case, ["eps=" + ",".join(map(str, eps))], tmp)
+    print(res.table())
+    xa = ya = np.linspace(-1.0, 1.0, 401)
+    gap = [np.abs(lq_value(case.model, e, 1.0, xa, ya) - lq_value(case.model, 0.0, 1.0, xa)[:, None]).max() for e in eps]
+    print("exact |V^eps - V| (Riccati):", ", ".join(f"{g:.3e}" for g in gap),
+          f"-> fitted rate {fit_order(eps, gap)[0]:.3f}")
+
+
 STUDIES = {"effective": effective, "veps": veps, "uniform": uniform, "fan": fan, "extended": extended,
-           "entropy": entropy, "box": box}
+           "entropy": entropy, "box": box, "richardson": richardson, "eps_rate": eps_rate}
 
 
 def main(argv=None) -> int:

@@ -78,8 +78,6 @@ def test_general_form_matches_quadratic_form(tmp_path):
 
 @pytest.mark.parametrize("change,needles", [
     (('V = "A*cos(2*pi*y)"', 'V = "y"'), ["c.toml", "model", "not 1-periodic"]),
-    (('V = "A*cos(2*pi*y)"', 'hamiltonian = "general"\nG = "-0.5*q**2 + cos(2*pi*y)"'),
-     ["c.toml", "not convex", "q ="]),
     (('V = "A*cos(2*pi*y)"', 'hamiltonian = "general"'), ["model.G", "required"]),
     (('n = 100', 'n = 2'), ["grid.y.n", ">= 4"]),
     (('P = { box = [-3.0, 3.0], n = 25 }', 'P = { n = 25 }'), ["grid.P", "values"]),
@@ -90,6 +88,21 @@ def test_periodic_bad_input(tmp_path, capsys, change, needles):
     assert code == 2 and len(err) == 1 and not out.exists()
     for n in needles:
         assert n in err[0], (n, err[0])
+
+
+def test_nonconvex_general_accepted(tmp_path):
+    """A concave G = -q^2/2 + cos(2 pi y) (refused before): solved by the nonconvex path
+    (cell/ergodic/nonconvex.py); u -> -u maps it to |q|^2/2 - cos(2 pi y), a half-period shift of
+    the quadratic case, so Hbar(P) = -Hbar_quadratic(P); no Lbar (Hbar need not be convex)."""
+    text = CASE.replace("n = 25", "n = 7")
+    code, out = run(tmp_path, text.replace('V = "A*cos(2*pi*y)"',
+                                           'hamiltonian = "general"\nG = "-0.5*q**2 + A*cos(2*pi*y)"'))
+    assert code == 0
+    (tmp_path / "q").mkdir()
+    code, outq = run(tmp_path / "q", text)
+    g = store.read(out)
+    assert "lbar" not in g.variables
+    assert np.abs(g.variables["hbar"].data + store.read(outq).variables["hbar"].data).max() < 1e-10
 
 
 def test_lbar_for_a_list_of_P_values(tmp_path):

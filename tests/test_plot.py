@@ -245,7 +245,7 @@ def test_every_kind_readable_at_paper_size(tmp_path, run_file, study_file):
     for file, kind in jobs:
         fig = plot.plot_file(file, kind)
         w, h = fig.get_size_inches()
-        assert 6.0 <= w <= 7.0 and 4.0 <= h <= 6.0, kind
+        assert 6.0 <= w <= 7.0 and (4.0 <= h <= 6.0 or kind == "table"), kind
         fig.canvas.draw()
         sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip()]
         assert sizes and min(sizes) >= 9, (kind, min(sizes))
@@ -353,10 +353,13 @@ def test_drift_labels(cell_file, tmp_path):
 def test_lbar_curves(cell_file):
     path, d = cell_file
     ax = plot.plot_file(path, "lbar").axes[0]
-    assert len(ax.get_lines()) == 5
+    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    assert len(solid) == 5
     assert "Lbar(x, q)" in ax.get_ylabel() and "q" in ax.get_xlabel()
-    y = ax.get_lines()[0].get_ydata()
-    assert np.isnan(y[0]) and np.all(np.isfinite(y[1:]))          # +inf outside the domain is not drawn
+    # x = -1: Hbar = p^2/2 - p on p in [-2, 2] attains its sup for q = 1 - p in [-1, 3]; q = -1.5 is the p box
+    y = solid[0].get_ydata()
+    assert np.isnan(y[0]) and np.all(np.isfinite(y[2:]))          # +inf and the box artefact are not drawn solid
+    np.testing.assert_allclose(y[2:], 0.5 * (d["q"][2:] - 1.0) ** 2)
 
 
 def test_feedback_map(cell_file, tmp_path):
@@ -528,7 +531,7 @@ def test_periodic_hbar_and_chi(tmp_path):
     path = tmp_path / "per.h5"
     store.write(path, periodic_group())
     ax = plot.plot_file(path).axes[0]                      # default: hbar
-    assert len(ax.get_lines()) == 2 and labels(ax) == ["computed", "exact"]
+    assert len(ax.get_lines()) == 2 and labels(ax) == ["computed", "exact (max |computed - exact| = 1.0e-03)"]
     assert ax.get_lines()[1].get_linestyle() == "--"
     assert "Hbar(P)" in ax.get_ylabel() and "P" in ax.get_xlabel()
     ax = plot.plot_file(path, "chi", P=[-2.0, 2.0]).axes[0]
@@ -551,8 +554,12 @@ def test_periodic_lagrangian_and_explicit_P_lists(tmp_path):
     store.write(path, g)
     assert plot.available_kinds(path) == ["hbar", "lbar", "chi"]
     ax = plot.plot_file(path, "lbar").axes[0]
-    assert len(ax.get_lines()) == 1 and "Lbar(q)" in ax.get_ylabel()
-    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), 0.5 * q ** 2 - 0.3)
+    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    assert len(solid) == 1 and "Lbar(q)" in ax.get_ylabel()
+    # Hbar = max(P^2/2, 0.3) on [-2, 2]: end slopes -+1.875, so q = -+2 need the box edge (dotted, not solid)
+    y = solid[0].get_ydata()
+    assert np.isnan(y[[0, -1]]).all()
+    np.testing.assert_allclose(y[1:-1], (0.5 * q ** 2 - 0.3)[1:-1])
     # an explicit list of P values: index coordinate P plus P_values(P, axis)
     Pv = np.array([-1.0, 0.25, 2.0])
     y = np.linspace(0, 1, 10, endpoint=False)
@@ -660,8 +667,9 @@ def test_simulation_and_law_kinds(tmp_path):
     fig = plot_file(path, "simulation", tmp_path / "sim.png")
     a1, a2, a3 = fig.axes[:3]
     assert len(a1.get_lines()) == 2 and len(a2.get_lines()) == 6          # 2 eps means; 3 paths each
-    legend = " ".join(t.get_text() for t in a1.get_legend().get_texts())
-    assert "cost 1.25" in legend and "PDE V 1.26" in legend
+    assert a1.get_legend() is None and len(fig.legends) == 1               # below the panels, covering none
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "cost 1.25 ± 0.02" in legend and "PDE V 1.26" in legend
     assert "time elapsed" in a3.get_xlabel()
     fig = plot_file(path, "law", tmp_path / "law.png")
     a1, a2 = fig.axes[:2]
@@ -672,3 +680,222 @@ def test_simulation_and_law_kinds(tmp_path):
     _simulation_file(single, (0.1,))
     with pytest.raises(HJBError, match="single simulation group"):
         plot_file(single, "law")
+
+
+# ------------------------------------------------------------------------------------------ paper-grade figures
+# Each test checks the content of a figure for one fix: parameters in titles, contours, zoom to the mass,
+# visible arrows, marked box artefacts, exact overlays, slope triangles and error bands, time labels,
+# 1-based names, legends that cover nothing, a compact table.
+
+CASE_FULL = ('name = "syn"\nfamily = "entropy_sgd"\n[model]\nloss = "double_well"\ngamma = 0.5\nbeta = 4.0\n'
+             '[time]\nT = 2.0\ndt = 0.05\n')
+
+
+def _write(tmp_path, name, group):
+    path = tmp_path / name
+    store.write(path, group)
+    return str(path)
+
+
+def test_titles_carry_the_parameters(tmp_path):
+    g, _ = cell_group(case_text=CASE_FULL + "\n# command-line overrides:\n# --set model.beta=8\n")
+    groups, _ = value_groups()
+    for name, grp in groups.items():
+        grp.attrs.update({"dt": 0.05, "T": 1.0})
+    g.groups.update(groups)
+    path = _write(tmp_path, "run.h5", g)
+    for kind in ("hbar", "hbar_map", "mu", "lbar", "feedback"):
+        title = main_axes(plot.plot_file(path, kind))[0].get_title()
+        assert "gamma = 0.5" in title and "beta = 8" in title, (kind, title)        # the override wins
+        assert "grid x 5, y 61" in title, (kind, title)
+    for kind in ("value", "value_feedback", "blind"):
+        title = main_axes(plot.plot_file(path, kind))[0].get_title()
+        assert "gamma = 0.5" in title and "dt = 0.05" in title and "T = 1" in title, (kind, title)
+    title = plot.plot_file(path, "value_eps").axes[0].get_title()
+    assert "dt = 0.05" in title and "grid x 9, y 7" in title
+
+
+def test_hbar_map_has_labelled_contours_and_a_robust_colour_scale(tmp_path):
+    g, d = cell_group()
+    h = g.variables["hbar"].data.copy()
+    h[0, 0] = 1e3                                              # one corner would flatten a linear colour scale
+    g.variables["hbar"] = V(h, ("x", "p"))
+    ax = main_axes(plot.plot_file(_write(tmp_path, "c.h5", g), "hbar_map"))[0]
+    mesh = [c for c in ax.collections if isinstance(c, QuadMesh)][0]
+    lo, hi = mesh.get_clim()
+    assert hi < 10 and lo == pytest.approx(np.percentile(h, 2))  # the corner is beyond the colour bar's arrow
+    cs = [c for c in ax.get_children() if c.__class__.__name__ == "QuadContourSet"]
+    assert len(cs) == 1 and len(cs[0].levels) >= 3
+    assert h.min() < cs[0].levels.min() and cs[0].levels.max() < h.max()       # levels span the whole range
+    assert len(cs[0].labelTexts) >= 3 and all(t.get_fontsize() >= 9 for t in cs[0].labelTexts)
+
+
+def test_mu_is_zoomed_to_its_mass(tmp_path):
+    g, d = cell_group()
+    y = d["y"]
+    mu = np.exp(-0.5 * ((y[None, :] - 0.2 * d["x"][:, None]) / 0.2) ** 2)       # narrow laws in a wide box
+    mu /= mu.sum(axis=1, keepdims=True)
+    g.variables["mu"] = V(mu, ("x", "y"))
+    ax = plot.plot_file(_write(tmp_path, "m.h5", g), "mu").axes[0]
+    lo, hi = ax.get_xlim()
+    assert hi - lo < 0.5 * (y[-1] - y[0])
+    inside = (y >= lo) & (y <= hi)
+    assert np.all(mu[:, inside].sum(axis=1) > 0.999)
+    g2, (y1, y2, mu2) = cell_m2_group()
+    wide = np.linspace(-8, 8, 81)
+    Y1, Y2 = np.meshgrid(wide, wide, indexing="ij")
+    m = np.exp(-(Y1 ** 2 + (Y2 - 1) ** 2) / 0.5)[None] * np.ones((3, 1, 1))
+    m /= m.sum(axis=(1, 2), keepdims=True)
+    g2.coords["y1"], g2.coords["y2"] = V(wide, ("y1",)), V(wide, ("y2",))
+    g2.variables["mu"] = V(m, ("x", "y1", "y2"))
+    del g2.variables["feedback"]
+    ax = main_axes(plot.plot_file(_write(tmp_path, "m2.h5", g2), "mu"))[0]
+    (a, b), (c, e) = ax.get_xlim(), ax.get_ylim()
+    assert b - a < 6 and e - c < 6 and c < 1 < e                     # around the mass at (0, 1), not the box
+    mesh = [q for q in ax.collections if isinstance(q, QuadMesh)][0]
+    assert mesh._shading == "gouraud"                                  # smooth, not blocky
+
+
+def test_2d_drift_arrows_are_visible(tmp_path):
+    g = cell_2d_group()
+    ab = g.variables["abar"].data.copy()
+    ab[0, 0] = [50.0, 0.0]                                    # one huge arrow must not shrink the others
+    g.variables["abar"] = V(ab, ("x1", "x2", "slow"))
+    fig = plot.plot_file(_write(tmp_path, "d.h5", g), "drift")
+    q = [c for c in main_axes(fig)[0].collections if c.__class__.__name__ == "Quiver"][0]
+    length = np.hypot(q.U, q.V)
+    spacing = 0.4                                             # x1 spacing of the arrows (every node here)
+    nonzero = length[length > 0]
+    np.testing.assert_allclose(nonzero, 0.8 * min(spacing, 0.5), rtol=1e-9)
+    assert q.scale == 1.0 and np.ptp(q.get_array()) > 10      # colour carries the speed
+
+
+def test_lbar_marks_the_box_artefact_and_the_uncontrolled_indicator(tmp_path):
+    g, d = cell_group()
+    x, p, q = d["x"], d["p"], np.linspace(-4, 4, 33)
+    g.coords["q"] = V(q, ("q",))
+    # uncontrolled: Hbar = -abar(x) p is linear in p, so Lbar is the indicator of q = abar(x) (here -x)
+    g.variables["hbar"] = V(x[:, None] * p[None, :], ("x", "p"))
+    g.variables["lbar"] = V(np.abs(q[None, :] + x[:, None]) * 2.0, ("x", "q"))
+    ax = plot.plot_file(_write(tmp_path, "u.h5", g), "lbar").axes[0]
+    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    assert not solid                                          # the cone |q - abar| p_max is not drawn as Lbar
+    marks = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    np.testing.assert_allclose(sorted(m.get_xdata()[0] for m in marks), sorted(-x))
+    np.testing.assert_allclose([m.get_ydata()[0] for m in marks], 0.0, atol=1e-12)
+    assert "indicator" in " ".join(labels(ax)) or "+inf except" in ax.get_title()
+    assert all(ln.get_linestyle() == ":" for ln in ax.get_lines() if ln.get_marker() != "o")
+    # controlled (Hbar = p^2/2 + x p): solid only for q in [-(2 + x), 2 - x], the attained range
+    g2, _ = cell_group()
+    g2.coords["q"] = V(q, ("q",))
+    g2.variables["lbar"] = V(0.5 * (q[None, :] + x[:, None]) ** 2, ("x", "q"))
+    ax = plot.plot_file(_write(tmp_path, "c.h5", g2), "lbar").axes[0]
+    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-"]
+    for ln, xi in zip(solid, x):
+        ok = np.isfinite(ln.get_ydata())
+        assert ok.any() and q[ok].min() >= -(2 + xi) - 1e-9 and q[ok].max() <= 2 - xi + 1e-9
+    assert "box edge" in ax.get_title()
+    assert ax.get_ylim()[1] < 0.5 * np.max(0.5 * (q + x[0]) ** 2)   # zoomed to Lbar, the artefact runs off
+
+
+def test_periodic_hbar_exact_overlay_from_the_case(tmp_path):
+    from scipy.integrate import quad
+    from scipy.optimize import brentq
+    P = np.linspace(-3, 3, 25)
+    y = np.arange(40) / 40
+    hb = np.where(np.abs(P) <= 4 / np.pi, 1.0, 0.5 * P ** 2)          # the computed values do not matter here
+    case = 'name = "pc"\nfamily = "periodic"\n[model]\nm = 1\nnu = 0.0\nV = "cos(2*pi*y)"\n'
+    g = Group(coords={"P": V(P, ("P",)), "y": V(y, ("y",))}, variables={"hbar": V(hb, ("P",))},
+              attrs={"family": "periodic", "case_name": "pc", "case_text": case})
+    ax = plot.plot_file(_write(tmp_path, "p.h5", g), "hbar").axes[0]
+    ex = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(ex) == 1 and labels(ax)[1].startswith("exact (max |computed - exact|")
+
+    def exact(p):
+        if abs(p) <= 4 / np.pi:
+            return 1.0
+        F = lambda H: quad(lambda t: np.sqrt(2 * (H - np.cos(2 * np.pi * t))), 0, 1, epsabs=1e-13, limit=200)[0] - abs(p)
+        return brentq(F, 1.0, 1.0 + p * p, xtol=1e-14)
+    np.testing.assert_allclose(ex[0].get_ydata(), [exact(p) for p in P], atol=1e-7)
+    assert "nu = 0" in ax.get_title()
+    for other in ('nu = 0.5', 'hamiltonian = "general"\nG = "0.5*q**2"'):        # no closed form: no overlay
+        g.attrs["case_text"] = case.replace("nu = 0.0", other) if "nu" in other else case + other + "\n"
+        ax = plot.plot_file(_write(tmp_path, "o.h5", g), "hbar").axes[0]
+        assert len(ax.get_lines()) == 1
+
+
+def test_convergence_has_slope_triangles_and_the_discretisation_band(tmp_path):
+    g, h = study_group()
+    g.variables["disc_err_max"] = V(0.1 * h ** 2, ("run",))
+    ax = plot.plot_file(_write(tmp_path, "s.h5", g), "convergence").axes[0]
+    tri = [pt for pt in ax.patches if isinstance(pt, matplotlib.patches.Polygon)]
+    slopes = set()
+    for t in tri:
+        xy = np.log(t.get_xy()[:3])
+        legs = [(xy[i], xy[j]) for i, j in ((0, 2),)]
+        (a, b), = legs
+        slopes.add(round((b[1] - a[1]) / (b[0] - a[0]), 9))
+    assert slopes == {2.0, 1.0}                                # max norm order 2, l2 norm order 1
+    assert {"1", "2"} <= {t.get_text() for t in ax.texts}
+    band = [c for c in ax.collections if c.__class__.__name__ in ("PolyCollection", "FillBetweenPolyCollection")]
+    assert band
+    top = band[0].get_paths()[0].vertices[:, 1].max()
+    assert top == pytest.approx(3 * 0.1 * h.max() ** 2)        # shaded up to 3x the discretisation error
+    leg = ax.get_legend()
+    assert any("discretisation error" in t.get_text() for t in leg.get_texts())
+    fig = ax.figure
+    fig.canvas.draw()
+    lb, ab = leg.get_window_extent(), ax.get_window_extent()
+    assert lb.y1 <= ab.y0 + 1                                  # the legend is below the axes, covering nothing
+
+
+def test_value_feedback_says_t_equals_T_and_names_controls_from_1(tmp_path):
+    groups, d = value_groups()
+    x, y = d["x"], d["y"]
+    fb = np.stack([np.tanh(x[:, None] - y[None, :]), np.tanh(x[:, None] + y[None, :])], -1)
+    for grp in groups.values():
+        grp.attrs["T"] = 1.0
+    groups["eps_0.01"].variables["feedback"] = V(fb, ("x", "y", "control"))
+    path = _write(tmp_path, "v.h5", Group(groups=groups))
+    ax = main_axes(plot.plot_file(path, "value_feedback", component=1))[0]
+    title = ax.get_title()
+    assert "t = T = 1 (time remaining" in title and "final time" not in title
+    assert "control u2" in title and "component 1" not in title
+    cbar = [a for a in ax.figure.axes if a.get_label() == "<colorbar>"][0]
+    assert "t = T" in cbar.get_ylabel() and "final time" not in cbar.get_ylabel()
+
+
+def test_simulation_shows_no_band_for_a_deterministic_path(tmp_path):
+    path = tmp_path / "sim.h5"
+    _simulation_file(path)
+    root = store.read(path)
+    g0 = root.groups["simulation_eps_0"]
+    g0.attrs["total_cost_se"] = 2.4e-18 / 1.96                 # a deterministic path: rounding-level spread
+    qs = g0.variables["X_quantiles"].data
+    g0.variables["X_quantiles"] = Variable(np.stack([qs[1]] * 3), ("quantile", "s", "slow"))
+    g0.variables["running_cost_se"] = Variable(0.0 * g0.variables["running_cost_se"].data, ("s",))
+    path2 = tmp_path / "sim2.h5"
+    store.write(path2, root)
+    fig = plot_file(path2, "simulation")
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    det = [t for t in texts if t.startswith("eps = 0 ")][0]
+    assert "±" not in det and "e-18" not in det and "cost 1.25" in det
+    assert "± 0.02" in [t for t in texts if t.startswith("eps = 0.1")][0]
+    a1, _, a3 = fig.axes[:3]
+    assert len(a1.collections) == 1 and len(a3.collections) == 1        # bands for eps = 0.1 only
+    fig.canvas.draw()
+    lb = fig.legends[0].get_window_extent()
+    assert all(lb.y1 <= ax.get_window_extent().y0 + 1 for ax in fig.axes[:3])
+
+
+def test_table_is_compact(study_file):
+    path, h = study_file
+    fig = plot.plot_file(path, "table")
+    w, hgt = fig.get_size_inches()
+    nrows = len(h) + 2                                          # header, runs, fit
+    assert hgt <= 0.3 * nrows + 1.0
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    tb = ax.tables[0].get_window_extent()
+    fb = fig.bbox
+    assert tb.height > 0.6 * fb.height and tb.width > 0.9 * fb.width      # mostly table, little whitespace

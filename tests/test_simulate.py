@@ -182,14 +182,15 @@ def test_esgd_case_library_loads():
 
 
 def test_grid_argmax_matches_closed_form_feedback():
-    """The argmax over the control grid (u.exact = false) and the closed-form affine feedback give the same cost."""
+    """The argmax over the control grid (u.exact = false) and the closed-form affine feedback give the same cost
+    (the latter: the value stage's own minimiser u*(t, x, y), stored at every step of the dense value)."""
     costs = {}
     for exact in (True, False):
         case = load_case({"name": "lq_grid", "family": "lq", "model": dict(LQ, u_box=[-4.0, 4.0]),
                           "grid": {"x": {"box": [-3.0, 3.0], "n": 121}, "y": {"n": 61}, "u": {"n": 81, "exact": exact}},
                           "time": {"T": 1.0, "dt": 0.05}, "run": {"eps": [0.1]}})
         dyn = S.prepare(case, 0.1)
-        assert dyn.mode == (S.MODE_AFFINE if exact else S.MODE_GRID)
+        assert dyn.mode == (S.MODE_STORED if exact else S.MODE_GRID)
         sim = S.simulate(dyn, [1.0], [0.5], n_paths=2000, seed=9)
         costs[exact] = sim.total_cost()
         assert sim.U.shape[2] == 1 and np.all(np.abs(sim.U) <= 4.0)

@@ -1,25 +1,31 @@
 """The ``periodic`` family: nonlinear ergodic cell problems on the torus T^m (docs/mathematics.md §3),
 
-    -nu Δchi(y) + G(y, P + Dchi(y)) = Hbar(P),     y in [0, 1)^m, m = 1 or 2,
+    -nu Δchi(y) + G(y, P + Dchi(y)) = Hbar(P),     y in [0, 1)^m, m = 1, 2 or 3 (3: not for "general"),
 
-with G convex in q, given by formulas of the safe expression language:
+with G given by formulas of the safe expression language (convex in q, or, for "general" and
+"separable", not: then Hbar may be nonconvex and no Lbar is computed):
 
     hamiltonian = "quadratic"   G = |q|^2/2 + V(y)                 (V: formula in y)
     hamiltonian = "separable"   G = sum_k K(q_k) + V(y)           (K: formula in s, convex)
     hamiltonian = "general"     G(y, q)                           (formula in y and q)
     hamiltonian = "control"     G = max_a {-f(y, a).q - l(y, a)}  (f: m formulas, l: formula in y, a;
                                                                    a on a tensor grid of a_box)
+    hamiltonian = "metric"      G = c(y) |q|  or  c(y) max_(a in B) -a.q   (c: formula in y, may be
+                                piecewise constant; norm = l2 / l1 / linf, or control_set = the
+                                vertices of a polytope B with 0 inside)
 
 The formulas compile to numba functions that the solver of :mod:`hjbsolve.cell.ergodic` calls.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
 from ..cell.ergodic import PeriodicHamiltonian
-from ..errors import CaseError
+from ..errors import CaseError, HJBError
 from ..expr import compile_expression
 
 
@@ -62,6 +68,8 @@ def build(p: dict, where: str = "<case>") -> PeriodicHamiltonian:
         def G(y, q):
             return fg(y, q, prm)
         return PeriodicHamiltonian.general(G, q_box=qb)
+    if kind == "metric":
+        return _metric(p, m, params, where)
     # control
     box = need("a_box")
     rows = box if isinstance(box[0], list) else [box]
@@ -80,7 +88,7 @@ def build(p: dict, where: str = "<case>") -> PeriodicHamiltonian:
             out = np.empty(1)
             out[0] = f0(y, a, prm)
             return out
-    else:
+    elif m == 2:
         f0, f1 = fs
 
         @njit
@@ -88,6 +96,16 @@ def build(p: dict, where: str = "<case>") -> PeriodicHamiltonian:
             out = np.empty(2)
             out[0] = f0(y, a, prm)
             out[1] = f1(y, a, prm)
+            return out
+    else:
+        f0, f1, f2 = fs
+
+        @njit
+        def f(y, a):
+            out = np.empty(3)
+            out[0] = f0(y, a, prm)
+            out[1] = f1(y, a, prm)
+            out[2] = f2(y, a, prm)
             return out
 
     @njit
@@ -98,6 +116,27 @@ def build(p: dict, where: str = "<case>") -> PeriodicHamiltonian:
     axes = [np.linspace(lo, hi, na) for (lo, hi), na in zip(rows, n_a)]
     A = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, k)
     return PeriodicHamiltonian.control(f, l, A if k > 1 else A[:, 0])
+
+
+def _metric(p, m, params, where):
+    """G = c(y) |q| (model.norm) or c(y) max_(a in B) -a.q (model.control_set: polytope vertices)."""
+    c = _scalar_of_y(p["c"], m, params, f"{where}: model.c")
+    B = p.get("control_set")
+    if B is None:
+        return PeriodicHamiltonian.metric(c, p.get("norm", "l2"))
+    key = f"{where}: model.control_set"
+    ok = (isinstance(B, list) and len(B) >= m + 1 and all(
+        isinstance(v, list) and len(v) == m and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                    and math.isfinite(x) for x in v) for v in B))
+    if not ok:
+        raise CaseError(f"{key}: expected a list of at least {m + 1} vertices, each a list of {m} numbers "
+                        f"(e.g. [[1, 0], [0, 1], [-1, -1]] for m = 2)")
+    ham = PeriodicHamiltonian.metric(c, B=B)
+    try:
+        ham.control_set(m)
+    except HJBError as exc:
+        raise CaseError(f"{key}: {str(exc).split(': ', 1)[1]}") from None
+    return ham
 
 
 def P_values(grid: dict, m: int) -> tuple[np.ndarray, list]:

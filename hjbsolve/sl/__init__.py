@@ -25,6 +25,10 @@ Design notes:
   y-dependent maximisers alpha_p (parametrised by p), which realises Hbar exactly and is second order.
 - Control frozen over a step cannot react to the slow noise: an O(dt) error in stochastic problems. For
   control-affine models the feet and costs use the affine feedback u + K (xi - x), K = D_x u*, within the step.
+- Second order for V^eps: not a Strang splitting (its eps -> 0 limit would still be the per-y fan, first
+  order whatever the fast propagator) but Richardson extrapolation in dt of the monotone Lie scheme
+  (``value_function(..., richardson=True)``), whose O(dt) error constant is bounded uniformly in eps; the
+  extrapolated per-y scheme is its eps -> 0 limit.
 - The fast step is implicit Euler in the GTH form (pivots built from sums of positive terms): exact limit
   1 pi^T for eps -> 0 in floating point, cost and stability independent of eps.
 """

@@ -57,20 +57,30 @@ def _ys(model: Model, ys) -> np.ndarray:
     return np.zeros((1, 0)) if ys is None or model.m == 0 else np.asarray(ys, float).reshape(-1, model.m)
 
 
-def tab_tables(model: Model, xgrid: Grid, ys, u: np.ndarray):
-    """A (J, nc, *xshape, n), S (J, ncs, *xshape, n, n), L (J, nc, *xshape) on the nodes."""
-    xs = xgrid.flat_points()
-    ys = _ys(model, ys)
-    J, nc, N, n = len(ys), len(u), len(xs), model.n
-    X = xs[None, None]
-    Y = ys[:, None, None]
-    U = u[None, :, None]
-    A = np.broadcast_to(_finite("a", model.a(X, Y, U)), (J, nc, N, n))
-    L = np.broadcast_to(_finite("l", model.l(X, Y, U)), (J, nc, N))
-    S = np.broadcast_to(_finite("sigma", model.sigma(X, Y, U)), (J, nc, N, n, n))
+def coefficients_at(model: Model, xs: np.ndarray, ys: np.ndarray, u: np.ndarray):
+    """a (J, nc, M, n), sigma (J, ncs, M, n, n), l (J, nc, M) at the points xs (M, n), fast nodes ys (J, m) and
+    controls u (nc, k); ncs = 1 when sigma does not depend on the control."""
+    J, nc, M, n = len(ys), len(u), len(xs), model.n
+    X, Y, U = xs[None, None], ys[:, None, None], u[None, :, None]
+    A = np.broadcast_to(_finite("a", model.a(X, Y, U)), (J, nc, M, n))
+    L = np.broadcast_to(_finite("l", model.l(X, Y, U)), (J, nc, M))
+    S = np.broadcast_to(_finite("sigma", model.sigma(X, Y, U)), (J, nc, M, n, n))
     if np.all(S == S[:, :1]):
         S = S[:, :1]
-    shp = xgrid.shape
+    return A, S, L
+
+
+def node_chunks(N: int, bytes_per_node: int, budget: int = 64 << 20):
+    """Slices of the N slow nodes whose tables take at most ``budget`` bytes (at least one node each)."""
+    per = max(1, budget // max(1, bytes_per_node))
+    return [slice(i, min(i + per, N)) for i in range(0, N, per)]
+
+
+def tab_tables(model: Model, xgrid: Grid, ys, u: np.ndarray):
+    """A (J, nc, *xshape, n), S (J, ncs, *xshape, n, n), L (J, nc, *xshape) on the nodes."""
+    ys = _ys(model, ys)
+    A, S, L = coefficients_at(model, xgrid.flat_points(), ys, u)
+    J, nc, n, shp = len(ys), len(u), model.n, xgrid.shape
     return (A.reshape((J, nc) + shp + (n,)), S.reshape((J, S.shape[1]) + shp + (n, n)), L.reshape((J, nc) + shp))
 
 
@@ -155,9 +165,12 @@ def linear_control_parts(model: Model, xgrid: Grid, ys, u: np.ndarray, rtol: flo
 
 def affine_tables(model: Model, xgrid: Grid, ys):
     """a0 (J, N, n), B (J, N, n, k), l0 (J, N), sigma (J, N, n, n) at u_ref (N = flat slow nodes)."""
+    return affine_at(model, xgrid.flat_points(), _ys(model, ys))
+
+
+def affine_at(model: Model, xs: np.ndarray, ys: np.ndarray):
+    """:func:`affine_tables` at the points xs (M, n) and fast nodes ys (J, m)."""
     aff = model.affine
-    xs = xgrid.flat_points()
-    ys = _ys(model, ys)
     J, N, n, k = len(ys), len(xs), model.n, model.k
     X, Y = xs[None], ys[:, None]
     a0 = np.broadcast_to(_finite("a0", aff.a0(X, Y)), (J, N, n))
@@ -316,16 +329,23 @@ class AveragedProblem:
         use_affine = (model.affine is not None and model.k > 0
                       and minimisation_kind(model, xgrid, minimize, order) != "grid")
         if use_affine:
-            a0, B, l0, S = affine_tables(model, xgrid, self.ys)
-            self._aff = (a0, B, l0, S)
-            SS = np.einsum("jndr,jner->jnde", S, S)
-            self.Sbar = _sqrt_spd(np.einsum("jn,jnde->nde", pw, SS))
-            if variant == "y_blind" or y_independent(B):
-                a0b = np.einsum("jn,jnd->nd", pw, a0)[None]
-                l0b = np.einsum("jn,jn->n", pw, l0)[None]
-                Bb = np.einsum("jn,jndk->ndk", pw, B)[None]     # y-blind: abar(u) = a0bar + Bbar u
-                self.stepper = _affine_stepper(model, xgrid, a0b, Bb, l0b, self.Sbar[None], dt, order, mode,
-                                               minimize, u_nodes, refine)
+            # averages over y of the affine parts, a chunk of slow nodes at a time (memory of one chunk)
+            J, k = len(self.ys), model.k
+            xs = xgrid.flat_points()
+            a0b, l0b, Bb, self.Sbar = np.empty((N, n)), np.empty(N), np.empty((N, n, k)), np.empty((N, n, n))
+            same = True
+            for sl in node_chunks(N, 16 * J * (n + n * k + 1 + 2 * n * n)):
+                a0, B, l0, S = affine_at(model, xs[sl], self.ys)
+                SS = np.einsum("jndr,jner->jnde", S, S)
+                self.Sbar[sl] = _sqrt_spd(np.einsum("jn,jnde->nde", pw[:, sl], SS))
+                a0b[sl] = np.einsum("jn,jnd->nd", pw[:, sl], a0)
+                l0b[sl] = np.einsum("jn,jn->n", pw[:, sl], l0)
+                Bb[sl] = np.einsum("jn,jndk->ndk", pw[:, sl], B)      # y-blind: abar(u) = a0bar + Bbar u
+                same = same and y_independent(B)
+            self._aff = True
+            if variant == "y_blind" or same:
+                self.stepper = _affine_stepper(model, xgrid, a0b[None], Bb[None], l0b[None], self.Sbar[None], dt,
+                                               order, mode, minimize, u_nodes, refine)
                 self.kind = "averaged-affine"
                 return
         else:
@@ -336,6 +356,20 @@ class AveragedProblem:
         self.p_range = p_range
         if self._aff is not None and variant == "extended" and model.affine.c > 0:
             # maximisers in closed form: no control tables needed
+            self.kind = "averaged-p-family"
+            return
+        if variant == "extended" and model.k > 0:
+            # the p family: tables of (y, control) at a chunk of slow nodes at a time (memory of one chunk)
+            self.Sbar = np.empty((N, n, n))
+            xs = xgrid.flat_points()
+            J, nc = len(self.ys), len(u)
+            for sl in node_chunks(N, 8 * J * nc * (n * n + n + 1)):
+                _, S, _ = coefficients_at(model, xs[sl], self.ys, u)
+                if S.shape[1] > 1:
+                    raise NotImplementedError("the extended averaged scheme needs sigma independent of u: use "
+                                              "effective_scheme='per_y'")
+                SS = np.einsum("jndr,jner->jnde", S[:, 0], S[:, 0])
+                self.Sbar[sl] = _sqrt_spd(np.einsum("jn,jnde->nde", pw[:, sl], SS))
             self.kind = "averaged-p-family"
             return
         A, S, L = tab_tables(model, xgrid, self.ys, u)
@@ -354,13 +388,6 @@ class AveragedProblem:
                                       Lbar.reshape((1, nc) + shp), dt, order=order, mode=mode)
             self.kind = "averaged-grid"
             return
-        if S.shape[1] > 1:
-            raise NotImplementedError("the extended averaged scheme needs sigma independent of u: use "
-                                      "effective_scheme='per_y'")
-        self._tab = (A, L)
-        SS = np.einsum("jndr,jner->jnde", S[:, 0], S[:, 0])
-        self.Sbar = _sqrt_spd(np.einsum("jn,jnde->nde", pw, SS))
-        self.kind = "averaged-p-family"
 
     def initial_p_range(self, V0: np.ndarray) -> None:
         """p box from the gradient of the initial datum, widened (rebuilt later if too small)."""
@@ -387,22 +414,26 @@ class AveragedProblem:
         self.pgrid = pgrid
         Abar = np.empty((len(pgrid), N, n))
         Lbar = np.empty((len(pgrid), N))
+        xs = self.xgrid.flat_points()
+        J = len(self.ys)
         if self._aff is not None and self.model.affine.c > 0:
-            a0, B, l0, _ = self._aff
             aff = self.model.affine
-            pfamily_affine(np.ascontiguousarray(a0), np.ascontiguousarray(B), np.ascontiguousarray(l0),
-                           float(aff.c), np.asarray(aff.u_ref, float), np.asarray(self.model.controls.lo, float),
-                           np.asarray(self.model.controls.hi, float), self.pi, pgrid, Abar, Lbar)
+            k = self.model.k
+            for sl in node_chunks(N, 24 * J * (n + n * k + 1)):
+                a0, B, l0, _ = affine_at(self.model, xs[sl], self.ys)
+                pfamily_affine(np.ascontiguousarray(a0), np.ascontiguousarray(B), np.ascontiguousarray(l0),
+                               float(aff.c), np.asarray(aff.u_ref, float), np.asarray(self.model.controls.lo, float),
+                               np.asarray(self.model.controls.hi, float), self.pi[sl], pgrid, Abar[:, sl],
+                               Lbar[:, sl])
         else:
             if self._aff is not None:   # affine with c = 0: tabulate it
                 self._aff = None
-            if not hasattr(self, "_tab"):
-                u = control_nodes(self.model, self.u_nodes)
-                A, S, L = tab_tables(self.model, self.xgrid, self.ys, u)
-                J, nc = A.shape[:2]
-                self._tab = (A.reshape(J, nc, N, n), L.reshape(J, nc, N))
-            A, L = self._tab
-            pfamily_grid(np.ascontiguousarray(A), np.ascontiguousarray(L), self.pi, pgrid, Abar, Lbar)
+            # the (y, control) tables of a chunk of slow nodes at a time: memory of one chunk, not of the grid
+            u = control_nodes(self.model, self.u_nodes)
+            nc = len(u)
+            for sl in node_chunks(N, 8 * J * nc * (n + 1) * 3):
+                A, _, L = coefficients_at(self.model, xs[sl], self.ys, u)
+                pfamily_grid(A, L, self.pi[sl], pgrid, Abar[:, sl], Lbar[:, sl])
         shp = self.xgrid.shape
         self.stepper = TabStepper(self.xgrid, Abar.reshape((1, len(pgrid)) + shp + (n,)),
                                   self.Sbar.reshape((1, 1) + shp + (n, n)), Lbar.reshape((1, len(pgrid)) + shp),

@@ -298,9 +298,11 @@ def test_double_ctrl_c_exits_130_with_one_line(capsys, monkeypatch, tiny_result)
     monkeypatch.setattr(cli, "cmd_info", interrupted)
     monkeypatch.setattr(cli, "_say", say)
     before = signal.getsignal(signal.SIGINT)
-    code, out, err = run_cli(capsys, "info", tiny_result[1])
+    try:
+        code, out, err = run_cli(capsys, "info", tiny_result[1])
+    finally:
+        signal.signal(signal.SIGINT, before)      # main leaves SIGINT ignored after a Ctrl-C, until exit
     assert code == 130 and err.strip().splitlines() == ["hjbsolve: interrupted"]
-    assert signal.getsignal(signal.SIGINT) is before
 
 
 def _children(pid: int) -> set:

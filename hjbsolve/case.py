@@ -414,6 +414,9 @@ def _validate_table(d: dict, schema: dict, src: str, prefix: str) -> dict:
 
 def _check_consistency(c: dict, src: str) -> None:
     fam, mod, grid = c["family"], c["model"], c["grid"]
+    u_n = grid.get("u", {}).get("n")
+    if isinstance(u_n, list) and len(u_n) == 1:      # one size for every control axis
+        grid["u"]["n"] = u_n[0]
     if fam == "entropy_sgd":
         d = mod["dim"]
         if mod["loss"] == "gaussian_mixture" and mod["mixture"] is None:
@@ -537,7 +540,7 @@ def validate(raw: dict, source: str = "<dict>") -> dict:
         errors.extend(_lines(e))
     if "model" not in raw:
         errors.append(f"{source}: model: missing required table [model]")
-    elif fam in MODEL:
+    elif isinstance(fam, str) and fam in MODEL:
         try:
             model = _validate_value(raw["model"], Spec("table", table=MODEL[fam]), source, "model")
             if top is not None:

@@ -308,8 +308,12 @@ def _worker(plan_file: str, start: int) -> None:
     """Run the tries from ``start`` on, in-process; one JSON line per try on the original stdout."""
     from hjbsolve.cli import main
     out = os.fdopen(os.dup(1), "w", buffering=1)
-    tries = json.loads(Path(plan_file).read_text())
+    plan = json.loads(Path(plan_file).read_text())
+    tries = plan["tries"]
     here = os.getcwd()
+    # warm-up outside the per-try bound: the first run loads numba's cached kernels (slow on a loaded machine)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        main(plan["warmup"])
     for t in tries[start:]:
         print(json.dumps({"start": t["index"]}), file=out, flush=True)
         err, sink = io.StringIO(), io.StringIO()
@@ -330,10 +334,11 @@ def _worker(plan_file: str, start: int) -> None:
                           "seconds": time.perf_counter() - t0}), file=out, flush=True)
 
 
-def run_tries(tries: list[dict], work: Path, bound: float = 60.0, startup: float = 120.0) -> list[dict]:
+def run_tries(tries: list[dict], work: Path, bound: float = 60.0, startup: float = 600.0) -> list[dict]:
     """Run ``tries`` in worker processes (restarted after a crash or a hang); returns one record per try."""
     plan_file = work / "plan.json"
-    plan_file.write_text(json.dumps(tries))
+    tiny = work / "fixtures" / "tiny.toml"
+    plan_file.write_text(json.dumps({"tries": tries, "warmup": ["run", str(tiny), "-q", "-o", str(work / "warm.h5")]}))
     before = {t["index"]: (_digest(t["input"]), sorted(os.listdir(t["folder"]))) for t in tries}
     records: dict[int, dict] = {}
     start = 0

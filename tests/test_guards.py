@@ -173,6 +173,13 @@ def test_extreme_values_are_one_line(capsys, override, needle):
     assert_one_line(code, err, needle)
 
 
+def test_campaign_findings_family_table_and_one_element_control_size(capsys, tmp_path, tiny_result):
+    code, out, err = run_cli(capsys, "check", CASES / "lq.toml", "--set", "family={a = 1}")
+    assert_one_line(code, err, "family", "expected a string")
+    code, out, err = run_cli(capsys, "check", tiny_result[0], "--set", "grid.u.n=[3]")
+    assert code == 0, err
+
+
 def test_u_box_of_the_wrong_shape_for_entropy_sgd(capsys):
     code, out, err = run_cli(capsys, "check", CASES / "entropy_sgd_double_well.toml", "--set",
                              "model.u_box=[[0.2, 2.0], [0.2, 2.0]]")
@@ -298,9 +305,11 @@ def test_double_ctrl_c_exits_130_with_one_line(capsys, monkeypatch, tiny_result)
     monkeypatch.setattr(cli, "cmd_info", interrupted)
     monkeypatch.setattr(cli, "_say", say)
     before = signal.getsignal(signal.SIGINT)
-    code, out, err = run_cli(capsys, "info", tiny_result[1])
+    try:
+        code, out, err = run_cli(capsys, "info", tiny_result[1])
+    finally:
+        signal.signal(signal.SIGINT, before)      # main leaves SIGINT ignored after a Ctrl-C, until exit
     assert code == 130 and err.strip().splitlines() == ["hjbsolve: interrupted"]
-    assert signal.getsignal(signal.SIGINT) is before
 
 
 def _children(pid: int) -> set:

@@ -55,7 +55,9 @@ def find_case(text: str | None) -> Path:
     name = path.name[:-5] if path.name.endswith(".toml") else path.name
     cases = packaged_cases()
     if name in cases and path.parent in (Path("."), Path("cases")):
-        log.info("%s: not in this folder; using the packaged case %s", text, cases[name])
+        if text not in _DESCRIBED:
+            _DESCRIBED.add(text)
+            log.info("%s: not in this folder; using the packaged case %s", text, cases[name])
         return cases[name]
     raise HJBError(f"{text}: case file not found (packaged cases, usable by name: {', '.join(cases)}; "
                    f"'hjbsolve cases' describes them)")
@@ -210,6 +212,7 @@ def _setup_logging(args) -> None:
     logging.basicConfig(level=logging.WARNING, format="hjbsolve: %(levelname)s: %(message)s", stream=sys.stderr,
                         force=True)
     logging.getLogger("hjbsolve").setLevel(level)
+    _DESCRIBED.clear()                       # a new command: describe its case again
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Python warnings (BoxWarning, TimeStepWarning, ...) become one log line each: category and message,
@@ -240,10 +243,16 @@ def _load(args):
     return case
 
 
+_DESCRIBED: set = set()
+
+
 def _describe(case) -> None:
-    """-v: what the case asks for (the grids and boxes as given; the run logs the boxes it derives)."""
-    if not log.isEnabledFor(logging.INFO):
+    """-v: what the case asks for (the grids and boxes as given; the run logs the boxes it derives), once per
+    case and process (the resource guard loads the case before the command does)."""
+    key = (case.source, tuple(case.overrides))
+    if not log.isEnabledFor(logging.INFO) or key in _DESCRIBED:
         return
+    _DESCRIBED.add(key)
     log.info("case %r (family %s) from %s%s", case.name, case.family, case.source,
              f", overrides {case.overrides}" if case.overrides else "")
     for axis, spec in case.grid.items():
@@ -707,9 +716,12 @@ def _main(argv: list[str] | None) -> int:
         return 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, exiting: bool = False) -> int:
     """The ``hjbsolve`` command: exit 0 (done), 2 (bad input, one line on stderr), 130 (Ctrl-C, also a
-    second Ctrl-C during the clean-up), 143 (SIGTERM), 1 (internal error: one line, traceback with -v)."""
+    second Ctrl-C during the clean-up), 143 (SIGTERM), 1 (internal error: one line, traceback with -v).
+    The signal handlers are restored on return, except that with ``exiting`` (the process ends right
+    after: :func:`entry`) SIGINT stays ignored after a Ctrl-C, so that a second one cannot turn the exit
+    code 130 into a death by signal."""
     import signal
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -732,9 +744,14 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
             # after a real Ctrl-C, SIGINT stays ignored until the process has exited: a second one must not
             # turn the exit code 130 into a death by signal
-            if signal.getsignal(signal.SIGINT) is _on_sigint:
+            if not exiting or signal.getsignal(signal.SIGINT) is _on_sigint:
                 signal.signal(signal.SIGINT, previous_int)
 
 
+def entry() -> int:
+    """The console script ``hjbsolve`` and ``python -m hjbsolve``: :func:`main` for a process that exits."""
+    return main(exiting=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry())

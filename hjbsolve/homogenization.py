@@ -44,6 +44,7 @@ class ErgodicTable:
     estimate: HbarEstimate | None = None  # error estimate from the grids N/2, N/4 (None: N % 4 != 0)
     q_axes: list = field(default_factory=list)
     lbar: np.ndarray | None = None
+    note: str = ""                 # why lbar is missing (G not convex), stored as the attribute lbar_note
     timings: dict = field(default_factory=dict)
 
     def hbar_grid(self) -> np.ndarray:
@@ -120,6 +121,8 @@ def ergodic_stage(ham, P: np.ndarray, P_axes: list, tensor: bool, m: int, N: int
     if getattr(ham, "nonconvex", False):
         # G not convex in q: Hbar need not be convex in P, and the Legendre transform would only
         # see its convex hull: no Lbar is computed (stored) for such a table
+        out.note = ("G is not convex in q: Hbar need not be convex in P, and the Legendre transform "
+                    "(Lbar) is skipped")
         return out
     if tensor and all(len(a) >= 3 for a in P_axes):
         grid_h = out.hbar_grid()

@@ -175,7 +175,7 @@ def estimate(case, simulate_paths: int | None = None, n_record: int = 101) -> Es
     nP = len(g["P"]["values"]) if g.get("P") else 1
     nq = _count(g["q"]["n"], n) if g.get("q") else npv
     nu = _control_nodes(case, k)
-    affine = case.family == "lq" or (case.family == "entropy_sgd" and k > 0)
+    affine = k > 0 and (case.family in ("lq", "entropy_sgd") or _expr_is_affine(case))
     f8 = 8.0
     # cell stage
     gen = ny * (2 * m + 1) * 12.0 if m else 0.0
@@ -185,7 +185,8 @@ def estimate(case, simulate_paths: int | None = None, n_record: int = 101) -> Es
     hb = nx * max(npv, 1) * nP * f8 * 2 + nx * nq * nP * f8
     # the stored feedback (float32) and, while it is computed, its float64 maximisers and int32 arguments
     fb = nx * npv * nP * ny * k * 16.0 if (case.run.get("feedback", True) and npv) else 0.0
-    chunk = min(64e6, nx * ny * nu * (n + 2) * f8) if npv else 0.0   # the chunked coefficient tables of Hbar
+    # the chunked coefficient tables of Hbar (per control node, or per (x, y) for the closed-form sup)
+    chunk = min(64e6, nx * ny * (1 if affine else nu) * (n + 2) * f8) if npv else 0.0
     if m:
         est.memory["cell stage"] = nx * ny * f8 + gen + lu + hb + fb + chunk
         est.keys["cell stage"] = "grid.x.n, grid.y.n, grid.p.n, grid.P.values" + (", run.feedback" if fb else "")
@@ -216,6 +217,16 @@ def estimate(case, simulate_paths: int | None = None, n_record: int = 101) -> Es
         est.updates += float(simulate_paths) * sim_steps * (n + m + 1) * 4
     est.notes += _time_step_notes(case, n, dt)
     return est
+
+
+def _expr_is_affine(case) -> bool:
+    """An expr model that is control-affine with quadratic cost is minimised in closed form (no table per
+    control node). False when the model does not build (the command reports why)."""
+    from .models import build_model
+    try:
+        return build_model(case).affine is not None
+    except Exception:
+        return False
 
 
 def _estimate_periodic(case, est: Estimate) -> Estimate:

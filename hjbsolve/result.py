@@ -166,6 +166,8 @@ class Result:
                 root.coords[nm] = V(np.asarray(ax), (nm,), {"long_name": f"velocity {nm}"})
             root.variables["lbar"] = V(e.lbar, tuple(qd), {"long_name": "Lbar(q) = sup_P {-q.P - Hbar(P)}"})
         root.attrs.update({"nu": e.nu, "N": e.N, "offset_in_h": e.offset, "m": e.m})
+        if e.note:
+            root.attrs["lbar_note"] = e.note
 
     def save(self, path) -> None:
         """Write atomically to ``path`` (temporary file in the same folder, renamed when complete)."""

@@ -101,21 +101,41 @@ class ControlGridWarning(UserWarning):
 CONTROL_GRID_WARN = 1e-3
 
 
-def _control_grid_check(model, u_nodes: np.ndarray, T: float, what: str) -> str:
+def interpolation_error_estimate(model: Model, xgrid: Grid, ygrid: Grid | None, T: float, dt: float) -> float:
+    """The scheme's own error scale: the multilinear-interpolation term ``(T/dt) sum_d h_d²/8 max|D_dd V|`` of
+    the SL step, with the terminal cost g (at the centre of the y box) standing in for V, its second
+    differences taken on the central half of the slow box."""
+    xs = xgrid.flat_points()
+    yc = np.zeros((1, 0)) if ygrid is None else 0.5 * (np.asarray(ygrid.lo) + np.asarray(ygrid.hi))[None]
+    g = np.broadcast_to(model.g(xs, np.broadcast_to(yc, (len(xs), yc.shape[1]))), (len(xs),)).reshape(xgrid.shape)
+    win = interior_window(xgrid)
+    est = 0.0
+    for d in range(xgrid.ndim):
+        if xgrid.shape[d] < 3:
+            continue
+        D2 = np.gradient(np.gradient(g, xgrid.h[d], axis=d), xgrid.h[d], axis=d)
+        est += xgrid.h[d] ** 2 / 8 * float(np.abs(D2[win]).max())
+    return float(T / dt * est)
+
+
+def _control_grid_check(model, u_nodes: np.ndarray, T: float, what: str, scheme_err: float = 0.0) -> str:
     """Describe the control grid of a grid-only minimisation and warn when, for a quadratic control cost
     c |u - u_ref|²/2, its error estimate T c du²/8 (the cost of missing the minimiser by du/2 per unit time)
-    exceeds CONTROL_GRID_WARN, with the number of nodes that would bring it below."""
+    exceeds both CONTROL_GRID_WARN and the scheme's own error estimate ``scheme_err``
+    (:func:`interpolation_error_estimate`), with the number of nodes that would bring it below."""
     u = np.asarray(u_nodes, float).reshape(len(u_nodes), -1)
     du = max((np.diff(np.unique(u[:, d])).max() if len(np.unique(u[:, d])) > 1 else 0.0) for d in range(u.shape[1]))
     text = f"min over a grid of {len(u)} controls (spacing {du:.3g})"
     c = getattr(model.affine, "c", None) if model.affine is not None else None
     if c is not None and du > 0:
         est = T * float(c) * du * du / 8
-        if est > CONTROL_GRID_WARN:
+        level = max(CONTROL_GRID_WARN, scheme_err)
+        text += f", error estimate T c du^2/8 = {est:.2g}"
+        if est > level:
             width = max(float(np.ptp(u[:, d])) for d in range(u.shape[1]))
-            need = int(np.ceil(width / np.sqrt(8 * CONTROL_GRID_WARN / (T * float(c))))) + 1
-            warnings.warn(f"{what}: {text}; its error may reach T c du^2/8 = {est:.2g}: set grid.u.n >= {need}",
-                          ControlGridWarning, stacklevel=3)
+            need = int(np.ceil(width / np.sqrt(8 * level / (T * float(c))))) + 1
+            warnings.warn(f"{what}: {text}, above the scheme's own error estimate {scheme_err:.2g} "
+                          f"(interpolation): set grid.u.n >= {need}", ControlGridWarning, stacklevel=3)
     return text
 
 
@@ -311,7 +331,8 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
                                       minimize=minimize, u_nodes=u_nodes, refine=refine, p_range=p_range, n_p=n_p)
                 avg.initial_p_range(V)
                 st = avg.stepper
-                attrs["minimisation"] = _averaged_minimisation(avg, model, xgrid, minimize, order, u_nodes, T)
+                attrs["minimisation"] = _averaged_minimisation(avg, model, xgrid, minimize, order, u_nodes, T,
+                                                               scheme_err)
         timings[f"{kind}{tag}_setup"] = time.perf_counter() - t0
         outs = [V.copy()] if 0 in out_steps else []
         fbs = []
@@ -409,11 +430,12 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
     else:
         kind = "averaged" if variant == "extended" else "averaged_blind"
     attrs.update(_describe(kind, order, eps, model))
+    scheme_err = interpolation_error_estimate(model, xgrid, ygrid, T, dt / 2 if richardson else dt)
     if _exact_in_splitting(kind, model, xgrid, minimize, order):
         minimize = "exact"
         attrs["minimisation"] = _KIND_TEXT["exact"] + EXACT_X_DEPENDENT_B
     elif not kind.startswith("averaged"):
-        attrs["minimisation"] = _minimisation(kind, model, xgrid, minimize, order, u_nodes, T)
+        attrs["minimisation"] = _minimisation(kind, model, xgrid, minimize, order, u_nodes, T, scheme_err)
     extrapolate = richardson and kind in RICHARDSON_KINDS
     if richardson and not extrapolate:
         attrs["richardson"] = f"not applied: the {kind} scheme is second order in time already"
@@ -447,7 +469,7 @@ def value_function(model: Model, cell=None, eps: float = 0.0, T: float = 1.0, dt
         res.attrs["scheme_blind"] = _describe(bkind, order, eps, model)["scheme"]
         if bkind == "per_y_blind":
             res.attrs["scheme_blind"] += "; " + _control_grid_check(model, control_nodes(model, u_nodes), T,
-                                                                    "per-y y-blind scheme")
+                                                                    "per-y y-blind scheme", scheme_err)
     timings["total"] = time.perf_counter() - t_start
     res.timings = dict(timings)
     return res
@@ -468,7 +490,8 @@ def _describe_richardson(kind: str, order: int) -> dict:
                            "2 in the splitting/fan part (Euler feet: first-order feet errors cancel too)")}
 
 
-def _minimisation(kind: str, model: Model, xgrid: Grid, minimize: str, order: int, u_nodes, T: float) -> str:
+def _minimisation(kind: str, model: Model, xgrid: Grid, minimize: str, order: int, u_nodes, T: float,
+                  scheme_err: float = 0.0) -> str:
     """Which minimisation over the controls the slow step runs: 'none' (k = 0), 'exact piecewise-quadratic'
     (1-D control-affine, quadratic cost), 'refined' (2-D affine: grid + golden section) or 'grid' (a finite
     control set, with a :class:`ControlGridWarning` when its error estimate is large). The averaged scheme
@@ -478,7 +501,8 @@ def _minimisation(kind: str, model: Model, xgrid: Grid, minimize: str, order: in
     mk = "grid" if kind == "per_y_blind" else minimisation_kind(model, xgrid, minimize, order)
     if mk != "grid":
         return _KIND_TEXT[mk]
-    return "grid: " + _control_grid_check(model, control_nodes(model, u_nodes), T, f"value stage ({kind} scheme)")
+    return "grid: " + _control_grid_check(model, control_nodes(model, u_nodes), T, f"value stage ({kind} scheme)",
+                                          scheme_err)
 
 
 EXACT_X_DEPENDENT_B = ("; B depends on x: the foot's u-quadratic Taylor term (dt^2/2) (D_x B) B u^2 is left out, "
@@ -501,7 +525,8 @@ _KIND_TEXT = {"exact": "exact piecewise-quadratic (1-D control-affine, quadratic
               "grid-affine": "grid (2-D control-affine, no refinement)"}
 
 
-def _averaged_minimisation(avg, model: Model, xgrid: Grid, minimize: str, order: int, u_nodes, T: float) -> str:
+def _averaged_minimisation(avg, model: Model, xgrid: Grid, minimize: str, order: int, u_nodes, T: float,
+                           scheme_err: float = 0.0) -> str:
     if model.k == 0:
         return "none (no control)"
     if avg.kind == "averaged-affine":
@@ -510,9 +535,11 @@ def _averaged_minimisation(avg, model: Model, xgrid: Grid, minimize: str, order:
     if avg.kind == "averaged-p-family":
         how = ("closed form" if (model.affine is not None and model.affine.c > 0 and avg._aff is not None)
                else "argmax over the control grid (" + _control_grid_check(
-                   model, control_nodes(model, u_nodes), T, "value stage (averaged scheme, maximisers alpha_p)") + ")")
+                   model, control_nodes(model, u_nodes), T, "value stage (averaged scheme, maximisers alpha_p)",
+                   scheme_err) + ")")
         return f"p-family: maximisers alpha_p(y) by {how}, min over a grid of {avg.n_p} p nodes per axis (O(dp^2))"
-    return "grid: " + _control_grid_check(model, control_nodes(model, u_nodes), T, "value stage (averaged scheme)")
+    return "grid: " + _control_grid_check(model, control_nodes(model, u_nodes), T, "value stage (averaged scheme)",
+                                          scheme_err)
 
 
 def _describe(kind: str, order: int, eps: float, model: Model) -> dict:

@@ -5,10 +5,16 @@
 2. 2-D viscous cell problem, V = cos(2 pi y1) + cos(2 pi y2) + 0.5 cos(2 pi (y1 - y2)), at
    128^2: a 64-point Hbar(P) table (8 x 8 grid of P in [-2, 2]^2, serpentine order so that
    every solve is warm-started from a neighbour); target <= 60 s.
+3. 2-D nu = 0, the same non-separable V: Hbar(P) with its error estimate (grids N/4, N/2, N solved
+   coarse to fine, each warm-started from the interpolated coarser corrector) at N = --N0 (256):
+   seconds per P value for the three grids together, against the fine grid alone (cold start then
+   warm starts from the previous P); target <= 5 s per P.
+4. 3-D viscous (nu = 0.5) cell problems at 32^3 and 64^3 (GMRES, FFT preconditioner).
 
 JIT compilation (first calls, including numba cache loading) is timed separately.
 
-Usage: python scripts/bench_ergodic.py [--nu2d 0.5 0.05] [--N2d 128] [--repeat 50]
+Usage: python scripts/bench_ergodic.py [--nu2d 0.5 0.05] [--N2d 128] [--repeat 50] [--N0 256]
+       [--skip 1d 2d nu0 3d]
 """
 
 import argparse
@@ -18,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from hjbsolve.cell.ergodic import PeriodicHamiltonian, effective_hamiltonian_table, solve_ergodic
+from hjbsolve.cell.ergodic.tables import effective_hamiltonian_estimate
 
 TWO_PI = 2.0 * np.pi
 
@@ -32,6 +39,12 @@ def V2(y):
     return np.cos(TWO_PI * y[0]) + np.cos(TWO_PI * y[1]) + 0.5 * np.cos(TWO_PI * (y[0] - y[1]))
 
 
+@njit
+def V3(y):
+    return (np.cos(TWO_PI * y[0]) + np.cos(TWO_PI * y[1]) + np.cos(TWO_PI * y[2])
+            + 0.5 * np.cos(TWO_PI * (y[0] - y[1])) + 0.5 * np.cos(TWO_PI * (y[1] - y[2])))
+
+
 def _stages(r):
     return ", ".join(f"nu={nu:.3g} {meth} x{its}" for nu, meth, its, _ in r.stages)
 
@@ -41,6 +54,8 @@ def main():
     ap.add_argument("--nu2d", type=float, nargs="+", default=[0.5, 0.05])
     ap.add_argument("--N2d", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--N0", type=int, default=256, help="grid of the 2-D nu = 0 estimate timing")
+    ap.add_argument("--skip", nargs="*", default=[], choices=("1d", "2d", "nu0", "3d"))
     args = ap.parse_args()
 
     h1 = PeriodicHamiltonian.quadratic(V1)
@@ -55,7 +70,17 @@ def main():
     t2 = time.perf_counter()
     print(f"JIT warm-up (compile or load from cache): 1-D {t1 - t0:.2f} s, 2-D {t2 - t1:.2f} s")
 
-    # ---- 1-D ----------------------------------------------------------------------------------
+    if "1d" not in args.skip:
+        bench_1d(h1, args)
+    if "2d" not in args.skip:
+        bench_2d(h2, args)
+    if "nu0" not in args.skip:
+        bench_2d_nu0(h2, args)
+    if "3d" not in args.skip:
+        bench_3d()
+
+
+def bench_1d(h1, args):
     N, nu = 400, 0.05
     solve_ergodic(h1, 1.0, N, nu, 1)  # grid data for N = 400 (tabulation, convexity check)
     for P in (0.0, 1.0, 2.0):
@@ -88,7 +113,9 @@ def main():
     effective_hamiltonian_table(h1, Ps, N, nu, 1)
     print(f"1-D nu={nu} N={N}: 121-point table {time.perf_counter() - t:.3f} s")
 
-    # ---- 2-D ----------------------------------------------------------------------------------
+
+
+def bench_2d(h2, args):
     g = np.linspace(-2.0, 2.0, 8)
     Ps2 = np.array([(a, b) for i, a in enumerate(g) for b in (g if i % 2 == 0 else g[::-1])])
     N2 = args.N2d
@@ -103,6 +130,34 @@ def main():
         print(f"2-D nu={nu2} N={N2}^2: 64-point table {dt:.2f} s ({dt / 64 * 1e3:.0f} ms per P, "
               f"{sum(its)} Newton iterations, max {max(its)} per P); "
               f"Hbar range [{H.min():.6f}, {H.max():.6f}]")
+
+
+def bench_2d_nu0(h2, args):
+    Ps = np.array([[2.0, 0.3], [1.5, 1.0], [0.5, 0.2], [-1.0, 2.0]])
+    N = args.N0
+    t = time.perf_counter()
+    est = effective_hamiltonian_estimate(h2, Ps, N, 0.0)
+    dt = time.perf_counter() - t
+    print(f"2-D nu=0 N={N}^2 with estimate (grids {N // 4}, {N // 2}, {N}, coarse to fine): "
+          f"{dt:.1f} s for {len(Ps)} P, {dt / len(Ps):.1f} s per P")
+    for P, hb, rich, e, p in zip(Ps, est.hbar, est.richardson, est.estimate, est.order):
+        print(f"   P = {P}: Hbar_N = {hb:.6f}, estimate {e:.1e}, observed order {p:.2f}, "
+              f"Richardson {rich:.6f}")
+    t = time.perf_counter()
+    effective_hamiltonian_table(h2, Ps, N, 0.0, 2)
+    dt = time.perf_counter() - t
+    print(f"2-D nu=0 N={N}^2, fine grid only (cold start, then warm starts from the previous P): "
+          f"{dt:.1f} s, {dt / len(Ps):.1f} s per P")
+
+
+def bench_3d():
+    h3 = PeriodicHamiltonian.quadratic(V3)
+    solve_ergodic(h3, (0.5, 1.0, -0.3), 8, 0.5, 3)
+    for N in (32, 64):
+        t = time.perf_counter()
+        r = solve_ergodic(h3, (0.5, 1.0, -0.3), N, 0.5, 3)
+        print(f"3-D nu=0.5 N={N}^3: one Hbar(P) {time.perf_counter() - t:.2f} s, {r.iterations} Newton "
+              f"iterations, Hbar = {r.hbar:.10f}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def test_3d_general_refused():
     @njit
     def G(y, q):
         return 0.5 * (q[0] ** 2 + q[1] ** 2 + q[2] ** 2)
-    with pytest.raises(HJBError, match="m <= 2"):
+    with pytest.raises(HJBError, match="limited to m <= 2"):
         solve_ergodic(PeriodicHamiltonian.general(G), P3, 8, 0.5, 3)
 
 

@@ -183,7 +183,8 @@ P = { values = [[1.0, 0.0]] }
 @pytest.mark.parametrize("change,code,needle", [
     (None, 0, "ok"),                                               # round-off at y = 1 is not a jump
     (("> 0, 1, 2)", "> 0, 1, 2) + 0.1*y1"), 2, "not 1-periodic"),
-    (("sqrt(q1**2 + q2**2 + 0.01)", "(1 - q1**2)"), 2, "not convex"),
+    (("sqrt(q1**2 + q2**2 + 0.01)", "sqrt(q1**2 + q2**2 + 0.01) + log(1 + cos(2*pi*y1))"), 2,
+     "not finite"),                                                # -inf at the nodes y1 = 1/2
 ])
 def test_check_runs_the_data_checks(tmp_path, capsys, change, code, needle):
     case = tmp_path / "c.toml"

@@ -105,6 +105,15 @@ def test_a_long_but_feasible_run_gets_a_warning(capsys):
     assert code == 0 and "a long run" in err and "node-control updates" in err
 
 
+def test_simulate_and_study_are_guarded_too(capsys, tmp_path, tiny_result):
+    case, result = tiny_result
+    code, out, err = run_cli(capsys, "simulate", result, "-n", "1000000000", "-o", tmp_path / "sim.h5")
+    assert_one_line(code, err, "simulation needs about", "--paths")
+    code, out, err = run_cli(capsys, "study", case, "--vary", "grid=1,1000", "-o", tmp_path / "st")
+    assert_one_line(code, err, "the costliest of 2 study runs", "grid.x.n")
+    assert not list(tmp_path.iterdir())
+
+
 def test_estimate_counts_steps_and_updates():
     case = load_case(CASES / "lq.toml")
     est = resources.estimate(case)
@@ -118,7 +127,7 @@ def test_estimate_counts_steps_and_updates():
 
 @pytest.mark.parametrize("path, overrides", [
     (CASES / "lq.toml", ["grid.x.n=201", "grid.y.n=101", "grid.p.n=101", "run.eps=[0.1]", "time.dt=0.04"]),
-    (CASES / "ou_expr.toml", ["grid.x.n=81", "grid.y.n=101", "time.dt=0.1", "run.eps=[0.1, 0.0]"]),
+    (CASES / "ou_expr.toml", ["grid.x.n=161", "grid.y.n=201", "time.dt=0.1", "run.eps=[0.1, 0.0]"]),
 ])
 def test_memory_estimate_brackets_the_measured_peak(path, overrides):
     """The estimate is within a factor of about 3 of the peak that tracemalloc sees (numpy arrays; numba's

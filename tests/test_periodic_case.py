@@ -101,7 +101,7 @@ def test_nonconvex_general_accepted(tmp_path):
     (tmp_path / "q").mkdir()
     code, outq = run(tmp_path / "q", text)
     g = store.read(out)
-    assert "lbar" not in g.variables
+    assert "lbar" not in g.variables and "not convex" in g.attrs["lbar_note"]
     assert np.abs(g.variables["hbar"].data + store.read(outq).variables["hbar"].data).max() < 1e-10
 
 

@@ -13,41 +13,19 @@ from hjbsolve.models import build_model
 from hjbsolve.runner import run_values
 from hjbsolve.simulate import MODE_STORED, prepare, simulate, stored_values
 
-CASE = """
-name = "lq_feedback"
-family = "lq"
-[model]
-a11 = 0.5
-a12 = 1.0
-a21 = 1.0
-a22 = -2.0
-b = 1.0
-sigma = 0.3
-tau = 0.5
-r = 1.0
-q = 1.0
-s = 0.5
-g0 = 1.0
-u_box = [-10.0, 10.0]
-[grid]
-x = { box = [-2.0, 2.0], n = 201 }
-y = { box = [-3.0, 3.0], n = 61 }
-[time]
-T = 1.0
-dt = 0.1
-[run]
-eps = [0.1, 0.0]
-richardson = true
-effective_scheme = "per_y"
-output_times = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-"""
+from .test_value_lq import PARAMS
+
+#: the LQ family of tests/test_value_lq.py, Richardson, the limit of the same scheme, 11 uniform stored times
+CASE = {"name": "lq_feedback", "family": "lq", "model": PARAMS,
+        "grid": {"x": {"box": [-2.0, 2.0], "n": 201}, "y": {"box": [-3.0, 3.0], "n": 61}},
+        "time": {"T": 1.0, "dt": 0.1},
+        "run": {"eps": [0.1, 0.0], "richardson": True, "effective_scheme": "per_y",
+                "output_times": [0.1 * i for i in range(11)]}}
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fb") / "lq.toml"
-    path.write_text(CASE)
-    case = load_case(path)
+def stored():
+    case = load_case(CASE)
     model = build_model(case)
     from hjbsolve.effective import cell_stage
     from hjbsolve.runner import fast_grid, slow_grid

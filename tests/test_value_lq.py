@@ -158,3 +158,26 @@ def test_asymptotic_preserving_limit():
     r1 = value_function(model, cell, 1e-10, T, 0.05)
     diff = np.abs(r1.V - r0.V[..., None]).max()
     assert diff < 1e-7 * np.abs(r0.V).max()
+
+
+def lq_eps_study(folder: str):
+    """The eps study of cases/lq.toml on 241 x 101 nodes with dt = 0.05 and Richardson extrapolation over
+    eps in [1e-3, 3e-2]; returns (StudyResult, the fitted rate of the exact |V^eps - V| on |x|, |y| <= 1).
+    Used by tests/test_value_richardson.py and ``scripts/study_value.py eps_rate``."""
+    from pathlib import Path
+
+    from hjbsolve.case import load_case
+    from hjbsolve.exact import lq_value
+    from hjbsolve.study import _set, fit_order, run_study
+    case = load_case(Path(__file__).resolve().parents[1] / "hjbsolve" / "cases" / "lq.toml")
+    d = case.as_dict()
+    for key, value in (("run.richardson", True), ("time.dt", 0.05), ("grid.x", {"box": [-3.0, 3.0], "n": 241}),
+                       ("grid.y", {"n": 101})):
+        _set(d, key, value)
+    case = load_case(d)
+    eps = [0.03, 0.01, 0.003, 0.001]
+    res = run_study(case, ["eps=" + ",".join(map(str, eps))], folder)
+    xa = ya = np.linspace(-1.0, 1.0, 401)
+    tf = case.time["T"]
+    gap = [np.abs(lq_value(case.model, e, tf, xa, ya) - lq_value(case.model, 0.0, tf, xa)[:, None]).max() for e in eps]
+    return res, fit_order(eps, gap)[0]

@@ -132,3 +132,22 @@ def test_suggest_slow_box():
     # drift on the window (y = 0): 0.5 |x| + |u| <= 1.5 -> margin 0.75 + 4 sqrt(1) 0.3 = 1.95
     assert np.allclose(box, [[-2.95, 2.95]])
     assert np.allclose(suggest_slow_box(model, [-1, 1], 100.0), [[-4.0, 4.0]])   # capped
+
+
+def test_control_grid_warning_compares_with_the_scheme_error():
+    """The control grid's error estimate T c du^2/8 is stated, and warned about only above both 1e-3 and the
+    scheme's own (interpolation) error estimate; the text names the grid.u.n that would bring it below."""
+    import warnings as w
+
+    from hjbsolve.models import lq as lqm
+    from hjbsolve.value import ControlGridWarning, _control_grid_check
+    model = lqm.build(dict(a11=0.5, a12=1.0, a21=1.0, a22=-2.0, b=1.0, sigma=0.3, tau=0.5, r=1.0, q=1.0, s=0.5,
+                           g0=1.0, u_box=[-10.0, 10.0]))
+    coarse, fine = np.linspace(-10, 10, 11)[:, None], np.linspace(-10, 10, 2001)[:, None]
+    with pytest.warns(ControlGridWarning, match=r"T c du\^2/8 = 0.5.*set grid.u.n >= 225"):
+        text = _control_grid_check(model, coarse, 1.0, "test", scheme_err=0.0)
+    assert "spacing 2" in text and "0.5" in text
+    with w.catch_warnings():
+        w.simplefilter("error", ControlGridWarning)
+        _control_grid_check(model, coarse, 1.0, "test", scheme_err=1.0)     # the scheme's error is larger
+        _control_grid_check(model, fine, 1.0, "test", scheme_err=0.0)       # 1.25e-5 < 1e-3

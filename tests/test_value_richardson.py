@@ -12,15 +12,12 @@ Grids: x in [-2, 2], y in [-2.5, 2.5] (5 standard deviations of the Gibbs law be
 import numpy as np
 import pytest
 
-from hjbsolve.case import load_case
 from hjbsolve.effective import cell_stage
-from hjbsolve.exact import lq_value
 from hjbsolve.grid import Grid
 from hjbsolve.models import lq
-from hjbsolve.study import _set, fit_order, run_study
 from hjbsolve.value import value_function
 
-from .test_value_lq import PARAMS, T, eff_error, eps_error
+from .test_value_lq import PARAMS, T, eff_error, eps_error, lq_eps_study
 
 # the y box cuts ~1e-5 of mu_x at the ends of the x box (|x| = 2), far from the window: the cell stage's
 # warning about it is expected here
@@ -93,17 +90,7 @@ def test_eps_study_measures_the_exact_rate(tmp_path):
     """cases/lq.toml, 241 x 101 nodes, dt = 0.05, Richardson: the fitted max-norm rate over eps in
     [1e-3, 3e-2] is within 0.03 of the rate of the exact |V^eps - V| (Riccati) on the same window (measured
     0.961 against 0.965); the limit is the same scheme's (per-y, extrapolated) and every run is resolved."""
-    case = load_case("hjbsolve/cases/lq.toml")
-    d = case.as_dict()
-    for key, value in (("run.richardson", True), ("time.dt", 0.05), ("grid.x", {"box": [-3.0, 3.0], "n": 241}),
-                       ("grid.y", {"n": 101})):
-        _set(d, key, value)
-    case = load_case(d)
-    eps = [0.03, 0.01, 0.003, 0.001]
-    res = run_study(case, ["eps=" + ",".join(map(str, eps))], str(tmp_path / "runs"))
-    xa = ya = np.linspace(-1.0, 1.0, 401)
-    gap = [np.abs(lq_value(case.model, e, T, xa, ya) - lq_value(case.model, 0.0, T, xa)[:, None]).max() for e in eps]
-    exact_rate = fit_order(eps, gap)[0]
+    res, exact_rate = lq_eps_study(str(tmp_path / "runs"))
     assert abs(res.fits[0]["max"][0] - exact_rate) <= 0.03, (res.table(), exact_rate)
     assert np.all(res.resolved) and any("same scheme" in n for n in res.notes)
 

@@ -204,6 +204,7 @@ class PeriodicHamiltonian:
         self.q_box = float(q_box)
         self.name = name or kind
         self.nonconvex = False  # set when a solve finds G not convex in q (see nonconvex.py)
+        self._derived = {}  # numba functions built from this G once (shared by all grids)
         self._contexts = {}
         self._kax = None
         self._dkax = None
@@ -358,10 +359,11 @@ class PeriodicHamiltonian:
                 y1 = np.insert(o, k, 1.0)
                 pts.append((k, y0, y1))
 
-        def close(a, b):
+        def close(a, b):  # equal infinities count as equal (non-finite data are the grid check's)
             a = np.asarray(a, dtype=float)
             b = np.asarray(b, dtype=float)
-            return np.all(np.abs(a - b) <= tol * (1.0 + np.abs(a) + np.abs(b)))
+            with np.errstate(invalid="ignore"):
+                return np.all((a == b) | (np.abs(a - b) <= tol * (1.0 + np.abs(a) + np.abs(b))))
 
         if self.kind in ("quadratic", "separable"):
             def data(y):

@@ -32,7 +32,7 @@ from scipy.sparse.linalg import splu
 
 from hjbsolve.errors import HJBError, NumericalError
 
-from .fluxes import (_THETA, _critical_points, _ctrl_eval, _gen_alpha, _gen_alpha_box, _gen_eval,
+from .fluxes import (_THETA, _critical_points, _ctrl_eval, _gen_alpha, _gen_eval,
                      _godunov_eval, _metric_eval, _quad_eval, _sep_eval, _slope_point, _tab_speed,
                      cone_points, metric_stencil, stencil_neighbours)
 
@@ -247,9 +247,9 @@ class _Context:
     def __init__(self, ham, m, N, off):
         if m not in (1, 2, 3):
             raise HJBError(f"ergodic cell problem: m must be 1, 2 or 3 (got {m})")
-        if m == 3 and ham.kind == "general":
-            raise HJBError("ergodic cell problem: a general G(y, q) is limited to m <= 2 (its convexity "
-                           "sampling and Lax-Friedrichs bounds are 2-D); for m = 3 write G in the "
+        if m == 3 and ham.kind in ("general", "metric"):
+            raise HJBError(f"ergodic cell problem: the {ham.kind} form is limited to m <= 2 (its "
+                           "fluxes and convexity sampling are 2-D); for m = 3 write G in the "
                            "quadratic, separable or control form")
         N = int(N)
         if N < 4:
@@ -341,11 +341,14 @@ class _Context:
             self.ham.check_convex(self.m, self.Y, radius)
         except NonConvexHamiltonianError as exc:
             kind = self.ham.kind
-            if "not finite" in str(exc):
+            if "not finite" in str(exc) or self.m == 3:  # the nonconvex solver is 1-D/2-D
                 raise
             if kind == "separable" and is_jitted(self.ham.V):
                 self.nonconvex = self.godunov = self.ham.nonconvex = True
-                self.Gg = _separable_as_general(self.kax, self.ham.V, self.m)
+                key = ("separable_G", self.m)  # one numba G per Hamiltonian: compiled once
+                if key not in self.ham._derived:
+                    self.ham._derived[key] = _separable_as_general(self.kax, self.ham.V, self.m)
+                self.Gg = self.ham._derived[key]
             elif kind == "general":
                 self.nonconvex = self.ham.nonconvex = True
             else:
@@ -411,10 +414,8 @@ class _Context:
         a = self._alpha.get(key)
         if a is None:
             a = np.empty((self.n, self.m))
-            if self.nonconvex:
-                _gen_alpha_box(self.ham.G, self.Y, float(rad), 21, a)
-            else:
-                _gen_alpha(self.ham.G, self.Y, float(rad), 17, a)
+            _gen_alpha(self.ham.G, self.Y, float(rad), 21 if self.nonconvex else 17,
+                       self.nonconvex, a)
             if not np.all(np.isfinite(a)):
                 i = int(np.flatnonzero(~np.all(np.isfinite(a), axis=1))[0])
                 raise NumericalError(f"dG/dq is not finite at node y = {_fmt(self.Y[i])} for "

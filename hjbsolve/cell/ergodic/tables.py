@@ -10,7 +10,7 @@ import numpy as np
 from hjbsolve.errors import HJBError
 
 from .grid import _EPS
-from .solvers import _as_P, _prepare, _solve_one
+from .solvers import _as_P, _prepare, _solve_one, relax
 
 
 def effective_hamiltonian_table(ham, Ps, N, nu, m=None, offset=0.0, tol=1e-12, maxiter=100,
@@ -19,7 +19,7 @@ def effective_hamiltonian_table(ham, Ps, N, nu, m=None, offset=0.0, tol=1e-12, m
     from the previous P's (chi, Hbar) (order Ps so that neighbours are close), or, with
     ``coarse = (chis, hbars, offset_in_h)`` (results of the same Ps on the grid N/2, offset in
     units of its h), from the coarse corrector of the same P interpolated to this grid
-    (:func:`prolong`). The grid data and the convexity check are computed once. Returns an
+    (:func:`prolong`) and relaxed by a few explicit steps (:func:`solvers.relax`). The grid data and the convexity check are computed once. Returns an
     array (K,) of Hbar (and the list of ErgodicResult if return_results)."""
     Ps = np.asarray(Ps, dtype=float)
     if m is None:
@@ -36,8 +36,8 @@ def effective_hamiltonian_table(ham, Ps, N, nu, m=None, offset=0.0, tol=1e-12, m
     for j, P in enumerate(Ps):
         Pv = _as_P(P, m)
         if coarse is not None:
-            r = _solve_one(ctx, Pv, nu, tol, maxiter, prolong(coarse[0][j], N, coarse[2]),
-                           coarse[1][j])
+            chi0 = relax(ctx, prolong(coarse[0][j], N, coarse[2]), coarse[1][j], Pv, nu)
+            r = _solve_one(ctx, Pv, nu, tol, maxiter, chi0, coarse[1][j])
         elif prev is None:
             r = _solve_one(ctx, Pv, nu, tol, maxiter, None, None)
         else:

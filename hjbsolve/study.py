@@ -37,6 +37,7 @@ import itertools
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,6 +381,12 @@ def _execute_pool(todo: list[Run], jobs: int, bar) -> None:
     run) the workers are killed at once instead of finishing their runs."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    # Workers killed on an interrupt leave their semaphores to the stdlib's resource tracker, which would print
+    # a "leaked semaphore" warning after our last line; it cleans them up either way. The tracker process
+    # takes its warning filters from sys.warnoptions when it starts (with the first pool).
+    quiet = "ignore:resource_tracker:UserWarning"
+    if quiet not in sys.warnoptions:
+        sys.warnoptions.append(quiet)
     ex = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
         futs = [ex.submit(execute_run, r.case, r.path, f"study run {r.index}") for r in todo]
